@@ -1,0 +1,187 @@
+"""Typed configuration for one training run.
+
+Every knob lives in a dataclass field with a docstring, so ``--help``, notebooks and the run cache all read the
+same source of truth. A run is identified by the hash of its *resolved* config (see :func:`run_id`), which is why
+everything that changes the numbers must be a field here and nothing that does not (progress bars, output folders)
+may be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Bump when a change to the code changes results for an unchanged config: old cached runs then stop matching.
+CODE_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. Raised before any training starts."""
+
+
+@dataclass
+class DataConfig:
+    """Which text, which groups, how it is tokenised and cut into sequences."""
+
+    groups: tuple[str, ...] = ("code", "books")
+    """Names of the data groups to mix, in the order proportions refer to (p_1..p_m)."""
+    corpus: str = "embedded"
+    """``embedded`` (the offline corpus shipped in ``data/corpus``), ``slimpajama`` (DKYoon/SlimPajama-6B through
+    ``datasets``; needs network once), or a path to a folder holding a corpus ``manifest.json``."""
+    tokenizer: str = "embedded"
+    """``embedded`` (the byte-level BPE shipped in ``data/tokenizer``), ``pythia`` (EleutherAI/pythia-160m; needs it
+    cached or network), or a path to a saved tokenizer folder."""
+    context_length: int = 256
+    """Tokens per training sequence (the model sees ``context_length`` inputs and predicts as many next tokens)."""
+    split_seed: int = 0
+    """Seed of the document-level train/validation/test split. Fixed across run seeds, so every run of a study is
+    evaluated on the same documents."""
+    val_fraction: float = 0.05
+    """Share of each group's text (by bytes) held out for validation (used to choose and adapt mixtures)."""
+    test_fraction: float = 0.05
+    """Share of each group's text (by bytes) held out for the final test perplexity."""
+
+
+@dataclass
+class ModelConfig:
+    """The GPT-NeoX (Pythia-style) decoder, built from a size preset and randomly initialised."""
+
+    preset: str = "1m"
+    """Size preset, see :data:`aioli_repro.model.PRESETS` (``tiny``, ``1m``, ``4m``, ``20m``, ``pythia-160m``)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and evaluation schedule of the one training loop."""
+
+    steps: int = 300
+    """Total optimizer steps S of the run (every step of every method counts, LearnParams steps included)."""
+    batch_size: int = 8
+    """Sequences per optimizer step."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward pass; gradients are accumulated over batch_size / micro_batch_size passes.
+    On CPU keep micro_batch_size x context_length at or below about 4k tokens (larger micro-batches lose
+    throughput because the logits leave the caches)."""
+    lr: float = 3e-3
+    """Peak learning rate reached at the end of warm-up."""
+    min_lr: float = 3e-4
+    """Floor of the cosine decay, reached at the last step (the paper: 5e-4 -> 1e-4)."""
+    warmup_steps: int = 30
+    """Linear warm-up steps from 0 to ``lr``."""
+    weight_decay: float = 0.01
+    """AdamW weight decay on matrices (not on biases and norms)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clipping threshold."""
+    seed: int = 0
+    """Run seed: sets the model initialisation and each group's data order. The same seed in two runs of different
+    methods gives the same initialisation and per-group data order (common random numbers)."""
+    eval_every: int = 100
+    """Steps between periodic validation evaluations (logged in metrics.jsonl); 0 disables them."""
+    eval_sequences: int = 16
+    """Validation sequences per group in the fixed validation sample used by periodic evaluations and by the
+    methods that read validation losses (Aioli's LearnParams, Skill-it). Drawn once from the validation split,
+    identical for every run."""
+    test_max_sequences: int = 0
+    """Cap on test sequences per group for the final evaluation; 0 evaluates the whole test split."""
+    eval_batch_size: int = 32
+    """Sequences per forward pass during evaluation (no gradients, so larger than training micro-batches)."""
+    checkpoint_every: int = 100
+    """Steps between resumable checkpoints (model, optimizer, sampler, method state); 0 disables them."""
+    device: str = "auto"
+    """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines one training run's numbers."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method: str = "static"
+    """Mixing method (a policy name from :mod:`aioli_repro.policies`)."""
+    method_config: dict[str, Any] = field(default_factory=dict)
+    """The method's hyperparameters (its own typed config, stored as a plain dict)."""
+    name: str = ""
+    """Human-readable label used in the run directory name; not part of the run's identity."""
+
+    # ------------------------------------------------------------------ helpers
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        d = dict(d)
+        data = DataConfig(**{**d.pop("data", {})})
+        data.groups = tuple(data.groups)
+        model = ModelConfig(**d.pop("model", {}))
+        train = TrainConfig(**d.pop("train", {}))
+        return cls(data=data, model=model, train=train, **d)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid value."""
+        validate_groups(self.data.groups)
+        t = self.train
+        for name in ("steps", "batch_size", "micro_batch_size", "eval_sequences", "eval_batch_size"):
+            if int(getattr(t, name)) < 1:
+                raise ConfigError(f"train.{name} must be a positive integer, got {getattr(t, name)!r}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "test_max_sequences"):
+            if int(getattr(t, name)) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(t, name)!r}")
+        if t.batch_size % t.micro_batch_size:
+            raise ConfigError(
+                f"train.batch_size ({t.batch_size}) must be a multiple of train.micro_batch_size ({t.micro_batch_size})"
+            )
+        if not (t.lr > 0 and math.isfinite(t.lr)):
+            raise ConfigError(f"train.lr must be a positive number, got {t.lr!r}")
+        if not (0 <= t.min_lr <= t.lr):
+            raise ConfigError(f"train.min_lr must lie in [0, lr={t.lr}], got {t.min_lr!r}")
+        if t.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or mps, got {t.device!r}")
+        if self.data.context_length < 8:
+            raise ConfigError(f"data.context_length must be >= 8, got {self.data.context_length}")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self.data, name)
+            if not (0 < v < 0.5):
+                raise ConfigError(f"data.{name} must lie in (0, 0.5), got {v!r}")
+
+
+def validate_groups(groups) -> tuple[str, ...]:
+    groups = tuple(groups)
+    if len(groups) < 2:
+        raise ConfigError(f"a mixture needs at least two groups, got {list(groups)}")
+    dupes = sorted({g for g in groups if groups.count(g) > 1})
+    if dupes:
+        raise ConfigError(f"duplicate group names: {dupes}")
+    return groups
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy scalars and arrays
+        return x.tolist()
+    return x
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"))
+
+
+def run_id(cfg: RunConfig, extra: dict[str, Any] | None = None) -> str:
+    """Hash of everything that determines a run's result: the config (minus its display name), the code version,
+    and ``extra`` (content fingerprints of the corpus and tokenizer, resolved device type)."""
+    d = cfg.to_dict()
+    d.pop("name", None)
+    payload = {"config": d, "code_version": CODE_VERSION, "extra": extra or {}}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()

@@ -1,0 +1,146 @@
+"""Text sources: the embedded offline corpus (seven real data groups) and its document-level splits.
+
+A *text source* is anything with ``groups``, a content ``fingerprint`` and ``documents(group, split)``. The token
+store only needs that, so the embedded corpus, a user's own folder in the same format and SlimPajama
+(:mod:`aioli_repro.slimpajama`) are interchangeable.
+
+Corpus folder format: ``manifest.json`` plus one ``<group>.jsonl.gz`` per group with ``{"text": ..., "source": ...}``
+lines. The manifest records each file's sha256, and a file that does not match is refused (never silently used).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+from .config import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_CORPUS = REPO_ROOT / "data" / "corpus"
+SPLITS = ("train", "val", "test")
+
+
+class CorpusError(RuntimeError):
+    """The corpus on disk is missing, altered or malformed."""
+
+
+class TextSource(Protocol):
+    name: str
+    groups: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def documents(self, group: str, split: str) -> list[str]: ...
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def split_documents(docs: list[str], seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[str]]:
+    """Random, seeded, document-level split by bytes.
+
+    Documents are shuffled with ``seed``; the first ones go to test until ``test_fraction`` of the group's bytes is
+    reached, the next to validation until ``val_fraction``, the rest to train. A split by file position would put
+    whole sub-collections (one package, one book) into the test set and skew it.
+    """
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    sizes = [len(d.encode("utf-8")) for d in docs]
+    total = sum(sizes)
+    out: dict[str, list[int]] = {s: [] for s in SPLITS}
+    acc = 0
+    for i in order:
+        if not out["test"] or acc < test_fraction * total:
+            out["test"].append(i)
+        elif not out["val"] or acc < (test_fraction + val_fraction) * total:
+            out["val"].append(i)
+        else:
+            out["train"].append(i)
+        acc += sizes[i]
+    if not out["val"] or not out["test"] or not out["train"]:
+        raise CorpusError(f"too few documents ({len(docs)}) for a train/val/test split")
+    # Keep file order inside each split: the split is random, the order within it is irrelevant but stable.
+    return {s: [docs[i] for i in sorted(idx)] for s, idx in out.items()}
+
+
+class FolderCorpus:
+    """A corpus folder (``manifest.json`` + ``<group>.jsonl.gz``), verified against its manifest."""
+
+    def __init__(self, root: Path | str = EMBEDDED_CORPUS, split_seed: int = 0, val_fraction: float = 0.05,
+                 test_fraction: float = 0.05):
+        self.root = Path(root)
+        manifest = self.root / "manifest.json"
+        if not manifest.is_file():
+            raise CorpusError(
+                f"no corpus manifest at {manifest}. The embedded corpus ships in data/corpus; rebuild it with "
+                "`python3 scripts/build_corpus.py`."
+            )
+        self.manifest = json.loads(manifest.read_text())
+        self.name = "embedded" if self.root.resolve() == EMBEDDED_CORPUS.resolve() else str(self.root)
+        self.groups = tuple(self.manifest["groups"])
+        self.split_seed, self.val_fraction, self.test_fraction = split_seed, val_fraction, test_fraction
+
+    @property
+    def fingerprint(self) -> str:
+        files = {g: self.manifest["groups"][g]["sha256"] for g in self.groups}
+        split = [self.split_seed, self.val_fraction, self.test_fraction]
+        return hashlib.sha256(json.dumps([files, split], sort_keys=True).encode()).hexdigest()
+
+    def check_groups(self, groups) -> None:
+        unknown = [g for g in groups if g not in self.groups]
+        if unknown:
+            raise ConfigError(f"unknown group(s) {unknown}; this corpus has {list(self.groups)}")
+
+    def raw_documents(self, group: str) -> list[str]:
+        self.check_groups([group])
+        return list(_read_group(self.root / self.manifest["groups"][group]["file"],
+                                self.manifest["groups"][group]["sha256"]))
+
+    def documents(self, group: str, split: str) -> list[str]:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        docs = self.raw_documents(group)
+        return split_documents(docs, self.split_seed, self.val_fraction, self.test_fraction)[split]
+
+
+@lru_cache(maxsize=16)
+def _read_group(path: Path, expected_sha256: str) -> tuple[str, ...]:
+    if not path.is_file():
+        raise CorpusError(f"corpus file {path} is missing; rebuild it with `python3 scripts/build_corpus.py`")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise CorpusError(
+            f"corpus file {path} does not match its manifest (sha256 {actual[:12]}... != {expected_sha256[:12]}...): "
+            "it was altered or truncated. Restore it with `git checkout -- data/corpus` or rebuild it with "
+            "`python3 scripts/build_corpus.py`."
+        )
+    docs = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                docs.append(json.loads(line)["text"])
+            except (json.JSONDecodeError, KeyError) as e:
+                raise CorpusError(f"{path}:{n}: malformed corpus line ({e})") from e
+    return tuple(docs)
+
+
+def open_source(corpus: str, split_seed: int = 0, val_fraction: float = 0.05, test_fraction: float = 0.05,
+                groups=None) -> TextSource:
+    """Resolve ``DataConfig.corpus`` to a text source."""
+    if corpus == "slimpajama":
+        from .slimpajama import SlimPajamaSource
+
+        return SlimPajamaSource(groups=groups)
+    root = EMBEDDED_CORPUS if corpus == "embedded" else Path(corpus)
+    return FolderCorpus(root, split_seed, val_fraction, test_fraction)

@@ -1,0 +1,88 @@
+"""GPT-NeoX (Pythia-style) decoder from ``transformers``, randomly initialised from a size preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden_size: int
+    layers: int
+    heads: int
+    tie_embeddings: bool
+    """Tied input/output embeddings keep tiny models small (the vocabulary would otherwise dominate the count);
+    Pythia itself unties them."""
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(32, 1, 2, True),  # unit tests only
+    "1m": Preset(128, 2, 4, True),
+    "4m": Preset(256, 4, 4, True),
+    "20m": Preset(512, 6, 8, True),
+    "pythia-160m": Preset(768, 12, 12, False),  # the paper's model
+}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device='cuda' but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def build_model(preset: str, vocab_size: int, context_length: int, seed: int, eos_token_id: int = 0,
+                pad_token_id: int | None = None):
+    """A freshly initialised GPTNeoXForCausalLM. The initialisation depends on ``seed`` alone."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown model preset {preset!r}; choose one of {list(PRESETS)}")
+    p = PRESETS[preset]
+    config = GPTNeoXConfig(
+        vocab_size=vocab_size,
+        hidden_size=p.hidden_size,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        intermediate_size=4 * p.hidden_size,
+        max_position_embeddings=max(context_length, 2048 if preset == "pythia-160m" else context_length),
+        use_parallel_residual=True,
+        tie_word_embeddings=p.tie_embeddings,
+        bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        use_cache=False,
+    )
+    # sdpa: PyTorch's fused attention (Flash kernels on CUDA where available); no flash-attn build needed.
+    config._attn_implementation = "sdpa"
+    # Seed a private generator state for the init only, so the global RNG stream is not disturbed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPTNeoXForCausalLM(config)
+    return model
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_token(model, context_length: int) -> float:
+    """Training FLOPs per token: 6N for the weights (forward + backward) plus the attention score/value matmuls,
+    12 * layers * hidden * context (the PaLM appendix estimate). N excludes the input embedding lookup, which is a
+    gather, not a matmul; with tied embeddings the matrix is still used once, by the LM head."""
+    cfg = model.config
+    n = count_parameters(model)
+    if not cfg.tie_word_embeddings:
+        n -= model.get_input_embeddings().weight.numel()
+    return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * context_length

@@ -1,0 +1,164 @@
+"""The one interface every data-mixing method implements.
+
+The training loop owns the model, the optimizer and the data; a *policy* only decides what to train on next. It does
+so in *segments*: "train ``steps`` steps on proportions p (i.i.d. or with exact per-batch counts), then, if asked,
+evaluate the fixed validation sample and tell me the per-group losses". Stratified and static mixing are one
+segment; Skill-it is a segment per round; Aioli's LearnParams is a run of short exact-count segments, each followed
+by an evaluation, inside the same run. A policy may also reweight per-group training losses (the DoReMi and DoGE
+proxies). Policies record, per round, the proportions they used and the matrix A^t they implied, because the
+fidelity analysis compares those matrices with the truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..config import ConfigError
+from ..sampler import check_proportions
+
+
+@dataclass
+class Segment:
+    """A stretch of training the loop carries out for a policy."""
+
+    proportions: list[float]
+    """Mixture p over the run's groups for every step of the segment."""
+    steps: int
+    """Optimizer steps to take (0 is allowed: an evaluation-only segment)."""
+    exact: bool = False
+    """Exact per-batch group counts (largest-remainder rounding) instead of i.i.d. group draws."""
+    evaluate: bool = False
+    """After the segment, evaluate the validation sample and pass the per-group losses to ``policy.observe``."""
+    kind: str = "train"
+    """``train`` or ``learn_params``: lets the loop account for the share of steps spent estimating A^t."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Observation:
+    """What the loop tells a policy after an evaluating segment."""
+
+    step: int
+    val_losses: np.ndarray
+    """L^t: mean token loss of each group on the fixed validation sample."""
+
+
+class MixingPolicy:
+    """Base class. Subclasses set ``name``, a ``Config`` dataclass and implement ``next_segment``."""
+
+    name: ClassVar[str] = ""
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: Any, groups: tuple[str, ...], total_steps: int, seed: int):
+        self.config, self.groups, self.total_steps, self.seed = config, tuple(groups), int(total_steps), int(seed)
+        self.m = len(self.groups)
+        self.history: list[dict[str, Any]] = []
+        """Per round: {"step", "proportions", "A" (m x m list or None), ...}; saved in the run's result."""
+
+    # ---------------------------------------------------------------- decisions
+    def next_segment(self, step: int) -> Segment:
+        raise NotImplementedError
+
+    def observe(self, obs: Observation) -> None:
+        """Called after every segment with ``evaluate=True``."""
+
+    def loss_weights(self, step: int, group_counts: np.ndarray) -> np.ndarray | None:
+        """Per-group weights w for the training loss sum_g w_g * (mean loss of group g in the batch), or None for
+        the plain mean over sequences."""
+        return None
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+
+    def summary(self) -> dict[str, Any]:
+        """What goes into the run's result.json."""
+        return {"method": self.name, "history": self.history}
+
+    # ---------------------------------------------------------------- helpers
+    def uniform(self) -> np.ndarray:
+        return np.full(self.m, 1.0 / self.m)
+
+    def record(self, step: int, proportions, A=None, **extra) -> None:
+        self.history.append({"step": int(step), "proportions": [float(x) for x in proportions],
+                             "A": None if A is None else np.asarray(A, dtype=float).tolist(), **extra})
+
+
+REGISTRY: dict[str, type[MixingPolicy]] = {}
+
+
+def register(cls: type[MixingPolicy]) -> type[MixingPolicy]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def make_config(method: str, values: dict[str, Any] | None = None):
+    """Build a method's typed config from a plain dict, rejecting unknown keys and wrong types by name."""
+    if method not in REGISTRY:
+        raise ConfigError(f"unknown method {method!r}; choose one of {sorted(REGISTRY)}")
+    cls = REGISTRY[method].Config
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for method {method!r}; valid: {sorted(fields)}")
+    return cls(**values)
+
+
+def make_policy(method: str, values: dict[str, Any] | None, groups, total_steps: int, seed: int) -> MixingPolicy:
+    config = make_config(method, values)
+    policy = REGISTRY[method](config, tuple(groups), total_steps, seed)
+    return policy
+
+
+@register
+class StaticPolicy(MixingPolicy):
+    """Fixed proportions for the whole run: stratified (uniform) when none are given, else any p."""
+
+    name = "static"
+
+    @dataclass
+    class Config:
+        proportions: list[float] | None = None
+        """Fixed mixture p (normalised); None means uniform, i.e. stratified sampling."""
+
+    def __init__(self, config, groups, total_steps, seed):
+        super().__init__(config, groups, total_steps, seed)
+        if config.proportions is None:
+            self.p = self.uniform()
+        else:
+            self.p = check_proportions(config.proportions, self.m, self.groups)
+
+    def next_segment(self, step: int) -> Segment:
+        if not self.history:
+            self.record(step, self.p)
+        return Segment(self.p.tolist(), self.total_steps - step)
+
+
+@register
+class StratifiedPolicy(StaticPolicy):
+    """p = uniform over the groups: the paper's baseline."""
+
+    name = "stratified"
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config, groups, total_steps, seed):
+        MixingPolicy.__init__(self, config, groups, total_steps, seed)
+        self.p = self.uniform()
+
+

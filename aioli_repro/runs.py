@@ -1,0 +1,170 @@
+"""Run directories you can trust: identity by config hash, atomic writes, checksummed checkpoints, one writer.
+
+Layout of ``runs/<name>-<id12>/``::
+
+    config.json        resolved config + run id (written once)
+    metrics.jsonl      one JSON record per logged step / evaluation
+    checkpoint/        model.safetensors, trainer_state.pt (tensors, loaded with weights_only=True), state.json
+    result.json        written last, atomically; its presence means the run finished
+
+A finished run is never recomputed. An unfinished one resumes from its last checkpoint. A checkpoint whose files do
+not match the checksums in its ``state.json`` is reported and ignored (the run restarts), never silently used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RunConfig, canonical_json
+from .corpus import REPO_ROOT, sha256_file
+from .token_store import atomic_write_json
+
+RESULT_FORMAT = 1
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("AIOLI_RUNS", REPO_ROOT / "runs"))
+
+
+class RunLockedError(RuntimeError):
+    """Another process is computing this run."""
+
+
+class RunDir:
+    def __init__(self, cfg: RunConfig, rid: str, runs_dir: Path | str | None = None):
+        self.cfg, self.id = cfg, rid
+        label = (cfg.name or cfg.method).replace("/", "_").replace(" ", "_")
+        self.path = Path(runs_dir or default_runs_dir()) / f"{label}-{rid[:12]}"
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------ locking
+    def acquire(self, wait: bool = False) -> None:
+        """Take the run's lock so two processes never compute the same run at once."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLockedError(f"run {self.path.name} is being computed by another process") from None
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------ config, metrics, result
+    def write_config(self, extra: dict[str, Any]) -> None:
+        path = self.path / "config.json"
+        payload = {"run_id": self.id, "config": self.cfg.to_dict(), "fingerprints": extra}
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("run_id") != self.id:
+                raise RuntimeError(f"{path} belongs to run {old.get('run_id')}, not {self.id}; refusing to overwrite")
+            return
+        atomic_write_json(path, payload)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(canonical_json(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records logged after ``step`` (they are recomputed when a run resumes from that step)."""
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+        path.write_text("".join(k + "\n" for k in keep))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def read_result(self) -> dict[str, Any] | None:
+        path = self.path / "result.json"
+        if not path.exists():
+            return None
+        try:
+            res = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            print(f"[runs] {path} is corrupt; the run will be recomputed")
+            return None
+        if res.get("run_id") != self.id or res.get("format") != RESULT_FORMAT:
+            print(f"[runs] {path} does not belong to this run or has an old format; the run will be recomputed")
+            return None
+        return res
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        atomic_write_json(self.path / "result.json", {**result, "run_id": self.id, "format": RESULT_FORMAT})
+
+    # ------------------------------------------------------------ checkpoints
+    @property
+    def ckpt(self) -> Path:
+        return self.path / "checkpoint"
+
+    def save_checkpoint(self, model, tensors: dict[str, Any], state: dict[str, Any]) -> None:
+        """Write a complete checkpoint to a temporary folder, then swap it in with renames."""
+        from safetensors.torch import save_model
+
+        tmp = self.path / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(tensors, tmp / "trainer_state.pt")
+        state = {**state, "run_id": self.id,
+                 "sha256": {f: sha256_file(tmp / f) for f in ("model.safetensors", "trainer_state.pt")}}
+        atomic_write_json(tmp / "state.json", state)
+        old = self.path / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.ckpt.exists():
+            os.replace(self.ckpt, old)
+        os.replace(tmp, self.ckpt)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, model) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Load the last good checkpoint into ``model``; returns (tensors, state) or None if there is none."""
+        from safetensors.torch import load_model
+
+        for folder in (self.ckpt, self.path / "checkpoint.old"):  # .old survives a crash between the two renames
+            state_path = folder / "state.json"
+            if not state_path.exists():
+                continue
+            try:
+                state = json.loads(state_path.read_text())
+                bad = [f for f, h in state["sha256"].items() if sha256_file(folder / f) != h]
+            except (json.JSONDecodeError, KeyError, FileNotFoundError) as e:
+                bad = [f"state.json ({e.__class__.__name__})"]
+            if bad or state.get("run_id") != self.id:
+                print(f"[runs] checkpoint {folder} is corrupt or foreign ({bad or 'run id'}); ignoring it")
+                continue
+            load_model(model, str(folder / "model.safetensors"))
+            tensors = torch.load(folder / "trainer_state.pt", weights_only=True)
+            return tensors, state
+        return None
+
+    def remove_checkpoint(self) -> None:
+        for folder in ("checkpoint", "checkpoint.tmp", "checkpoint.old"):
+            shutil.rmtree(self.path / folder, ignore_errors=True)
+
+
+def config_digest(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()

@@ -1,0 +1,271 @@
+"""The one training loop every method shares.
+
+A run is: build the data and the model from the config, then repeatedly ask the mixing policy for the next segment
+(proportions, steps, batch mode, evaluate-after?) and carry it out. Methods never see the optimizer or the data;
+the loop never knows which method it runs. Everything a resumed run needs (model, optimizer, sampler, policy, the
+segment in progress) is checkpointed, so an interrupted run ends with exactly the result of an uninterrupted one.
+
+Headline metric (the paper's "average test perplexity"): for each group, the mean next-token cross-entropy over
+every predicted token of its test split (EOS separators included), exponentiated; then the mean over groups:
+``avg_test_perplexity = mean_i exp(L_i^test)``.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig, run_id
+from .corpus import open_source
+from .model import build_model, count_parameters, flops_per_token, resolve_device
+from .policies import Observation, Segment, make_policy
+from .runs import RunDir
+from .sampler import MixtureSampler, eval_windows
+from .token_store import TokenStore
+from .tokenizer import eos_id, load_tokenizer, tokenizer_fingerprint
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Data:
+    """Everything a run reads: token streams and the fixed evaluation windows."""
+
+    groups: tuple[str, ...]
+    tokenizer: Any
+    store: TokenStore
+    train_streams: dict[str, np.ndarray]
+    val_sample: dict[str, torch.Tensor]
+    """Fixed small validation sample per group (periodic evaluation, and methods that read L^t)."""
+
+
+def load_data(cfg: RunConfig, verbose: bool = True) -> Data:
+    d = cfg.data
+    source = open_source(d.corpus, d.split_seed, d.val_fraction, d.test_fraction, groups=d.groups)
+    if hasattr(source, "check_groups"):
+        source.check_groups(d.groups)
+    tokenizer = load_tokenizer(d.tokenizer)
+    store = TokenStore(source, tokenizer, verbose=verbose)
+    streams = {g: store.tokens(g, "train") for g in d.groups}
+    # Evenly spaced windows (no seed): the same validation tokens for every run of every method.
+    val = {g: eval_windows(store.tokens(g, "val"), d.context_length, cfg.train.eval_sequences) for g in d.groups}
+    return Data(tuple(d.groups), tokenizer, store, streams, val)
+
+
+def lr_at(step: int, t) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at the last step."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    span = max(1, t.steps - 1 - t.warmup_steps)
+    progress = min(1.0, (step - t.warmup_steps) / span)
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, t) -> torch.optim.AdamW:
+    # Decay matrices only: biases and LayerNorm gains are not regularised (as in the paper's code and nanoGPT).
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=1e-8)
+
+
+def sequence_losses(model, tokens: torch.Tensor, autocast: bool) -> torch.Tensor:
+    """Mean next-token cross-entropy of each sequence, [batch]."""
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    with torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=inputs).logits
+    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+    return loss.view(labels.shape).mean(dim=1)
+
+
+@torch.no_grad()
+def evaluate(model, windows: dict[str, torch.Tensor], batch_size: int, device: torch.device,
+             autocast: bool = False) -> dict[str, float]:
+    """Per-group mean token loss. All groups' windows go through the model together in large batches."""
+    was_training = model.training
+    model.eval()
+    names = list(windows)
+    all_windows = torch.cat([windows[g] for g in names])
+    owner = torch.cat([torch.full((len(windows[g]),), i) for i, g in enumerate(names)])
+    losses = torch.empty(len(all_windows))
+    for s in range(0, len(all_windows), batch_size):
+        chunk = all_windows[s:s + batch_size].to(device, non_blocking=True)
+        losses[s:s + batch_size] = sequence_losses(model, chunk, autocast).float().cpu()
+    model.train(was_training)
+    # Every window has the same number of predicted tokens, so the window mean is the token mean.
+    return {g: float(losses[owner == i].double().mean()) for i, g in enumerate(names)}
+
+
+def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool = False,
+          on_step: Callable[[int], None] | None = None, data: Data | None = None) -> dict[str, Any]:
+    """Run (or resume, or just return the cached result of) one training run."""
+    cfg.validate()
+    t = cfg.train
+    device = resolve_device(t.device)
+    policy = make_policy(cfg.method, cfg.method_config, cfg.data.groups, t.steps, t.seed)  # validates early
+    data = data or load_data(cfg, verbose=progress)
+    fingerprints = {"corpus": data.store.source.fingerprint, "tokenizer": tokenizer_fingerprint(data.tokenizer),
+                    "device": device.type}
+    run = RunDir(cfg, run_id(cfg, fingerprints), runs_dir)
+    if (done := run.read_result()) is not None:
+        return done
+    run.acquire()
+    try:
+        if (done := run.read_result()) is not None:  # finished by another process while we waited
+            return done
+        run.write_config(fingerprints)
+        return _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
+    finally:
+        run.release()
+
+
+def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step):
+    t = cfg.train
+    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()  # bf16 is 15-30x slower on AVX2 CPUs
+    model = build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
+                        eos_id(data.tokenizer), data.tokenizer.pad_token_id)
+    model.to(device).train()
+    optimizer = make_optimizer(model, t)
+    sampler = MixtureSampler(data.train_streams, cfg.data.context_length, t.seed)
+    step, segment, seg_done, wall = 0, None, 0, 0.0
+    lp_steps = 0  # steps spent in policy-requested learning segments (Aioli's LearnParams)
+
+    if (ckpt := run.load_checkpoint(model)) is not None:
+        tensors, state = ckpt
+        optimizer.load_state_dict(tensors["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        policy.load_state_dict(state["policy"])
+        step, seg_done, wall, lp_steps = state["step"], state["seg_done"], state["wall"], state["lp_steps"]
+        segment = Segment(**state["segment"]) if state["segment"] else None
+        run.truncate_metrics(step)
+        if progress:
+            print(f"[train] resuming {run.path.name} from step {step}")
+    else:
+        run.truncate_metrics(-1)
+
+    def checkpoint():
+        run.save_checkpoint(model, {"optimizer": optimizer.state_dict()}, {
+            "step": step, "sampler": sampler.state_dict(), "policy": policy.state_dict(),
+            "segment": segment.to_dict() if segment else None, "seg_done": seg_done, "wall": wall,
+            "lp_steps": lp_steps})
+
+    n_micro = t.batch_size // t.micro_batch_size
+    groups = data.groups
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.steps, initial=step, desc=run.path.name, unit="step", dynamic_ncols=True)
+    tokens_per_step = t.batch_size * cfg.data.context_length
+    t0 = time.perf_counter()
+    last_loss = float("nan")
+    while step < t.steps:
+        if segment is None or seg_done >= segment.steps:
+            if segment is not None and segment.evaluate:
+                losses = evaluate(model, data.val_sample, t.eval_batch_size, device, autocast)
+                policy.observe(Observation(step, np.array([losses[g] for g in groups])))
+            segment, seg_done = policy.next_segment(step), 0
+            if segment.steps < 0 or step + segment.steps > t.steps:
+                raise RuntimeError(f"policy {policy.name} asked for {segment.steps} steps at step {step} "
+                                   f"of {t.steps}")
+            continue
+        # ---- one optimizer step on the segment's mixture
+        lr = lr_at(step, t)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = sampler.next_batch(segment.proportions, t.batch_size, exact=segment.exact)
+        counts = np.bincount(batch.groups.numpy(), minlength=len(groups))
+        weights = policy.loss_weights(step, counts)
+        if weights is None:
+            seq_weight = torch.ones(t.batch_size)
+        else:  # sum_g w_g * mean_{s in g} loss_s, written as a per-sequence weight so it splits over micro-batches
+            per_group = np.where(counts > 0, np.asarray(weights) * t.batch_size / np.maximum(counts, 1), 0.0)
+            seq_weight = torch.as_tensor(per_group, dtype=torch.float32)[batch.groups]
+        seq_loss_all = torch.empty(t.batch_size)
+        for k in range(n_micro):
+            sl = slice(k * t.micro_batch_size, (k + 1) * t.micro_batch_size)
+            tokens = batch.tokens[sl].to(device, non_blocking=True)
+            seq_loss = sequence_losses(model, tokens, autocast)
+            loss = (seq_loss * seq_weight[sl].to(device)).sum() / t.batch_size
+            loss.backward()
+            seq_loss_all[sl] = seq_loss.detach().float().cpu()
+        if not torch.isfinite(seq_loss_all).all():
+            bad = sorted({groups[int(g)] for g in batch.groups[~torch.isfinite(seq_loss_all)]})
+            raise TrainingDiverged(f"non-finite training loss at step {step} on group(s) {bad}; the last good "
+                                   f"checkpoint in {run.ckpt} is kept and no result is written")
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        seg_done += 1
+        if segment.kind == "learn_params":
+            lp_steps += 1
+        last_loss = float(seq_loss_all.mean())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
+        if step % 10 == 0 or step == t.steps:
+            run.append_metrics({"step": step, "lr": lr, "train_loss": last_loss, "kind": segment.kind,
+                                "proportions": segment.proportions})
+        if t.eval_every and step % t.eval_every == 0 and step < t.steps:
+            val = evaluate(model, data.val_sample, t.eval_batch_size, device, autocast)
+            run.append_metrics({"step": step, "val_loss": val})
+        if on_step is not None:
+            on_step(step)
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
+            wall += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            checkpoint()
+    if segment is not None and segment.evaluate:  # a policy's last evaluation request still gets its answer
+        losses = evaluate(model, data.val_sample, t.eval_batch_size, device, autocast)
+        policy.observe(Observation(step, np.array([losses[g] for g in groups])))
+    wall += time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+
+    # ---- final evaluation on the full validation and test splits
+    t1 = time.perf_counter()
+    cap = t.test_max_sequences
+    final = {}
+    for split in ("val", "test"):
+        windows = {g: eval_windows(data.store.tokens(g, split), cfg.data.context_length, cap) for g in groups}
+        final[split] = evaluate(model, windows, t.eval_batch_size, device, autocast)
+        final[f"{split}_tokens"] = {g: int(w.shape[0] * cfg.data.context_length) for g, w in windows.items()}
+    eval_wall = time.perf_counter() - t1
+    test_ppl = {g: math.exp(v) for g, v in final["test"].items()}
+    val_ppl = {g: math.exp(v) for g, v in final["val"].items()}
+    result = {
+        "name": cfg.name, "method": cfg.method, "groups": list(groups), "seed": t.seed, "steps": t.steps,
+        "config": cfg.to_dict(),
+        "val_loss": final["val"], "test_loss": final["test"],
+        "val_perplexity": val_ppl, "test_perplexity": test_ppl,
+        "avg_val_perplexity": float(np.mean(list(val_ppl.values()))),
+        "avg_test_perplexity": float(np.mean(list(test_ppl.values()))),
+        "eval_tokens": {"val": final["val_tokens"], "test": final["test_tokens"]},
+        "train_tokens": t.steps * tokens_per_step,
+        "learn_params_steps": lp_steps,
+        "final_train_loss": last_loss,
+        "policy": policy.summary(),
+        "parameters": count_parameters(model),
+        "flops_per_token": flops_per_token(model, cfg.data.context_length),
+        "wall_time_s": wall, "eval_time_s": eval_wall,
+        "train_tokens_per_s": t.steps * tokens_per_step / wall if wall > 0 else None,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": device.type, "torch": torch.__version__,
+    }
+    if keep_model:
+        from safetensors.torch import save_model
+
+        save_model(model, str(run.path / "model.safetensors"))
+    run.write_result(result)
+    run.remove_checkpoint()
+    return run.read_result()
