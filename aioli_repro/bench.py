@@ -1,0 +1,136 @@
+"""Speed benchmark: this machine's fp32 matmul peak, and training throughput / MFU / peak RSS of each preset.
+
+Everything is measured in one invocation so the ratios (MFU = achieved model FLOP/s over the measured matmul peak)
+compare like with like on a noisy VM. Each configuration runs in its own subprocess so its peak RSS is its own.
+Run: ``python -m aioli_repro bench`` (writes results/benchmark_speed.json and .csv).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
+    """Best fp32 GFLOP/s of square matmuls (what a compute-bound model could at most reach)."""
+    best = {}
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)  # warm-up: thread pool, caches
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - t)
+        best[n] = 2 * n**3 / min(times) / 1e9
+    return {"gflops_by_size": best, "peak_gflops": max(best.values())}
+
+
+def measure_training(preset: str, vocab: int, context: int, micro_batch: int, steps: int, threads: int | None = None,
+                     compile_model: bool = False) -> dict:
+    """Median step time of forward + backward + clip + AdamW on random tokens, with a per-phase breakdown."""
+    import resource
+
+    from .model import build_model, count_parameters, flops_per_token
+    from .train import make_optimizer, sequence_losses
+    from .config import TrainConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = build_model(preset, vocab, context, seed=0)
+    opt = make_optimizer(model, TrainConfig())
+    fwd_model = torch.compile(model) if compile_model else model
+    tokens = torch.randint(0, vocab, (micro_batch, context + 1))
+    phases = {"forward": [], "backward": [], "clip": [], "optimizer": []}
+    warmup = 2
+    for i in range(steps + warmup):
+        t0 = time.perf_counter()
+        loss = sequence_losses(fwd_model, tokens, autocast=False).mean()
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        t3 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                phases[k].append(v)
+    med = {k: sorted(v)[len(v) // 2] for k, v in phases.items()}
+    step_time = sum(med.values())
+    tok_s = micro_batch * context / step_time
+    fpt = flops_per_token(model, context)
+    return {
+        "preset": preset, "vocab": vocab, "context": context, "micro_batch": micro_batch,
+        "threads": torch.get_num_threads(), "compile": compile_model,
+        "parameters": count_parameters(model), "flops_per_token": fpt,
+        "step_s": step_time, "tokens_per_s": tok_s, "model_gflops": fpt * tok_s / 1e9,
+        "phase_s": med, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _run_isolated(kwargs: dict) -> dict:
+    """One configuration in a fresh interpreter (own peak RSS, no allocator or thread-pool carry-over)."""
+    code = ("import json,sys; from aioli_repro.bench import measure_training; "
+            "print(json.dumps(measure_training(**json.loads(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path = "results/benchmark_speed.json",
+                  vocab: int | None = None, context: int = 256, micro_batch: int = 8, knobs: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from .tokenizer import load_tokenizer
+
+    if vocab is None:
+        vocab = len(load_tokenizer("embedded"))
+    configs = [dict(preset=p, vocab=vocab, context=context, micro_batch=micro_batch, steps=steps) for p in presets]
+    if knobs:  # the knobs that mattered on this CPU, measured on the 1m preset
+        base = dict(preset="1m", vocab=vocab, context=context, micro_batch=micro_batch, steps=steps)
+        configs += [
+            {**base, "vocab": 8192}, {**base, "vocab": 50304},
+            {**base, "threads": 1},
+            {**base, "context": 128, "micro_batch": 16}, {**base, "context": 512, "micro_batch": 4},
+            {**base, "micro_batch": 16}, {**base, "micro_batch": 32},
+        ]
+    peak = matmul_peak()
+    rows = []
+    for kw in tqdm(configs, desc="benchmark", unit="config"):
+        r = _run_isolated(kw)
+        r["mfu"] = r["model_gflops"] / peak["peak_gflops"]
+        rows.append(r)
+    peak_after = matmul_peak()  # the VM's speed drifts; report both so a reader sees the noise band
+    report = {
+        "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "matmul_peak_gflops": peak["peak_gflops"], "matmul_peak_gflops_after": peak_after["peak_gflops"],
+        "matmul_by_size": peak["gflops_by_size"], "runs": rows,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["preset", "vocab", "context", "micro_batch", "threads", "parameters", "tokens_per_s",
+                    "model_gflops", "mfu", "forward_s", "backward_s", "clip_s", "optimizer_s", "peak_rss_mb"])
+        for r in rows:
+            w.writerow([r["preset"], r["vocab"], r["context"], r["micro_batch"], r["threads"], r["parameters"],
+                        round(r["tokens_per_s"]), round(r["model_gflops"], 1), round(r["mfu"], 3),
+                        *(round(r["phase_s"][k], 4) for k in ("forward", "backward", "clip", "optimizer")),
+                        round(r["peak_rss_mb"])])
+    print(f"matmul peak {peak['peak_gflops']:.1f} GFLOP/s (after: {peak_after['peak_gflops']:.1f})")
+    for r in rows:
+        print(f"{r['preset']:>5s} V={r['vocab']:<6d} T={r['context']:<4d} b={r['micro_batch']:<3d} "
+              f"thr={r['threads']} {r['tokens_per_s']:8.0f} tok/s {r['model_gflops']:6.1f} GFLOP/s "
+              f"MFU {r['mfu']:.2f} RSS {r['peak_rss_mb']:.0f} MB  phases {json.dumps({k: round(v, 4) for k, v in r['phase_s'].items()})}")
+    return report

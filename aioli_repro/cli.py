@@ -1,0 +1,175 @@
+"""Command line: ``python -m aioli_repro {train,groups,prepare,tokenizer,bench} ...``.
+
+The ``train`` options are generated from the config dataclasses, so ``--help`` shows each field's docstring and can
+never drift from what the code reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+import textwrap
+from typing import Any, get_type_hints
+
+from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Attribute docstrings (the string literal right under a dataclass field), read from the source."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(getattr(nxt, "value", None), ast.Constant) and isinstance(nxt.value.value, str):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parse_list(kind):
+    def parse(text: str):
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        try:
+            return tuple(kind(x) for x in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+    return parse
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, skip=()) -> None:
+    hints = get_type_hints(cls)
+    docs = field_docs(cls)
+    group = parser.add_argument_group(f"{prefix} options ({cls.__name__})")
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = {int: int, float: float, str: str}.get(hint)
+        if kind is None:  # tuple[str, ...]
+            kind = _parse_list(str)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{prefix}.{f.name}", type=kind, default=None,
+                           metavar=f.name.upper(), help=f"{docs.get(f.name, '')} (default: {shown})")
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "train": {}}
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, name = key.split(".", 1)
+            values[section][name] = value
+    method_config = dict(json.loads(args.method_config)) if args.method_config else {}
+    if args.proportions is not None:
+        method_config["proportions"] = list(args.proportions)
+    cfg = RunConfig(data=DataConfig(**values["data"]), model=ModelConfig(**values["model"]),
+                    train=TrainConfig(**values["train"]), method=args.method, method_config=method_config,
+                    name=args.name or "")
+    cfg.validate()
+    return cfg
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m aioli_repro", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one run (reuses a finished run, resumes an interrupted one)",
+                       description="Train one run. Example: python -m aioli_repro train --groups code,books "
+                                   "--proportions 0.5,0.5 --steps 300")
+    p.add_argument("--method", default="static",
+                   help="mixing method; `static` with --proportions, or any registered policy")
+    p.add_argument("--proportions", type=_parse_list(float), default=None, metavar="P1,P2,...",
+                   help="fixed mixture for the static method, one number per group (normalised; default uniform)")
+    p.add_argument("--method-config", default=None, metavar="JSON",
+                   help="method hyperparameters as a JSON object, e.g. '{\"eta\": 0.2}'")
+    p.add_argument("--name", default=None, help="label for the run directory (not part of the run's identity)")
+    p.add_argument("--runs-dir", default=None, help="where run directories live (default: runs/ or $AIOLI_RUNS)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataclass_options(p, DataConfig, "data")
+    add_dataclass_options(p, ModelConfig, "model")
+    add_dataclass_options(p, TrainConfig, "train")
+
+    g = sub.add_parser("groups", help="list the data groups of the embedded corpus (or --corpus)")
+    g.add_argument("--corpus", default="embedded")
+
+    pr = sub.add_parser("prepare", help="tokenise groups into the token store (done automatically on first use)")
+    pr.add_argument("--groups", type=_parse_list(str), default=None, help="default: all groups")
+    pr.add_argument("--corpus", default="embedded")
+    pr.add_argument("--tokenizer", default="embedded")
+
+    tk = sub.add_parser("tokenizer", help="retrain the embedded byte-level BPE on the corpus' train splits")
+    tk.add_argument("--vocab-size", type=int, default=4096)
+    tk.add_argument("--corpus", default="embedded")
+    tk.add_argument("--out", default=None, help="output folder (default: data/tokenizer)")
+
+    b = sub.add_parser("bench", help="measure matmul peak, training throughput and MFU of each preset")
+    b.add_argument("--presets", type=_parse_list(str), default=("1m", "4m", "20m"))
+    b.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
+    b.add_argument("--out", default="results/benchmark_speed.json")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ConfigError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    if args.command == "train":
+        from .train import train
+
+        cfg = build_config(args)
+        result = train(cfg, runs_dir=args.runs_dir, progress=not args.quiet)
+        summary = {k: result[k] for k in ("name", "method", "groups", "steps", "avg_test_perplexity",
+                                          "test_perplexity", "wall_time_s", "train_tokens_per_s")}
+        print(json.dumps(summary, indent=1))
+        return 0
+    if args.command == "groups":
+        from .corpus import open_source
+
+        src = open_source(args.corpus)
+        for name, meta in src.manifest["groups"].items():
+            print(f"{name:12s} analogue of {meta.get('slimpajama_analogue', '?'):14s} "
+                  f"{meta.get('documents', 0):6d} docs {meta.get('raw_bytes', 0) / 1e6:6.1f} MB  "
+                  f"{meta.get('description', '')}")
+        return 0
+    if args.command == "prepare":
+        from .corpus import open_source
+        from .token_store import TokenStore
+        from .tokenizer import load_tokenizer
+
+        src = open_source(args.corpus, groups=args.groups)
+        groups = args.groups or src.groups
+        if hasattr(src, "check_groups"):
+            src.check_groups(groups)
+        counts = TokenStore(src, load_tokenizer(args.tokenizer)).prepare(groups)
+        print(json.dumps(counts, indent=1))
+        return 0
+    if args.command == "tokenizer":
+        from .corpus import open_source
+        from .tokenizer import EMBEDDED_TOKENIZER, train_tokenizer
+
+        src = open_source(args.corpus)
+        texts = [t for g in src.groups for t in src.documents(g, "train")]
+        out = args.out or EMBEDDED_TOKENIZER
+        train_tokenizer(texts, vocab_size=args.vocab_size, out_dir=out)
+        print(f"saved a {args.vocab_size}-token byte-level BPE to {out}")
+        return 0
+    if args.command == "bench":
+        from .bench import run_benchmark
+
+        run_benchmark(presets=args.presets, steps=args.steps, out=args.out)
+        return 0
+    raise AssertionError(args.command)
