@@ -146,6 +146,10 @@ class RunConfig:
             raise ConfigError(f"train.min_lr must lie in [0, lr={t.lr}], got {t.min_lr!r}")
         if t.device not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"train.device must be auto, cpu, cuda or mps, got {t.device!r}")
+        from .model import PRESETS  # local import: model.py imports this module
+
+        if self.model.preset not in PRESETS:
+            raise ConfigError(f"unknown model preset {self.model.preset!r}; choose one of {list(PRESETS)}")
         if self.data.context_length < 8:
             raise ConfigError(f"data.context_length must be >= 8, got {self.data.context_length}")
         for name in ("val_fraction", "test_fraction"):

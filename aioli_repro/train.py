@@ -200,7 +200,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
             seq_loss_all[sl] = seq_loss.detach().float().cpu()
         if not torch.isfinite(seq_loss_all).all():
             bad = sorted({groups[int(g)] for g in batch.groups[~torch.isfinite(seq_loss_all)]})
-            raise TrainingDiverged(f"non-finite training loss at step {step} on group(s) {bad}; the last good "
+            raise TrainingDiverged(f"non-finite training loss at step {step + 1} of {t.steps} on group(s) {bad}; the last good "
                                    f"checkpoint in {run.ckpt} is kept and no result is written")
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()

@@ -2,7 +2,7 @@
 
 Sources are files present on any Debian machine with Python 3.11: standard-library modules (``code``), Debian
 changelogs (``changelogs``) and licence texts (``licenses``). The assets are committed, so tests never run this.
-Usage: python tests/assets/make_tiny_assets.py
+Usage: python tests/assets/make_tiny_assets.py [--slimpajama]  (the latter rebuilds only the SlimPajama fixture)
 """
 
 import glob
@@ -66,5 +66,30 @@ def main():
     print({g: m["raw_bytes"] for g, m in manifest["groups"].items()})
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--slimpajama" not in sys.argv:
     main()
+
+
+def make_slimpajama_fixture():
+    """A few documents per RedPajama set in the DKYoon/SlimPajama-6B schema (text, meta.redpajama_set_name,
+    __index_level_0__), taken from the embedded corpus' analogue groups."""
+    from aioli_repro.corpus import FolderCorpus
+    from aioli_repro.slimpajama import SET_NAMES
+
+    corpus = FolderCorpus()
+    analogue = {m["slimpajama_analogue"]: g for g, m in corpus.manifest["groups"].items()}
+    out = HERE / "slimpajama_fixture"
+    out.mkdir(exist_ok=True)
+    index = 0
+    for split, (start, count) in {"train": (0, 12), "test": (100, 8)}.items():
+        with open(out / f"{split}.jsonl", "w") as f:
+            for group, set_name in SET_NAMES.items():
+                docs = corpus.raw_documents(analogue[group])[start:start + count]
+                for d in docs:
+                    row = {"text": d[:600], "meta": {"redpajama_set_name": set_name}, "__index_level_0__": index}
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    index += 1
+
+
+if __name__ == "__main__" and "--slimpajama" in sys.argv:
+    make_slimpajama_fixture()

@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny committed corpus + tokenizer, and a factory of tiny run configs.
+
+Tests never touch the network: the hub is forced offline, and caches and run directories live in tmp folders.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ASSETS = Path(__file__).parent / "assets"
+TINY_CORPUS = ASSETS / "tiny_corpus"
+TINY_TOKENIZER = ASSETS / "tiny_tokenizer"
+TINY_GROUPS = ("code", "changelogs", "licenses")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # One token cache per test session (building it is the slow part); run dirs per test.
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("AIOLI_CACHE", str(cache))
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def tiny_cfg():
+    """Factory of tiny, fast run configs on the committed 3-group test corpus."""
+    from aioli_repro.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    def make(steps=20, method="static", method_config=None, groups=TINY_GROUPS, **train):
+        train = {"steps": steps, "batch_size": 8, "micro_batch_size": 4, "warmup_steps": 3, "eval_every": 10,
+                 "checkpoint_every": 5, "eval_sequences": 4, "eval_batch_size": 16, "lr": 3e-3, **train}
+        return RunConfig(
+            data=DataConfig(groups=tuple(groups), corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER),
+                            context_length=32, val_fraction=0.2, test_fraction=0.2),
+            model=ModelConfig("tiny"), train=TrainConfig(**train), method=method,
+            method_config=dict(method_config or {}), name="test")
+
+    return make

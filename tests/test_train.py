@@ -1,0 +1,207 @@
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+import aioli_repro.train as train_mod
+from aioli_repro.config import ConfigError, run_id
+from aioli_repro.model import build_model
+from aioli_repro.policies import MixingPolicy, Segment
+from aioli_repro.policies.base import REGISTRY, register
+from aioli_repro.runs import RunDir, RunLockedError
+from aioli_repro.train import TrainingDiverged, evaluate, load_data, lr_at, sequence_losses, train
+
+
+def test_sequence_and_group_losses_match_a_hand_computation():
+    model = build_model("tiny", 50, 8, seed=0)
+    tokens = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(input_ids=tokens[:, :-1]).logits
+    hand = []
+    for b in range(3):
+        nll = []
+        for t in range(5):
+            row = logits[b, t].double()
+            nll.append(float(torch.logsumexp(row, 0) - row[tokens[b, t + 1]]))
+        hand.append(sum(nll) / len(nll))
+    got = sequence_losses(model, tokens, autocast=False)
+    assert np.allclose(got.detach().numpy(), hand, atol=1e-5)
+    per_group = evaluate(model, {"a": tokens[:2], "b": tokens[2:]}, batch_size=2, device=torch.device("cpu"))
+    assert math.isclose(per_group["a"], (hand[0] + hand[1]) / 2, abs_tol=1e-5)
+    assert math.isclose(per_group["b"], hand[2], abs_tol=1e-5)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor(tiny_cfg):
+    t = tiny_cfg(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4).train
+    lrs = [lr_at(s, t) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[-1] == pytest.approx(1e-4)
+
+
+def test_smoke_run_lowers_the_loss_and_writes_a_result(tiny_cfg, runs_dir):
+    cfg = tiny_cfg(steps=40, method_config={"proportions": [0.5, 0.3, 0.2]})
+    res = train(cfg, runs_dir=runs_dir, progress=False)
+    start = math.log(512)  # a random model predicts about uniformly over the 512-token vocabulary
+    assert np.mean(list(res["test_loss"].values())) < start - 0.5
+    assert res["avg_test_perplexity"] == pytest.approx(np.mean([math.exp(v) for v in res["test_loss"].values()]))
+    assert res["policy"]["history"][0]["proportions"] == pytest.approx([0.5, 0.3, 0.2])
+    run = RunDir(cfg, res["run_id"], runs_dir)
+    assert (run.path / "config.json").exists() and not run.ckpt.exists()
+    vals = [r for r in run.read_metrics() if "val_loss" in r]
+    assert [r["step"] for r in vals] == [10, 20, 30]
+
+
+def test_finished_run_is_not_recomputed(tiny_cfg, runs_dir):
+    cfg = tiny_cfg(steps=10)
+    first = train(cfg, runs_dir=runs_dir, progress=False)
+    calls = []
+    second = train(cfg, runs_dir=runs_dir, progress=False, on_step=calls.append)
+    assert calls == [] and second == first
+    # The display name is not part of the identity; any numeric change is.
+    cfg.name = "renamed"
+    assert train(cfg, runs_dir=runs_dir, progress=False, on_step=calls.append)["test_loss"] == first["test_loss"]
+    cfg2 = tiny_cfg(steps=10, seed=1)
+    assert run_id(cfg2) != run_id(cfg)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(step):
+    def hook(s):
+        if s == step:
+            raise Interrupt
+    return hook
+
+
+@pytest.mark.parametrize("stop", [7, 10, 13])
+def test_resume_equals_uninterrupted(tiny_cfg, tmp_path, stop):
+    cfg = tiny_cfg(steps=20, method_config={"proportions": [0.2, 0.5, 0.3]})
+    ref = train(cfg, runs_dir=tmp_path / "a", progress=False)
+    with pytest.raises(Interrupt):
+        train(cfg, runs_dir=tmp_path / "b", progress=False, on_step=_interrupt_at(stop))
+    resumed_from = []
+    res = train(cfg, runs_dir=tmp_path / "b", progress=False, on_step=resumed_from.append)
+    # on_step runs before the step is checkpointed, so the last checkpoint is the multiple of 5 below `stop`.
+    assert resumed_from[0] == ((stop - 1) // 5) * 5 + 1
+    for key in ("val_loss", "test_loss", "policy", "final_train_loss"):
+        assert res[key] == ref[key], key
+    ma = [r for r in RunDir(cfg, ref["run_id"], tmp_path / "a").read_metrics()]
+    mb = [r for r in RunDir(cfg, res["run_id"], tmp_path / "b").read_metrics()]
+    assert ma == mb
+
+
+def test_non_finite_loss_stops_with_step_and_group_and_keeps_the_checkpoint(tiny_cfg, runs_dir, monkeypatch):
+    cfg = tiny_cfg(steps=20)
+    real = train_mod.sequence_losses
+    calls = {"n": 0}
+
+    def poisoned(model, tokens, autocast):
+        out = real(model, tokens, autocast)
+        calls["n"] += 1
+        if model.training and calls["n"] > 2 * 7:  # two micro-batches per step: poison the 8th step
+            out = out.clone()
+            out[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(train_mod, "sequence_losses", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"at step 8 of 20 on group\(s\) \['\w+'(, '\w+')*\]"):
+        train(cfg, runs_dir=runs_dir, progress=False)
+    run_dirs = list(runs_dir.iterdir())
+    assert len(run_dirs) == 1
+    assert not (run_dirs[0] / "result.json").exists()
+    state = json.loads((run_dirs[0] / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 5
+
+
+def test_a_locked_run_is_not_computed_twice(tiny_cfg, runs_dir):
+    cfg = tiny_cfg(steps=5)
+    data = load_data(cfg, verbose=False)
+    from aioli_repro.corpus import FolderCorpus  # noqa: F401  (data already resolved the corpus)
+    from aioli_repro.tokenizer import tokenizer_fingerprint
+
+    fp = {"corpus": data.store.source.fingerprint, "tokenizer": tokenizer_fingerprint(data.tokenizer), "device": "cpu"}
+    holder = RunDir(cfg, run_id(cfg, fp), runs_dir)
+    holder.acquire()
+    try:
+        with pytest.raises(RunLockedError):
+            train(cfg, runs_dir=runs_dir, progress=False, data=data)
+    finally:
+        holder.release()
+    assert train(cfg, runs_dir=runs_dir, progress=False, data=data)["steps"] == 5
+
+
+def test_bad_config_fails_before_training(tiny_cfg, runs_dir):
+    with pytest.raises(ConfigError, match="multiple of"):
+        train(tiny_cfg(batch_size=6, micro_batch_size=4), runs_dir=runs_dir, progress=False)
+    with pytest.raises(ValueError, match="expected 3 proportions"):
+        train(tiny_cfg(method_config={"proportions": [1, 1]}), runs_dir=runs_dir, progress=False)
+    with pytest.raises(ConfigError, match="unknown group"):
+        train(tiny_cfg(groups=("code", "nope")), runs_dir=runs_dir, progress=False)
+    with pytest.raises(ConfigError, match="unknown method"):
+        train(tiny_cfg(method="nope"), runs_dir=runs_dir, progress=False)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+@pytest.fixture
+def probe_policy():
+    """A policy that exercises every part of the interface: eval-only, exact, learn_params and weighted segments."""
+
+    @register
+    class Probe(MixingPolicy):
+        name = "_probe"
+
+        @dataclass
+        class Config:
+            weights: bool = False
+
+        def __init__(self, config, groups, total_steps, seed):
+            super().__init__(config, groups, total_steps, seed)
+            self.plan = [Segment(self.uniform().tolist(), 0, evaluate=True)]
+            for j in range(self.m):
+                onehot = np.full(self.m, 0.1 / (self.m - 1))
+                onehot[j] = 0.9
+                self.plan.append(Segment(onehot.tolist(), 2, exact=True, evaluate=True, kind="learn_params"))
+            self.observed, self.counts_seen = [], []
+
+        def next_segment(self, step):
+            if self.plan:
+                return self.plan.pop(0)
+            return Segment(self.uniform().tolist(), self.total_steps - step)
+
+        def observe(self, obs):
+            self.observed.append((obs.step, obs.val_losses.tolist()))
+
+        def loss_weights(self, step, group_counts):
+            self.counts_seen.append(group_counts.tolist())
+            return np.full(self.m, 1.0 / self.m) if self.config.weights else None
+
+        def state_dict(self):
+            return {**super().state_dict(), "observed": self.observed}
+
+        def summary(self):
+            return {**super().summary(), "observed": self.observed}
+
+    yield Probe
+    REGISTRY.pop("_probe")
+
+
+def test_policy_segments_evaluations_and_learn_params_accounting(tiny_cfg, runs_dir, probe_policy):
+    cfg = tiny_cfg(steps=12, method="_probe", checkpoint_every=0)
+    res = train(cfg, runs_dir=runs_dir, progress=False)
+    observed = res["policy"]["observed"]
+    assert [s for s, _ in observed] == [0, 2, 4, 6]  # eval at start, then after each 2-step learn interval
+    assert all(len(v) == 3 for _, v in observed)
+    assert res["learn_params_steps"] == 6
+
+
+def test_loss_weights_change_training(tiny_cfg, tmp_path, probe_policy):
+    plain = train(tiny_cfg(steps=8, method="_probe"), runs_dir=tmp_path / "a", progress=False)
+    weighted = train(tiny_cfg(steps=8, method="_probe", method_config={"weights": True}), runs_dir=tmp_path / "b",
+                     progress=False)
+    assert plain["test_loss"] != weighted["test_loss"]
