@@ -39,9 +39,9 @@ def measure_training(preset: str, vocab: int, context: int, micro_batch: int, st
     """Median step time of forward + backward + clip + AdamW on random tokens, with a per-phase breakdown."""
     import resource
 
+    from .config import TrainConfig
     from .model import build_model, count_parameters, flops_per_token
     from .train import make_optimizer, sequence_losses
-    from .config import TrainConfig
 
     if threads:
         torch.set_num_threads(threads)

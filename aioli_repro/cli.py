@@ -39,7 +39,7 @@ def _parse_list(kind):
         try:
             return tuple(kind(x) for x in items)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
     return parse
 
 

@@ -118,7 +118,7 @@ class RunConfig:
         return _jsonable(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         data = DataConfig(**{**d.pop("data", {})})
         data.groups = tuple(data.groups)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,6 +152,9 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
             print(f"[train] resuming {run.path.name} from step {step}")
     else:
         run.truncate_metrics(-1)
+        if t.eval_every:  # the curve's starting point: an untrained model scores about ln(vocabulary size)
+            run.append_metrics({"step": 0, "val_loss": evaluate(model, data.val_sample, t.eval_batch_size, device,
+                                                                autocast)})
 
     def checkpoint():
         run.save_checkpoint(model, {"optimizer": optimizer.state_dict()}, {
@@ -216,7 +220,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
         if step % 10 == 0 or step == t.steps:
             run.append_metrics({"step": step, "lr": lr, "train_loss": last_loss, "kind": segment.kind,
                                 "proportions": segment.proportions})
-        if t.eval_every and step % t.eval_every == 0 and step < t.steps:
+        if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
             val = evaluate(model, data.val_sample, t.eval_batch_size, device, autocast)
             run.append_metrics({"step": step, "val_loss": val})
         if on_step is not None:

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from aioli_repro.sampler import MixtureSampler, ProportionsError, check_proportions, eval_windows, largest_remainder_counts
+from aioli_repro.sampler import (
+    MixtureSampler,
+    ProportionsError,
+    check_proportions,
+    eval_windows,
+    largest_remainder_counts,
+)
 
 
 def _streams(sizes=(5000, 3000, 4000)):

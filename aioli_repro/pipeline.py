@@ -1,0 +1,73 @@
+"""Execute the numbered notebooks in order with papermill (what ``run_all.sh`` calls).
+
+Each notebook receives ``profile`` (and ``jobs``) through its ``parameters`` cell, writes its tables to
+``results/<profile>/`` and its figures to ``figures/<profile>/``, and is saved executed to
+``notebooks/executed/<profile>/``. Training runs are cached by config hash, so a second invocation only re-renders.
+The pipeline stops at the first failing notebook and names the notebook and the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .corpus import REPO_ROOT
+from .profiles import PROFILES
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    found = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [p for p in found if any(p.name.startswith(o) or p.stem == o for o in only)]
+        if not found:
+            raise SystemExit(f"no notebook matches {only}")
+    return found
+
+
+def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path) -> float:
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / path.name
+    t = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(out), parameters={"profile": profile, "jobs": jobs}, kernel_name="python3",
+                            cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as e:
+        raise SystemExit(f"\n[run_all] FAILED: notebook {path.name}, cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
+                         f"[run_all] The executed notebook with the traceback is {out}") from None
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="run_all.sh", description="Regenerate every table and figure.")
+    ap.add_argument("--profile", default="quick", choices=list(PROFILES), help="see aioli_repro/profiles.py")
+    ap.add_argument("--jobs", type=int, default=1, help="independent training runs executed in parallel")
+    ap.add_argument("--only", nargs="*", help="run only these notebooks (number prefix or name)")
+    args = ap.parse_args(argv)
+    todo = notebooks(args.only)
+    out_dir = NOTEBOOKS / "executed" / args.profile
+    print(f"[run_all] profile {args.profile}: {PROFILES[args.profile].description}")
+    timings = {}
+    t0 = time.perf_counter()
+    for i, nb in enumerate(todo, 1):
+        print(f"[run_all] ({i}/{len(todo)}) {nb.name} ...", flush=True)
+        timings[nb.name] = run_notebook(nb, args.profile, args.jobs, out_dir)
+        print(f"[run_all] ({i}/{len(todo)}) {nb.name} done in {timings[nb.name]:.0f} s", flush=True)
+    total = time.perf_counter() - t0
+    log = REPO_ROOT / "results" / args.profile / "run_all_timings.json"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(json.dumps({"profile": args.profile, "jobs": args.jobs, "total_s": total,
+                               "notebooks_s": timings}, indent=1) + "\n")
+    print(f"[run_all] all {len(todo)} notebooks done in {total:.0f} s; results in results/{args.profile}/, "
+          f"figures in figures/{args.profile}/, executed notebooks in {out_dir.relative_to(REPO_ROOT)}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

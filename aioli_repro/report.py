@@ -1,0 +1,57 @@
+"""Small helpers the notebooks share: where outputs go, corpus tables, metric curves.
+
+Notebooks stay thin (parameters, calls into the package, a table or a figure); anything with logic lives here and
+is tested.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .corpus import REPO_ROOT, FolderCorpus
+from .runs import RunDir, default_runs_dir
+
+
+def results_dir(profile: str) -> Path:
+    path = REPO_ROOT / "results" / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def figures_dir(profile: str) -> Path:
+    path = REPO_ROOT / "figures" / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def corpus_table(store=None) -> pd.DataFrame:
+    """One row per embedded group: analogue, documents, raw MB, and token counts per split if a store is given."""
+    corpus = FolderCorpus()
+    rows = []
+    for name, meta in corpus.manifest["groups"].items():
+        row = {"group": name, "slimpajama_analogue": meta["slimpajama_analogue"], "documents": meta["documents"],
+               "raw_MB": round(meta["raw_bytes"] / 1e6, 2),
+               "sources": ", ".join(f"{s['package']} {s['version']}" for s in meta["sources"])}
+        if store is not None:
+            for split in ("train", "val", "test"):
+                row[f"{split}_tokens"] = int(store.tokens(name, split).size)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_metrics(result: dict, runs_dir=None) -> pd.DataFrame:
+    """The periodic validation losses (on the fixed validation sample) of a finished run as a long table."""
+    from .config import RunConfig
+
+    cfg = RunConfig.from_dict(result["config"])
+    run = RunDir(cfg, result["run_id"], runs_dir or default_runs_dir())
+    return pd.DataFrame([{"step": r["step"], "group": g, "val_loss": v}
+                         for r in run.read_metrics() if "val_loss" in r for g, v in r["val_loss"].items()])
+
+
+def write_json(obj, path: Path) -> Path:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: sets up .venv if needed, then lint + the unit test suite (a few minutes on 2 cores).
+# Extra arguments go to pytest, e.g. ./run_tests.sh -k sampler
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/setup_env.sh
+echo "[tests] ruff"
+python -m ruff check aioli_repro tests scripts
+echo "[tests] pytest"
+python -m pytest "$@"
