@@ -44,10 +44,7 @@ def corpus_table(store=None) -> pd.DataFrame:
 
 def run_metrics(result: dict, runs_dir=None) -> pd.DataFrame:
     """The periodic validation losses (on the fixed validation sample) of a finished run as a long table."""
-    from .config import RunConfig
-
-    cfg = RunConfig.from_dict(result["config"])
-    run = RunDir(cfg, result["run_id"], runs_dir or default_runs_dir())
+    run = RunDir.from_result(result, runs_dir or default_runs_dir())
     return pd.DataFrame([{"step": r["step"], "group": g, "val_loss": v}
                          for r in run.read_metrics() if "val_loss" in r for g, v in r["val_loss"].items()])
 

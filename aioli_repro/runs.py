@@ -45,6 +45,11 @@ class RunDir:
         self.path = Path(runs_dir or default_runs_dir()) / f"{label}-{rid[:12]}"
         self._lock_fd: int | None = None
 
+    @classmethod
+    def from_result(cls, result: dict[str, Any], runs_dir: Path | str | None = None) -> RunDir:
+        """The directory of a finished run, from its result.json content."""
+        return cls(RunConfig.from_dict(result["config"]), result["run_id"], runs_dir)
+
     # ------------------------------------------------------------ locking
     def acquire(self, wait: bool = False) -> None:
         """Take the run's lock so two processes never compute the same run at once."""
@@ -115,6 +120,11 @@ class RunDir:
 
     def write_result(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.path / "result.json", {**result, "run_id": self.id, "format": RESULT_FORMAT})
+
+    @property
+    def model_path(self) -> Path:
+        """Final weights, saved only for runs asked to keep them (``train(..., keep_model=True)``)."""
+        return self.path / "model.safetensors"
 
     # ------------------------------------------------------------ checkpoints
     @property

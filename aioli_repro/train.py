@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .config import RunConfig, run_id
 from .corpus import open_source
 from .model import build_model, count_parameters, flops_per_token, resolve_device
-from .policies import Observation, Segment, make_policy
+from .policies import Observation, PolicyContext, Segment, make_policy
 from .runs import RunDir
 from .sampler import MixtureSampler, eval_windows
 from .token_store import TokenStore
@@ -106,6 +106,46 @@ def evaluate(model, windows: dict[str, torch.Tensor], batch_size: int, device: t
     return {g: float(losses[owner == i].double().mean()) for i, g in enumerate(names)}
 
 
+def forward_backward(model, policy, step: int, batch, t, device, autocast: bool) -> torch.Tensor:
+    """Accumulate the gradient of the batch loss over micro-batches; returns the per-sequence losses.
+
+    The loss is the mean over sequences, or Σ_g w_g · (mean loss of group g) when the policy returns weights w
+    (DoReMi), written as a per-sequence weight so that it splits exactly over micro-batches. A policy that reads the
+    batch's losses before choosing w gets them from a no-grad pass when there are several micro-batches (so the
+    weights always see the whole batch, and the optimizer steps once per batch).
+    """
+    n_micro = t.batch_size // t.micro_batch_size
+    micro = [slice(k * t.micro_batch_size, (k + 1) * t.micro_batch_size) for k in range(n_micro)]
+    seq_loss_all = torch.empty(t.batch_size)
+    pending = None  # single micro-batch: keep the graph, choose the weights, then backward
+    if policy.needs_batch_losses:
+        if n_micro == 1:
+            pending = sequence_losses(model, batch.tokens.to(device, non_blocking=True), autocast)
+            seq_loss_all[:] = pending.detach().float().cpu()
+        else:
+            with torch.no_grad():
+                for sl in micro:
+                    seq_loss_all[sl] = sequence_losses(model, batch.tokens[sl].to(device), autocast).float().cpu()
+        weights = policy.loss_weights(step, batch, seq_loss_all.clone())
+    else:
+        weights = policy.loss_weights(step, batch, None)
+    if weights is None:
+        seq_weight = torch.ones(t.batch_size)
+    else:
+        counts = np.bincount(batch.groups.numpy(), minlength=len(weights))
+        per_group = np.where(counts > 0, np.asarray(weights) * t.batch_size / np.maximum(counts, 1), 0.0)
+        seq_weight = torch.as_tensor(per_group, dtype=torch.float32)[batch.groups]
+    for sl in micro:
+        if pending is not None:
+            seq_loss = pending
+        else:
+            seq_loss = sequence_losses(model, batch.tokens[sl].to(device, non_blocking=True), autocast)
+            seq_loss_all[sl] = seq_loss.detach().float().cpu()
+        loss = (seq_loss * seq_weight[sl].to(device)).sum() / t.batch_size
+        loss.backward()
+    return seq_loss_all
+
+
 def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool = False,
           on_step: Callable[[int], None] | None = None, data: Data | None = None) -> dict[str, Any]:
     """Run (or resume, or just return the cached result of) one training run."""
@@ -117,11 +157,17 @@ def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool
     fingerprints = {"corpus": data.store.source.fingerprint, "tokenizer": tokenizer_fingerprint(data.tokenizer),
                     "device": device.type}
     run = RunDir(cfg, run_id(cfg, fingerprints), runs_dir)
-    if (done := run.read_result()) is not None:
+
+    def finished():
+        done = run.read_result()
+        # A caller that needs the final weights (e.g. DoReMi's reference) retrains a run cached without them.
+        return done if done is not None and (not keep_model or run.model_path.exists()) else None
+
+    if (done := finished()) is not None:
         return done
     run.acquire()
     try:
-        if (done := run.read_result()) is not None:  # finished by another process while we waited
+        if (done := finished()) is not None:  # finished by another process while we waited
             return done
         run.write_config(fingerprints)
         return _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
@@ -137,6 +183,13 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
     model.to(device).train()
     optimizer = make_optimizer(model, t)
     sampler = MixtureSampler(data.train_streams, cfg.data.context_length, t.seed)
+
+    def model_factory():
+        return build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
+                           eos_id(data.tokenizer), data.tokenizer.pad_token_id).to(device)
+
+    policy.setup(PolicyContext(batch_size=t.batch_size, device=device, model=model, model_factory=model_factory,
+                               val_sample=data.val_sample, eval_batch_size=t.eval_batch_size, autocast=autocast))
     step, segment, seg_done, wall = 0, None, 0, 0.0
     lp_steps = 0  # steps spent in policy-requested learning segments (Aioli's LearnParams)
 
@@ -162,7 +215,6 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
             "segment": segment.to_dict() if segment else None, "seg_done": seg_done, "wall": wall,
             "lp_steps": lp_steps})
 
-    n_micro = t.batch_size // t.micro_batch_size
     groups = data.groups
     bar = None
     if progress:
@@ -187,21 +239,9 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sampler.next_batch(segment.proportions, t.batch_size, exact=segment.exact)
-        counts = np.bincount(batch.groups.numpy(), minlength=len(groups))
-        weights = policy.loss_weights(step, counts)
-        if weights is None:
-            seq_weight = torch.ones(t.batch_size)
-        else:  # sum_g w_g * mean_{s in g} loss_s, written as a per-sequence weight so it splits over micro-batches
-            per_group = np.where(counts > 0, np.asarray(weights) * t.batch_size / np.maximum(counts, 1), 0.0)
-            seq_weight = torch.as_tensor(per_group, dtype=torch.float32)[batch.groups]
-        seq_loss_all = torch.empty(t.batch_size)
-        for k in range(n_micro):
-            sl = slice(k * t.micro_batch_size, (k + 1) * t.micro_batch_size)
-            tokens = batch.tokens[sl].to(device, non_blocking=True)
-            seq_loss = sequence_losses(model, tokens, autocast)
-            loss = (seq_loss * seq_weight[sl].to(device)).sum() / t.batch_size
-            loss.backward()
-            seq_loss_all[sl] = seq_loss.detach().float().cpu()
+        seq_loss_all = policy.compute_gradients(step, batch, lr)  # DoGE builds its own update
+        if seq_loss_all is None:
+            seq_loss_all = forward_backward(model, policy, step, batch, t, device, autocast)
         if not torch.isfinite(seq_loss_all).all():
             bad = sorted({groups[int(g)] for g in batch.groups[~torch.isfinite(seq_loss_all)]})
             raise TrainingDiverged(f"non-finite training loss at step {step + 1} of {t.steps} on group(s) {bad}; the last good "
@@ -269,7 +309,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
     if keep_model:
         from safetensors.torch import save_model
 
-        save_model(model, str(run.path / "model.safetensors"))
+        save_model(model, str(run.model_path))
     run.write_result(result)
     run.remove_checkpoint()
     return run.read_result()

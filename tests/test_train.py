@@ -177,8 +177,8 @@ def probe_policy():
         def observe(self, obs):
             self.observed.append((obs.step, obs.val_losses.tolist()))
 
-        def loss_weights(self, step, group_counts):
-            self.counts_seen.append(group_counts.tolist())
+        def loss_weights(self, step, batch, seq_losses):
+            self.counts_seen.append(np.bincount(batch.groups.numpy(), minlength=self.m).tolist())
             return np.full(self.m, 1.0 / self.m) if self.config.weights else None
 
         def state_dict(self):

@@ -1,6 +1,20 @@
-"""Data-mixing methods as policies behind one interface (see :mod:`.base`)."""
+"""Data-mixing methods as policies behind one interface (see :mod:`.base`).
 
-from .base import REGISTRY, MixingPolicy, Observation, Segment, StaticPolicy, StratifiedPolicy, make_config, make_policy
+Importing this package registers every method, so ``make_policy(name, ...)`` finds them all.
+"""
 
-__all__ = ["REGISTRY", "MixingPolicy", "Observation", "Segment", "StaticPolicy", "StratifiedPolicy", "make_config",
-           "make_policy"]
+from . import aioli, doge, doremi, skillit  # noqa: F401  (registration side effects)
+from .base import (
+    REGISTRY,
+    MixingPolicy,
+    Observation,
+    PolicyContext,
+    Segment,
+    StaticPolicy,
+    StratifiedPolicy,
+    make_config,
+    make_policy,
+)
+
+__all__ = ["REGISTRY", "MixingPolicy", "Observation", "PolicyContext", "Segment", "StaticPolicy",
+           "StratifiedPolicy", "make_config", "make_policy"]

@@ -41,6 +41,20 @@ class Segment:
 
 
 @dataclass
+class PolicyContext:
+    """What the loop lends a policy at setup: sizes, the device, and (for methods that need them) the live model, a
+    factory of fresh models of the same architecture, and the fixed validation sample."""
+
+    batch_size: int
+    device: Any = None
+    model: Any = None
+    model_factory: Any = None
+    val_sample: dict | None = None
+    eval_batch_size: int = 32
+    autocast: bool = False
+
+
+@dataclass
 class Observation:
     """What the loop tells a policy after an evaluating segment."""
 
@@ -64,16 +78,28 @@ class MixingPolicy:
         self.history: list[dict[str, Any]] = []
         """Per round: {"step", "proportions", "A" (m x m list or None), ...}; saved in the run's result."""
 
+    needs_batch_losses: ClassVar[bool] = False
+    """True if ``loss_weights`` reads the batch's per-sequence losses (computed before the backward pass)."""
+
     # ---------------------------------------------------------------- decisions
+    def setup(self, ctx: PolicyContext) -> None:
+        """Called once by the loop after the model is built, before any step (and before a resume)."""
+        self.ctx = ctx
+
     def next_segment(self, step: int) -> Segment:
         raise NotImplementedError
 
     def observe(self, obs: Observation) -> None:
         """Called after every segment with ``evaluate=True``."""
 
-    def loss_weights(self, step: int, group_counts: np.ndarray) -> np.ndarray | None:
+    def loss_weights(self, step: int, batch, seq_losses) -> np.ndarray | None:
         """Per-group weights w for the training loss sum_g w_g * (mean loss of group g in the batch), or None for
-        the plain mean over sequences."""
+        the plain mean over sequences. ``seq_losses`` (detached, [batch]) is given when ``needs_batch_losses``."""
+        return None
+
+    def compute_gradients(self, step: int, batch, lr: float):
+        """Methods that build the update from several gradients (DoGE) compute ``.grad`` themselves here and return
+        the batch's per-sequence losses; None lets the loop do the usual forward/backward."""
         return None
 
     # ---------------------------------------------------------------- state

@@ -1,0 +1,129 @@
+"""DoGE proxy: score each group by how well its training gradient aligns with the validation gradient.
+
+Each step (as released, adapted from Olivia-fsm/DoGE): per-group training gradients g_j (each clipped to norm 1)
+and the gradient g_val of a validation batch drawn from the validation sample;
+
+    score_j = lr_t · ⟨g_j, g_val⟩ / (mean_j ‖g_j‖ + 1e-6), clipped to [0, 5·lr_t]
+    log w ← log w + score / μ;  w ← softmax(log w)
+
+and the model is updated with Σ_j w_j g_j. The *average* w over the proxy run becomes the static mixture of the final
+run. In LMO terms DoGE uses A^t_ij = ⟨∇L^val_i, ∇L^train_j⟩, recorded with per-group validation gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import ConfigError
+from .base import MixingPolicy, Segment, register
+
+
+def doge_scores(train_grads: np.ndarray, val_grad: np.ndarray, lr: float, present: np.ndarray) -> np.ndarray:
+    """score_j = lr·⟨g_j, g_val⟩/(mean ‖g_j‖ + 1e-6) clipped to [0, 5·lr]; 0 for groups absent from the batch."""
+    norms = np.linalg.norm(train_grads[present], axis=1)
+    scale = norms.mean() + 1e-6 if present.any() else 1.0
+    scores = lr * (train_grads @ val_grad) / scale
+    return np.where(present, np.clip(scores, 0.0, 5.0 * lr), 0.0)
+
+
+def doge_update(log_w: np.ndarray, scores: np.ndarray, mu: float) -> tuple[np.ndarray, np.ndarray]:
+    log_w = log_w + scores / mu
+    w = np.exp(log_w - log_w.max())
+    return log_w, w / w.sum()
+
+
+def _flat_grad(loss, params, retain: bool) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
+@register
+class DoGEProxyPolicy(MixingPolicy):
+    name = "doge_proxy"
+
+    @dataclass
+    class Config:
+        mu: float = 0.01
+        """μ: the log-weight update is score / μ (released: 0.01 for 2-3 groups, 0.1 for 7)."""
+        val_batch_size: int = 2
+        """Validation sequences per step for g_val (released: 2 beside 6 training sequences, or 4 + 4)."""
+        record_every: int = 0
+        """Steps between recorded A^t (per-group validation gradients; m extra backward passes); 0 = 20 per run."""
+
+    def __init__(self, config, groups, total_steps, seed):
+        super().__init__(config, groups, total_steps, seed)
+        if config.mu <= 0 or config.val_batch_size < 1:
+            raise ConfigError(f"doge mu must be > 0 and val_batch_size >= 1; got {config.mu}, {config.val_batch_size}")
+        self.record_every = config.record_every or max(1, total_steps // 20)
+        self.log_w = np.log(self.uniform())
+        self.w = self.uniform()
+        self.weight_sum = np.zeros(self.m)
+        self.updates = 0
+
+    def next_segment(self, step: int) -> Segment:
+        if not self.history:
+            self.record(step, self.w, None)
+        return Segment(self.uniform().tolist(), self.total_steps - step)
+
+    def _val_batch(self, step: int) -> tuple[torch.Tensor, np.ndarray]:
+        pool = torch.cat([self.ctx.val_sample[g] for g in self.groups])
+        owner = np.concatenate([np.full(len(self.ctx.val_sample[g]), i) for i, g in enumerate(self.groups)])
+        idx = np.random.default_rng([self.seed, 0xD06E, step]).choice(len(pool), self.config.val_batch_size)
+        return pool[idx], owner[idx]
+
+    def compute_gradients(self, step, batch, lr):
+        from ..train import sequence_losses
+
+        model, device, ac = self.ctx.model, self.ctx.device, self.ctx.autocast
+        params = [p for p in model.parameters() if p.requires_grad]
+        seq = sequence_losses(model, batch.tokens.to(device), ac)
+        groups = batch.groups.to(device)
+        present = np.bincount(batch.groups.numpy(), minlength=self.m) > 0
+        grads = torch.zeros(self.m, sum(p.numel() for p in params), device=device)
+        for j in np.flatnonzero(present):
+            g = _flat_grad(seq[groups == j].mean(), params, retain=True)
+            grads[j] = g / max(1.0, float(g.norm()))  # clip each group's gradient to norm 1
+        val_tokens, _ = self._val_batch(step)
+        g_val = _flat_grad(sequence_losses(model, val_tokens.to(device), ac).mean(), params, retain=False)
+        scores = doge_scores(grads.double().cpu().numpy(), g_val.double().cpu().numpy(), lr, present)
+        self.log_w, self.w = doge_update(self.log_w, scores, self.config.mu)
+        self.weight_sum += self.w
+        self.updates += 1
+        update = (torch.as_tensor(self.w, dtype=grads.dtype, device=device)[:, None] * grads).sum(0)
+        offset = 0
+        for p in params:
+            p.grad = update[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        if (step + 1) % self.record_every == 0:
+            self.record(step + 1, self.w, self._gradient_matrix(params, grads))
+        return seq.detach().float().cpu()
+
+    def _gradient_matrix(self, params, train_grads: torch.Tensor) -> np.ndarray:
+        """A_ij = ⟨∇L^val_i, g_train_j⟩ with per-group validation gradients on the validation sample."""
+        from ..train import sequence_losses
+
+        rows = []
+        for g in self.groups:
+            tokens = self.ctx.val_sample[g][: max(2, self.config.val_batch_size)].to(self.ctx.device)
+            g_val = _flat_grad(sequence_losses(self.ctx.model, tokens, self.ctx.autocast).mean(), params, False)
+            rows.append((train_grads @ g_val).double().cpu().numpy())
+        return np.array(rows)
+
+    @property
+    def average_weights(self) -> np.ndarray:
+        return self.weight_sum / max(self.updates, 1)
+
+    def state_dict(self):
+        return {**super().state_dict(), "log_w": self.log_w.tolist(), "w": self.w.tolist(),
+                "weight_sum": self.weight_sum.tolist(), "updates": self.updates}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.log_w, self.w = np.array(state["log_w"]), np.array(state["w"])
+        self.weight_sum, self.updates = np.array(state["weight_sum"]), state["updates"]
+
+    def summary(self):
+        return {**super().summary(), "average_weights": self.average_weights.tolist()}

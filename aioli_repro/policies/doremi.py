@@ -1,0 +1,130 @@
+"""DoReMi proxy: reweight per-group losses by their excess over a reference model (Group DRO).
+
+Pipeline: reference model = the stratified run's final model; the proxy run (this policy) samples stratified
+batches and trains on Σ_g w_g·ℓ_g, updating w every step from the clipped excess losses:
+
+    excess_g = max(ℓ_g(proxy) - ℓ_g(reference), 0)      (a group absent from the batch reuses its last value)
+    log w ← log w + μ·excess;  w ← softmax;  w ← (1 - s)·w + s/m
+
+The *average* w over the proxy run becomes the static mixture of the final run. In LMO terms DoReMi uses a diagonal
+A^t with A_ii = excess_i (recorded unclipped, averaged over the last few steps).
+
+Gradient accumulation is exact here: the loop computes every micro-batch's losses before the weights are updated
+(a no-grad pass when there are several micro-batches), so the weights see the whole batch and the optimizer steps
+once per batch. The released code stepped the optimizer on every micro-batch and dropped half the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import ConfigError
+from .base import MixingPolicy, Segment, register
+
+
+def group_means(values: np.ndarray, groups: np.ndarray, m: int) -> np.ndarray:
+    """Mean of ``values`` per group (NaN for groups absent from the batch)."""
+    sums = np.bincount(groups, weights=values, minlength=m)
+    counts = np.bincount(groups, minlength=m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def doremi_update(log_w: np.ndarray, excess: np.ndarray, mu: float, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    """One DoReMi step: returns (new log-weights, smoothed weights)."""
+    log_w = log_w + mu * excess
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    m = len(w)
+    return log_w, (1 - smoothing) * w + smoothing / m
+
+
+@register
+class DoReMiProxyPolicy(MixingPolicy):
+    name = "doremi_proxy"
+    needs_batch_losses = True
+
+    @dataclass
+    class Config:
+        reference_model: str = ""
+        """Path to the reference model's weights (safetensors), same architecture: the stratified run's final model."""
+        mu: float = 0.01
+        """μ, the step size of the log-weight update (released scripts: 0.01)."""
+        smoothing: float = 1e-3
+        """s, mixing of the weights with uniform after each update."""
+        record_every: int = 0
+        """Steps between recorded A^t = diag(excess) entries in the history; 0 = 20 records per run."""
+
+    def __init__(self, config, groups, total_steps, seed):
+        super().__init__(config, groups, total_steps, seed)
+        if not config.reference_model:
+            raise ConfigError("doremi_proxy needs reference_model: the weights of the stratified reference run")
+        if config.mu <= 0 or not 0 <= config.smoothing < 1:
+            raise ConfigError(f"doremi mu must be > 0 and smoothing in [0, 1); got {config.mu}, {config.smoothing}")
+        self.record_every = config.record_every or max(1, total_steps // 20)
+        self.log_w = np.log(self.uniform())
+        self.w = self.uniform()
+        self.weight_sum = np.zeros(self.m)
+        self.updates = 0
+        self.last_excess = np.zeros(self.m)
+        self.recent_raw: list[list[float]] = []
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        from safetensors.torch import load_model
+
+        self.reference = ctx.model_factory()
+        load_model(self.reference, self.config.reference_model)
+        self.reference.to(ctx.device).eval()
+
+    def next_segment(self, step: int) -> Segment:
+        if not self.history:
+            self.record(step, self.w, None)
+        return Segment(self.uniform().tolist(), self.total_steps - step)  # proxy samples stratified batches
+
+    @torch.no_grad()
+    def _reference_losses(self, tokens: torch.Tensor) -> np.ndarray:
+        from ..train import sequence_losses
+
+        out = []
+        for s in range(0, len(tokens), self.ctx.eval_batch_size):
+            chunk = tokens[s:s + self.ctx.eval_batch_size].to(self.ctx.device)
+            out.append(sequence_losses(self.reference, chunk, self.ctx.autocast).float().cpu())
+        return torch.cat(out).numpy().astype(float)
+
+    def loss_weights(self, step, batch, seq_losses):
+        groups = batch.groups.numpy()
+        proxy = group_means(seq_losses.numpy().astype(float), groups, self.m)
+        ref = group_means(self._reference_losses(batch.tokens), groups, self.m)
+        raw = proxy - ref
+        present = ~np.isnan(raw)
+        excess = np.where(present, np.maximum(np.nan_to_num(raw), 0.0), self.last_excess)
+        self.last_excess = excess
+        self.log_w, self.w = doremi_update(self.log_w, excess, self.config.mu, self.config.smoothing)
+        self.weight_sum += self.w
+        self.updates += 1
+        self.recent_raw = (self.recent_raw + [np.where(present, raw, np.nan).tolist()])[-5:]
+        if (step + 1) % self.record_every == 0:
+            self.record(step + 1, self.w, np.diag(np.nanmean(np.array(self.recent_raw, dtype=float), axis=0)))
+        return self.w
+
+    @property
+    def average_weights(self) -> np.ndarray:
+        return self.weight_sum / max(self.updates, 1)
+
+    def state_dict(self):
+        return {**super().state_dict(), "log_w": self.log_w.tolist(), "w": self.w.tolist(),
+                "weight_sum": self.weight_sum.tolist(), "updates": self.updates,
+                "last_excess": self.last_excess.tolist(), "recent_raw": self.recent_raw}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.log_w, self.w = np.array(state["log_w"]), np.array(state["w"])
+        self.weight_sum, self.updates = np.array(state["weight_sum"]), state["updates"]
+        self.last_excess, self.recent_raw = np.array(state["last_excess"]), state["recent_raw"]
+
+    def summary(self):
+        return {**super().summary(), "average_weights": self.average_weights.tolist()}
