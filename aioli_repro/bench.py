@@ -134,3 +134,38 @@ def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path =
               f"thr={r['threads']} {r['tokens_per_s']:8.0f} tok/s {r['model_gflops']:6.1f} GFLOP/s "
               f"MFU {r['mfu']:.2f} RSS {r['peak_rss_mb']:.0f} MB  phases {json.dumps({k: round(v, 4) for k, v in r['phase_s'].items()})}")
     return report
+
+
+def aioli_overhead(profile: str = "full", settings=("arxiv_stackexchange", "arxiv_book_stackexchange", "slimpajama"),
+                   steps: int | None = None, out: str | Path = "results/benchmark_aioli_overhead.json") -> dict:
+    """Wall-time ratio of an Aioli run to a stratified run of the same length, measured back to back per setting
+    (fresh run directories, so nothing is cached). The extra cost is LearnParams' validation passes."""
+    import tempfile
+
+    from . import hparams
+    from .profiles import profile_config
+    from .train import train
+
+    rows = []
+    for key in settings:
+        st = hparams.get_setting(key)
+        m = len(st.groups)
+        kw = {"steps": steps} if steps else {}
+        strat = profile_config(profile, st.groups, "stratified", 0, **kw)
+        S = strat.train.steps
+        mc = hparams.aioli_config(m, S, batch_size=strat.train.batch_size)
+        aioli = profile_config(profile, st.groups, "aioli", 0, mc, **kw)
+        with tempfile.TemporaryDirectory() as tmp:
+            rs = train(strat, runs_dir=tmp, progress=False)
+            ra = train(aioli, runs_dir=tmp, progress=False)
+        rows.append({"setting": st.label, "m": m, "steps": S, "aioli_config": mc,
+                     "stratified_s": rs["wall_time_s"], "aioli_s": ra["wall_time_s"],
+                     "ratio": ra["wall_time_s"] / rs["wall_time_s"],
+                     "learn_params_steps": ra["learn_params_steps"]})
+        print(f"{st.label:10s} m={m} S={S}: stratified {rs['wall_time_s']:.1f} s, Aioli {ra['wall_time_s']:.1f} s, "
+              f"ratio {rows[-1]['ratio']:.3f} ({ra['learn_params_steps']} LearnParams steps)", flush=True)
+    report = {"date": time.strftime("%Y-%m-%d"), "profile": profile, "rows": rows}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return report

@@ -217,6 +217,13 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
 
     groups = data.groups
     bar = None
+
+    def observe(seg: Segment) -> Observation:
+        windows = {g: w[: seg.eval_sequences] for g, w in data.val_sample.items()} if seg.eval_sequences \
+            else data.val_sample
+        losses = evaluate(model, windows, t.eval_batch_size, device, autocast)
+        return Observation(step, np.array([losses[g] for g in groups]))
+
     if progress:
         from tqdm.auto import tqdm
 
@@ -227,8 +234,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
     while step < t.steps:
         if segment is None or seg_done >= segment.steps:
             if segment is not None and segment.evaluate:
-                losses = evaluate(model, data.val_sample, t.eval_batch_size, device, autocast)
-                policy.observe(Observation(step, np.array([losses[g] for g in groups])))
+                policy.observe(observe(segment))
             segment, seg_done = policy.next_segment(step), 0
             if segment.steps < 0 or step + segment.steps > t.steps:
                 raise RuntimeError(f"policy {policy.name} asked for {segment.steps} steps at step {step} "
@@ -270,8 +276,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
             t0 = time.perf_counter()
             checkpoint()
     if segment is not None and segment.evaluate:  # a policy's last evaluation request still gets its answer
-        losses = evaluate(model, data.val_sample, t.eval_batch_size, device, autocast)
-        policy.observe(Observation(step, np.array([losses[g] for g in groups])))
+        policy.observe(observe(segment))
     wall += time.perf_counter() - t0
     if bar is not None:
         bar.close()

@@ -97,6 +97,9 @@ class AioliPolicy(MixingPolicy):
         """Restricted setting: p_init, a mixture learned by another method, trained for ``prior_steps`` first."""
         prior_steps: int = 0
         """S_init: steps trained on ``prior`` before the first Aioli round."""
+        lp_eval_sequences: int | None = None
+        """Validation sequences per group scored after each LearnParams interval (the first n of the run's fixed
+        validation sample); None uses the whole sample. Each round costs m·k + 1 such evaluations."""
         eg_from_prior: bool = False
         """Restricted setting: start exponentiated gradient from the prior (True) or from uniform (False, the
         released behaviour: the prior then only shapes the model state, not p^1)."""
@@ -167,10 +170,12 @@ class AioliPolicy(MixingPolicy):
             self.order = [int(j) for _ in range(c.lp_rounds) for j in rng.permutation(self.m)]
             self.tau, self.B = 0, np.zeros((self.m, self.m))
             self.phase = "lp"
-            return Segment(self.p.tolist(), 0, evaluate=True, kind="learn_params")  # L^0 of this round
+            return Segment(self.p.tolist(), 0, evaluate=True, kind="learn_params",  # L^0 of this round
+                           eval_sequences=c.lp_eval_sequences)
         if self.phase == "lp":
             j = self.order[self.tau]
-            return Segment(self.P[j].tolist(), c.lp_steps, exact=True, evaluate=True, kind="learn_params")
+            return Segment(self.P[j].tolist(), c.lp_steps, exact=True, evaluate=True, kind="learn_params",
+                           eval_sequences=c.lp_eval_sequences)
         if self.phase == "train":
             self.phase = "start"
             self.round += 1

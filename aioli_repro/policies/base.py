@@ -35,6 +35,9 @@ class Segment:
     """After the segment, evaluate the validation sample and pass the per-group losses to ``policy.observe``."""
     kind: str = "train"
     """``train`` or ``learn_params``: lets the loop account for the share of steps spent estimating A^t."""
+    eval_sequences: int | None = None
+    """Evaluate only the first n sequences of each group's validation sample (None: all of it). Aioli's LearnParams
+    evaluates after every short interval, so a smaller sample keeps its overhead small."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

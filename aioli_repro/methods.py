@@ -1,0 +1,204 @@
+"""Each method end to end: its extra runs (sweeps, skills graph, reference and proxy), then its final run.
+
+A method is a recipe of training runs; every run goes through the one loop and the run cache, and independent runs
+can execute in parallel (``Runner(jobs=N)``). ``run_method`` returns the final run's result (the one whose test
+perplexity the tables report), the proportions the method settled on, and its extra training cost.
+
+| method | extra runs (unrestricted) | final run |
+|---|---|---|
+| stratified | 0 | p = uniform |
+| grid | the sweep (m = 2: p1 in 0.1..0.9; m >= 3: Dirichlet cover of 10) | the sweep run with the lowest mean validation loss |
+| dml | the same sweep | static run at the minimiser of the fitted log-linear law |
+| skillit | m one-group runs (the skills graph) | Skill-it online |
+| doremi | reference (= the stratified run) + proxy | static run at the proxy's average weights |
+| doge | proxy | static run at the proxy's average weights |
+| aioli | 0 | Aioli online |
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import hparams
+from .config import ConfigError, RunConfig
+from .laws import fit_static_law, optimal_mixture
+from .profiles import get_profile, profile_config
+from .runs import RunDir, default_runs_dir
+from .sweeps import sweep_mixtures
+
+METHODS = ("stratified", "grid", "dml", "skillit", "doremi", "doge", "aioli", "aioli_static", "aioli_diagonal")
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_one(cfg_dict: dict, runs_dir: str, keep_model: bool) -> dict:
+    from .train import train
+
+    return train(RunConfig.from_dict(cfg_dict), runs_dir=runs_dir, progress=False, keep_model=keep_model)
+
+
+class Runner:
+    """Executes independent runs: in this process (jobs = 1), or in a pool of processes sharing the cores."""
+
+    def __init__(self, jobs: int = 1, runs_dir=None, progress: bool = True):
+        if jobs < 1:
+            raise ConfigError(f"jobs must be >= 1, got {jobs}")
+        self.jobs, self.runs_dir, self.progress = jobs, str(runs_dir or default_runs_dir()), progress
+
+    def run(self, cfgs: list[RunConfig], keep_model: bool = False) -> list[dict]:
+        if not cfgs:
+            return []
+        if self.jobs == 1 or len(cfgs) == 1:
+            from .train import train
+
+            return [train(c, runs_dir=self.runs_dir, progress=self.progress, keep_model=keep_model) for c in cfgs]
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        results: list[dict | None] = [None] * len(cfgs)
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(_train_one, c.to_dict(), self.runs_dir, keep_model): i for i, c in enumerate(cfgs)}
+            done = as_completed(futures)
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                done = tqdm(done, total=len(futures), desc=f"{len(cfgs)} runs on {self.jobs} workers", unit="run")
+            for fut in done:
+                results[futures[fut]] = fut.result()
+        return results  # type: ignore[return-value]
+
+    def run_one(self, cfg: RunConfig, keep_model: bool = False) -> dict:
+        return self.run([cfg], keep_model)[0]
+
+
+@dataclass
+class MethodOutcome:
+    method: str
+    setting: str
+    seed: int
+    final: dict = field(repr=False)
+    """result.json of the run whose test perplexity is reported."""
+    proportions: list[float]
+    """The static mixture the method chose, or the time-average of an online method's mixtures."""
+    extra_runs: int
+    extra_steps: int
+    details: dict = field(default_factory=dict)
+    """Method-specific artefacts: sweep losses, fitted law, skills graph, proxy weights."""
+
+    def summary(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["final"] = {k: self.final[k] for k in ("run_id", "avg_test_perplexity", "test_perplexity",
+                                                  "avg_val_perplexity", "val_loss", "wall_time_s")}
+        return d
+
+
+def _avg_proportions(result: dict) -> list[float]:
+    """Time-average of the mixtures an online run used (each record weighted by how long it lasted)."""
+    hist = result["policy"]["history"]
+    steps = [r["step"] for r in hist] + [result["steps"]]
+    w = np.diff(steps).clip(min=0)
+    P = np.array([r["proportions"] for r in hist])
+    return (w @ P / max(w.sum(), 1)).tolist() if w.sum() else P[-1].tolist()
+
+
+def sweep(profile: str, groups, seed: int, steps: int | None = None, n: int | None = None) -> list[RunConfig]:
+    """Static runs over the sweep mixtures (shared by grid search, DML and the mixing-law fits)."""
+    overrides = {"steps": steps} if steps else {}
+    return [profile_config(profile, groups, "static", seed, {"proportions": [float(x) for x in p]},
+                           name="sweep", **overrides)
+            for p in sweep_mixtures(len(groups), n, seed=seed)]
+
+
+def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: int = 0,
+               runner: Runner | None = None, **overrides) -> MethodOutcome:
+    """Run ``method`` on ``setting`` (a key of ``hparams.SETTINGS`` or a Setting) under ``profile`` and seed, with
+    all its extra runs (cached)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    runner = runner or Runner()
+    prof = get_profile(profile)
+    st = setting if isinstance(setting, hparams.Setting) else hparams.get_setting(setting)
+    setting = st.key
+    groups = st.paper_groups if prof.data.corpus == "slimpajama" else st.groups
+    m, S = len(groups), prof.train.steps
+    paper_scale = profile == "paper"
+
+    def cfg(name, pol="static", mc=None, **kw):
+        return profile_config(profile, groups, pol, seed, mc, name=f"{name}", **kw)
+
+    if method == "stratified":
+        res = runner.run_one(cfg("stratified", "stratified"), keep_model=True)  # also DoReMi's reference
+        return MethodOutcome(method, setting, seed, res, [1 / m] * m, 0, 0)
+
+    if method in ("grid", "dml"):
+        sweep_cfgs = sweep(profile, groups, seed)
+        results = runner.run(sweep_cfgs)
+        P = np.array([c.method_config["proportions"] for c in sweep_cfgs])
+        L_val = np.array([[r["val_loss"][g] for g in groups] for r in results])
+        details = {"sweep_proportions": P.tolist(), "sweep_val_loss": L_val.tolist()}
+        if method == "grid":
+            best = int(np.argmin(L_val.mean(axis=1)))  # by validation loss, never test
+            return MethodOutcome(method, setting, seed, results[best], P[best].tolist(), len(results),
+                                 len(results) * S, details)
+        fit = fit_static_law(P, L_val, seed=seed)
+        p_star = optimal_mixture(fit, seed=seed)
+        res = runner.run_one(cfg("dml", mc={"proportions": p_star.tolist()}))
+        details["law"] = fit.to_dict()
+        return MethodOutcome(method, setting, seed, res, p_star.tolist(), len(results), len(results) * S, details)
+
+    if method == "skillit":
+        graph_steps = overrides.get("graph_steps", S)
+        one_hot = [cfg("skillit-graph", mc={"proportions": np.eye(m)[j].tolist()}, steps=graph_steps)
+                   for j in range(m)]
+        graph_runs = runner.run(one_hot)
+        start = np.array(_val_curve(graph_runs[0], runner)[0])
+        end = np.array([_val_curve(r, runner)[-1] for r in graph_runs])
+        from .policies.skillit import skills_graph
+
+        G = skills_graph(start, end)
+        mc = hparams.skillit_config(m, S, paper_scale, graph=G.tolist())
+        res = runner.run_one(cfg("skillit", "skillit", mc))
+        return MethodOutcome(method, setting, seed, res, _avg_proportions(res), m, m * graph_steps,
+                             {"graph": G.tolist()})
+
+    if method == "doremi":
+        ref = runner.run_one(cfg("stratified", "stratified"), keep_model=True)
+        ref_path = RunDir.from_result(ref, runner.runs_dir).model_path
+        mc = hparams.doremi_config(m, S, paper_scale, reference_model=str(ref_path))
+        proxy = runner.run_one(cfg("doremi-proxy", "doremi_proxy", mc))
+        p = proxy["policy"]["average_weights"]
+        res = runner.run_one(cfg("doremi", mc={"proportions": p}))
+        return MethodOutcome(method, setting, seed, res, p, 2, 2 * S, {"proxy_history": proxy["policy"]["history"]})
+
+    if method == "doge":
+        mc = hparams.doge_config(m, S, prof.train.lr, paper_scale)
+        proxy = runner.run_one(cfg("doge-proxy", "doge_proxy", mc))
+        p = proxy["policy"]["average_weights"]
+        res = runner.run_one(cfg("doge", mc={"proportions": p}))
+        return MethodOutcome(method, setting, seed, res, p, 1, S, {"proxy_history": proxy["policy"]["history"]})
+
+    # Aioli and its ablations: no extra runs.
+    extra = {"aioli_static": {"static": True}, "aioli_diagonal": {"diagonal": True}}.get(method, {})
+    mc = hparams.aioli_config(m, S, paper_scale, **extra, **overrides.get("aioli", {}))
+    res = runner.run_one(cfg(method, "aioli", mc))
+    return MethodOutcome(method, setting, seed, res, _avg_proportions(res), 0, 0,
+                         {"history": res["policy"]["history"]})
+
+
+def _val_curve(result: dict, runner: Runner) -> list[list[float]]:
+    """Validation losses on the fixed sample at every logged evaluation, in group order."""
+    groups = result["groups"]
+    recs = [r for r in RunDir.from_result(result, runner.runs_dir).read_metrics() if "val_loss" in r]
+    if not recs:
+        raise RuntimeError("this method needs periodic validation (train.eval_every > 0) in its graph runs")
+    return [[r["val_loss"][g] for g in groups] for r in recs]

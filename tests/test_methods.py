@@ -1,0 +1,96 @@
+"""Method recipes end to end (extra runs + final run) on the tiny corpus, and the written-down scaling rules."""
+
+import numpy as np
+import pytest
+
+from aioli_repro import hparams
+from aioli_repro.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from aioli_repro.laws import fit_static_law, optimal_mixture
+from aioli_repro.methods import METHODS, Runner, run_method
+from aioli_repro.profiles import PROFILES, Profile
+
+from .conftest import TINY_CORPUS, TINY_TOKENIZER
+
+SETTING = hparams.Setting("tiny", "C/L", ("github", "wikipedia"), ("code", "licenses"))
+
+
+@pytest.fixture(scope="module")
+def tiny_profile():
+    PROFILES["_tiny"] = Profile(
+        "_tiny", "tests", DataConfig(corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER), context_length=32,
+                                     val_fraction=0.2, test_fraction=0.2),
+        ModelConfig("tiny"),
+        TrainConfig(steps=24, batch_size=8, micro_batch_size=8, warmup_steps=3, eval_every=8, checkpoint_every=0,
+                    eval_sequences=4, eval_batch_size=32, lr=3e-3))
+    yield "_tiny"
+    PROFILES.pop("_tiny")
+
+
+@pytest.fixture(scope="module")
+def outcomes(tiny_profile, tmp_path_factory):
+    runner = Runner(jobs=1, runs_dir=tmp_path_factory.mktemp("runs"), progress=False)
+    return {m: run_method(m, SETTING, tiny_profile, 0, runner) for m in METHODS}, runner
+
+
+def test_every_method_reports_a_final_run_and_its_cost(outcomes):
+    out, _ = outcomes
+    expected_runs = {"stratified": 0, "grid": 9, "dml": 9, "skillit": 2, "doremi": 2, "doge": 1, "aioli": 0,
+                     "aioli_static": 0, "aioli_diagonal": 0}
+    for method, o in out.items():
+        assert o.extra_runs == expected_runs[method], method
+        assert o.extra_steps == o.extra_runs * 24
+        assert np.isfinite(o.final["avg_test_perplexity"])
+        assert sum(o.proportions) == pytest.approx(1)
+
+
+def test_grid_search_picks_by_validation_loss_and_dml_by_its_fitted_law(outcomes):
+    out, _ = outcomes
+    grid, dml = out["grid"], out["dml"]
+    mean_val = np.mean(grid.details["sweep_val_loss"], axis=1)
+    assert grid.proportions == pytest.approx(grid.details["sweep_proportions"][int(np.argmin(mean_val))])
+    fit = fit_static_law(np.array(dml.details["sweep_proportions"]), np.array(dml.details["sweep_val_loss"]), seed=0)
+    assert dml.proportions == pytest.approx(optimal_mixture(fit, seed=0).tolist(), abs=1e-6)
+    assert dml.final["config"]["method_config"]["proportions"] == pytest.approx(dml.proportions)
+
+
+def test_proxy_methods_train_their_final_run_on_the_proxy_average(outcomes):
+    out, _ = outcomes
+    for method in ("doremi", "doge"):
+        o = out[method]
+        assert o.final["config"]["method"] == "static"
+        assert o.final["config"]["method_config"]["proportions"] == pytest.approx(o.proportions)
+    # Skill-it's graph comes from the one-group runs: training on a group lowers its own loss most.
+    G = np.array(out["skillit"].details["graph"])
+    assert G.shape == (2, 2) and np.all(np.diag(G) > 0)
+
+
+def test_reruns_hit_the_cache(outcomes, tiny_profile):
+    out, runner = outcomes
+    again = run_method("dml", SETTING, tiny_profile, 0, runner)
+    assert again.final["run_id"] == out["dml"].final["run_id"]
+
+
+def test_unknown_method_or_setting():
+    with pytest.raises(ConfigError, match="unknown method"):
+        run_method("magic", "arxiv_stackexchange", "smoke")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        run_method("aioli", "reddit", "smoke")
+
+
+def test_scaling_reproduces_the_paper_configs_at_the_paper_budget():
+    for m in (2, 3):
+        scaled = hparams.aioli_config(m, 5000)
+        scaled.pop("lp_eval_sequences")
+        assert scaled == hparams.AIOLI_PAPER[m]
+    c = hparams.aioli_config(2, 1000)
+    lp = 2 * c["lp_rounds"] * c["lp_steps"]
+    assert c["lp_steps"] == 1 and lp / c["update_steps"] <= 0.128 + 1e-9 and 1000 / c["update_steps"] <= 20
+    assert hparams.doremi_config(2, 1000)["mu"] == pytest.approx(0.05)
+    assert hparams.doge_config(2, 1000, 3e-3)["mu"] == pytest.approx(0.3)
+    assert hparams.skillit_config(2, 1000)["update_steps"] == 100
+
+
+def test_settings_map_every_paper_group_to_its_analogue():
+    assert [s.label for s in hparams.SETTINGS.values()] == ["A/SE", "GH/C4", "B/SE", "A/B/SE", "CC/GH/W", "SlimPajama"]
+    assert hparams.SETTINGS["slimpajama"].groups == ("latex", "books", "kerneldocs", "webdocs", "code", "pydocs",
+                                                     "dictionary")
