@@ -97,6 +97,16 @@ def make_parser() -> argparse.ArgumentParser:
     add_dataclass_options(p, ModelConfig, "model")
     add_dataclass_options(p, TrainConfig, "train")
 
+    mt = sub.add_parser("method", help="run a method end to end (its extra runs, then its final run) on a setting",
+                        description="Example: python -m aioli_repro method aioli --setting arxiv_stackexchange "
+                                    "--profile quick --seed 0")
+    mt.add_argument("name", help="stratified, grid, dml, skillit, doremi, doge, aioli, aioli_static, aioli_diagonal")
+    mt.add_argument("--setting", default="arxiv_stackexchange", help="a key of aioli_repro.hparams.SETTINGS")
+    mt.add_argument("--profile", default="quick", help="smoke, quick, full or paper")
+    mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument("--jobs", type=int, default=1, help="independent runs executed in parallel")
+    mt.add_argument("--runs-dir", default=None)
+
     g = sub.add_parser("groups", help="list the data groups of the embedded corpus (or --corpus)")
     g.add_argument("--corpus", default="embedded")
 
@@ -135,6 +145,13 @@ def _dispatch(args) -> int:
         summary = {k: result[k] for k in ("name", "method", "groups", "steps", "avg_test_perplexity",
                                           "test_perplexity", "wall_time_s", "train_tokens_per_s")}
         print(json.dumps(summary, indent=1))
+        return 0
+    if args.command == "method":
+        from .methods import Runner, run_method
+
+        outcome = run_method(args.name, args.setting, args.profile, args.seed,
+                             Runner(args.jobs, args.runs_dir, progress=True))
+        print(json.dumps(outcome.summary(), indent=1, default=str)[:4000])
         return 0
     if args.command == "groups":
         from .corpus import open_source

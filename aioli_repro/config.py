@@ -97,6 +97,11 @@ class TrainConfig:
     """Steps between resumable checkpoints (model, optimizer, sampler, method state); 0 disables them."""
     device: str = "auto"
     """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``."""
+    stop_at: int = 0
+    """End the run after this many steps (0: at ``steps``). The learning-rate schedule still spans ``steps``: a
+    child branched from a parent trains a short horizon on the parent's schedule."""
+    final_eval: str = "val+test"
+    """Splits scored at the end: ``val+test`` or ``val`` (branched children only need validation)."""
 
 
 @dataclass
@@ -112,6 +117,9 @@ class RunConfig:
     """The method's hyperparameters (its own typed config, stored as a plain dict)."""
     name: str = ""
     """Human-readable label used in the run directory name; not part of the run's identity."""
+    branch: dict[str, Any] | None = None
+    """Start from a parent run's saved state instead of from scratch: ``{"parent": <run id>, "step": t}`` (the
+    dynamic-law and fidelity analyses branch children off a parent trajectory)."""
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +152,14 @@ class RunConfig:
             raise ConfigError(f"train.lr must be a positive number, got {t.lr!r}")
         if not (0 <= t.min_lr <= t.lr):
             raise ConfigError(f"train.min_lr must lie in [0, lr={t.lr}], got {t.min_lr!r}")
+        if not 0 <= t.stop_at <= t.steps:
+            raise ConfigError(f"train.stop_at must lie in [0, steps={t.steps}], got {t.stop_at}")
+        if t.final_eval not in ("val+test", "val"):
+            raise ConfigError(f"train.final_eval must be 'val+test' or 'val', got {t.final_eval!r}")
+        if self.branch is not None:
+            if set(self.branch) != {"parent", "step"} or not 0 < int(self.branch["step"]) < (t.stop_at or t.steps):
+                raise ConfigError(f"branch must be {{'parent': run id, 'step': t}} with 0 < t < the run's last step; "
+                                  f"got {self.branch}")
         if t.device not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"train.device must be auto, cpu, cuda or mps, got {t.device!r}")
         from .model import PRESETS  # local import: model.py imports this module

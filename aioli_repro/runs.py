@@ -34,6 +34,13 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("AIOLI_RUNS", REPO_ROOT / "runs"))
 
 
+def result_cache_dir() -> Path | None:
+    """Committed copies of finished runs' results and metrics (small JSON files, no weights), so tables re-render
+    and long studies continue across sittings and machines. ``AIOLI_RESULT_CACHE=off`` disables it."""
+    value = os.environ.get("AIOLI_RESULT_CACHE", str(REPO_ROOT / "results" / "run_cache"))
+    return None if value == "off" else Path(value)
+
+
 class RunLockedError(RuntimeError):
     """Another process is computing this run."""
 
@@ -104,10 +111,15 @@ class RunDir:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    @property
+    def cache_path(self) -> Path | None:
+        root = result_cache_dir()
+        return None if root is None else root / f"{self.id[:20]}.json"
+
     def read_result(self) -> dict[str, Any] | None:
         path = self.path / "result.json"
         if not path.exists():
-            return None
+            return self._restore_from_cache()
         try:
             res = json.loads(path.read_text())
         except json.JSONDecodeError:
@@ -119,7 +131,28 @@ class RunDir:
         return res
 
     def write_result(self, result: dict[str, Any]) -> None:
-        atomic_write_json(self.path / "result.json", {**result, "run_id": self.id, "format": RESULT_FORMAT})
+        result = {**result, "run_id": self.id, "format": RESULT_FORMAT}
+        atomic_write_json(self.path / "result.json", result)
+        if self.cache_path is not None:
+            atomic_write_json(self.cache_path, {"result": result, "metrics": self.read_metrics()})
+
+    def _restore_from_cache(self) -> dict[str, Any] | None:
+        """A run finished elsewhere (its compact copy is committed): rebuild result.json and metrics.jsonl here."""
+        path = self.cache_path
+        if path is None or not path.exists():
+            return None
+        try:
+            entry = json.loads(path.read_text())
+            res = entry["result"]
+        except (json.JSONDecodeError, KeyError):
+            print(f"[runs] cached result {path} is corrupt; the run will be recomputed")
+            return None
+        if res.get("run_id") != self.id or res.get("format") != RESULT_FORMAT:
+            return None
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "metrics.jsonl").write_text("".join(canonical_json(r) + "\n" for r in entry["metrics"]))
+        atomic_write_json(self.path / "result.json", res)
+        return res
 
     @property
     def model_path(self) -> Path:
@@ -131,18 +164,41 @@ class RunDir:
     def ckpt(self) -> Path:
         return self.path / "checkpoint"
 
-    def save_checkpoint(self, model, tensors: dict[str, Any], state: dict[str, Any]) -> None:
-        """Write a complete checkpoint to a temporary folder, then swap it in with renames."""
+    def _write_state(self, folder: Path, model, tensors: dict[str, Any], state: dict[str, Any]) -> None:
+        """Model (safetensors), tensors (torch.save, read back with weights_only=True) and a JSON state that records
+        both files' checksums, written into ``folder`` (which must not exist yet)."""
         from safetensors.torch import save_model
 
+        folder.mkdir(parents=True)
+        save_model(model, str(folder / "model.safetensors"))
+        torch.save(tensors, folder / "trainer_state.pt")
+        state = {**state, "run_id": self.id,
+                 "sha256": {f: sha256_file(folder / f) for f in ("model.safetensors", "trainer_state.pt")}}
+        atomic_write_json(folder / "state.json", state)
+
+    def _read_state(self, folder: Path, model, run_id: str | None = None):
+        """Load a folder written by ``_write_state``; None (with a message) if it is missing, corrupt or foreign."""
+        from safetensors.torch import load_model
+
+        state_path = folder / "state.json"
+        if not state_path.exists():
+            return None
+        try:
+            state = json.loads(state_path.read_text())
+            bad = [f for f, h in state["sha256"].items() if sha256_file(folder / f) != h]
+        except (json.JSONDecodeError, KeyError, FileNotFoundError) as e:
+            bad = [f"state.json ({e.__class__.__name__})"]
+        if bad or state.get("run_id") != (run_id or self.id):
+            print(f"[runs] checkpoint {folder} is corrupt or foreign ({bad or 'run id'}); ignoring it")
+            return None
+        load_model(model, str(folder / "model.safetensors"))
+        return torch.load(folder / "trainer_state.pt", weights_only=True), state
+
+    def save_checkpoint(self, model, tensors: dict[str, Any], state: dict[str, Any]) -> None:
+        """Write a complete checkpoint to a temporary folder, then swap it in with renames."""
         tmp = self.path / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(tensors, tmp / "trainer_state.pt")
-        state = {**state, "run_id": self.id,
-                 "sha256": {f: sha256_file(tmp / f) for f in ("model.safetensors", "trainer_state.pt")}}
-        atomic_write_json(tmp / "state.json", state)
+        self._write_state(tmp, model, tensors, state)
         old = self.path / "checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.ckpt.exists():
@@ -152,24 +208,39 @@ class RunDir:
 
     def load_checkpoint(self, model) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Load the last good checkpoint into ``model``; returns (tensors, state) or None if there is none."""
-        from safetensors.torch import load_model
-
         for folder in (self.ckpt, self.path / "checkpoint.old"):  # .old survives a crash between the two renames
-            state_path = folder / "state.json"
-            if not state_path.exists():
-                continue
-            try:
-                state = json.loads(state_path.read_text())
-                bad = [f for f, h in state["sha256"].items() if sha256_file(folder / f) != h]
-            except (json.JSONDecodeError, KeyError, FileNotFoundError) as e:
-                bad = [f"state.json ({e.__class__.__name__})"]
-            if bad or state.get("run_id") != self.id:
-                print(f"[runs] checkpoint {folder} is corrupt or foreign ({bad or 'run id'}); ignoring it")
-                continue
-            load_model(model, str(folder / "model.safetensors"))
-            tensors = torch.load(folder / "trainer_state.pt", weights_only=True)
-            return tensors, state
+            if (loaded := self._read_state(folder, model)) is not None:
+                return loaded
         return None
+
+    # ------------------------------------------------------------ branch points (kept after the run ends)
+    def branch_path(self, step: int) -> Path:
+        return self.path / "branches" / f"step_{step}"
+
+    def save_branch(self, step: int, model, tensors: dict[str, Any], state: dict[str, Any]) -> None:
+        """A permanent copy of the training state at ``step``, from which child runs branch."""
+        final = self.branch_path(step)
+        if final.exists():
+            return
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._write_state(tmp, model, tensors, state)
+        os.replace(tmp, final)
+
+    def has_branches(self, steps) -> bool:
+        return all((self.branch_path(s) / "state.json").exists() for s in steps)
+
+    @staticmethod
+    def load_branch(parent_id: str, step: int, runs_dir, model):
+        """Find the parent run's branch point and load it into ``model``; (tensors, state)."""
+        matches = list(Path(runs_dir or default_runs_dir()).glob(f"*-{parent_id[:12]}"))
+        for parent_dir in matches:
+            shell = RunDir.__new__(RunDir)
+            shell.id, shell.path = parent_id, parent_dir
+            if (loaded := shell._read_state(shell.branch_path(step), model)) is not None:
+                return loaded
+        raise RuntimeError(f"no branch point at step {step} of parent run {parent_id[:12]} in {runs_dir}: train the "
+                           "parent with keep_steps=(step,) first")
 
     def remove_checkpoint(self) -> None:
         for folder in ("checkpoint", "checkpoint.tmp", "checkpoint.old"):

@@ -146,9 +146,21 @@ def forward_backward(model, policy, step: int, batch, t, device, autocast: bool)
     return seq_loss_all
 
 
+def _final_windows(data: Data, cfg: RunConfig, split: str) -> dict[str, torch.Tensor]:
+    """Evaluation windows of a whole split (capped at ``test_max_sequences`` per group, evenly spaced)."""
+    return {g: eval_windows(data.store.tokens(g, split), cfg.data.context_length, cfg.train.test_max_sequences)
+            for g in data.groups}
+
+
 def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool = False,
-          on_step: Callable[[int], None] | None = None, data: Data | None = None) -> dict[str, Any]:
-    """Run (or resume, or just return the cached result of) one training run."""
+          on_step: Callable[[int], None] | None = None, data: Data | None = None,
+          keep_steps: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Run (or resume, or just return the cached result of) one training run.
+
+    ``keep_model`` saves the final weights; ``keep_steps`` keeps the full training state at those steps as branch
+    points for child runs (``RunConfig.branch``). Neither changes the result, so neither is part of the run's
+    identity; a cached run that lacks them is trained again.
+    """
     cfg.validate()
     t = cfg.train
     device = resolve_device(t.device)
@@ -161,7 +173,8 @@ def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool
     def finished():
         done = run.read_result()
         # A caller that needs the final weights (e.g. DoReMi's reference) retrains a run cached without them.
-        return done if done is not None and (not keep_model or run.model_path.exists()) else None
+        complete = (not keep_model or run.model_path.exists()) and run.has_branches(keep_steps)
+        return done if done is not None and complete else None
 
     if (done := finished()) is not None:
         return done
@@ -170,13 +183,15 @@ def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool
         if (done := finished()) is not None:  # finished by another process while we waited
             return done
         run.write_config(fingerprints)
-        return _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
+        return _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step, set(keep_steps),
+                             runs_dir)
     finally:
         run.release()
 
 
-def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step):
+def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step, keep_steps, runs_dir):
     t = cfg.train
+    end = t.stop_at or t.steps
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()  # bf16 is 15-30x slower on AVX2 CPUs
     model = build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
                         eos_id(data.tokenizer), data.tokenizer.pad_token_id)
@@ -203,6 +218,12 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
         run.truncate_metrics(step)
         if progress:
             print(f"[train] resuming {run.path.name} from step {step}")
+    elif cfg.branch is not None:  # a child starts from its parent's state at the branch step
+        tensors, state = RunDir.load_branch(cfg.branch["parent"], int(cfg.branch["step"]), runs_dir, model)
+        optimizer.load_state_dict(tensors["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        step = state["step"]
+        run.truncate_metrics(-1)
     else:
         run.truncate_metrics(-1)
         if t.eval_every:  # the curve's starting point: an untrained model scores about ln(vocabulary size)
@@ -227,11 +248,12 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=t.steps, initial=step, desc=run.path.name, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=end, initial=step, desc=run.path.name, unit="step", dynamic_ncols=True)
     tokens_per_step = t.batch_size * cfg.data.context_length
+    start_step = int(cfg.branch["step"]) if cfg.branch else 0  # children are charged only their own steps
     t0 = time.perf_counter()
     last_loss = float("nan")
-    while step < t.steps:
+    while step < end:
         if segment is None or seg_done >= segment.steps:
             if segment is not None and segment.evaluate:
                 policy.observe(observe(segment))
@@ -263,15 +285,20 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
-        if step % 10 == 0 or step == t.steps:
+        if step % 10 == 0 or step == end:
             run.append_metrics({"step": step, "lr": lr, "train_loss": last_loss, "kind": segment.kind,
                                 "proportions": segment.proportions})
-        if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
+        if t.eval_every and (step % t.eval_every == 0 or step == end):
             val = evaluate(model, data.val_sample, t.eval_batch_size, device, autocast)
             run.append_metrics({"step": step, "val_loss": val})
+        if step in keep_steps:  # a branch point: the full state plus the validation losses children start from
+            val = evaluate(model, _final_windows(data, cfg, "val"), t.eval_batch_size, device, autocast)
+            run.save_branch(step, model, {"optimizer": optimizer.state_dict()}, {
+                "step": step, "sampler": sampler.state_dict(), "policy": policy.state_dict(), "val_loss": val,
+                "policy_summary": policy.summary()})
         if on_step is not None:
             on_step(step)
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.steps:
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < end:
             wall += time.perf_counter() - t0
             t0 = time.perf_counter()
             checkpoint()
@@ -283,31 +310,31 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step)
 
     # ---- final evaluation on the full validation and test splits
     t1 = time.perf_counter()
-    cap = t.test_max_sequences
-    final = {}
-    for split in ("val", "test"):
-        windows = {g: eval_windows(data.store.tokens(g, split), cfg.data.context_length, cap) for g in groups}
+    final = {"test": {}, "test_tokens": {}}
+    for split in ("val", "test") if t.final_eval == "val+test" else ("val",):
+        windows = _final_windows(data, cfg, split)
         final[split] = evaluate(model, windows, t.eval_batch_size, device, autocast)
         final[f"{split}_tokens"] = {g: int(w.shape[0] * cfg.data.context_length) for g, w in windows.items()}
     eval_wall = time.perf_counter() - t1
     test_ppl = {g: math.exp(v) for g, v in final["test"].items()}
     val_ppl = {g: math.exp(v) for g, v in final["val"].items()}
     result = {
-        "name": cfg.name, "method": cfg.method, "groups": list(groups), "seed": t.seed, "steps": t.steps,
+        "name": cfg.name, "method": cfg.method, "groups": list(groups), "seed": t.seed, "steps": end,
+        "branch": cfg.branch,
         "config": cfg.to_dict(),
         "val_loss": final["val"], "test_loss": final["test"],
         "val_perplexity": val_ppl, "test_perplexity": test_ppl,
         "avg_val_perplexity": float(np.mean(list(val_ppl.values()))),
-        "avg_test_perplexity": float(np.mean(list(test_ppl.values()))),
+        "avg_test_perplexity": float(np.mean(list(test_ppl.values()))) if test_ppl else None,
         "eval_tokens": {"val": final["val_tokens"], "test": final["test_tokens"]},
-        "train_tokens": t.steps * tokens_per_step,
+        "train_tokens": (end - start_step) * tokens_per_step,
         "learn_params_steps": lp_steps,
         "final_train_loss": last_loss,
         "policy": policy.summary(),
         "parameters": count_parameters(model),
         "flops_per_token": flops_per_token(model, cfg.data.context_length),
         "wall_time_s": wall, "eval_time_s": eval_wall,
-        "train_tokens_per_s": t.steps * tokens_per_step / wall if wall > 0 else None,
+        "train_tokens_per_s": (end - start_step) * tokens_per_step / wall if wall > 0 else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": device.type, "torch": torch.__version__,
     }

@@ -23,6 +23,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # One token cache per test session (building it is the slow part); run dirs per test.
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("AIOLI_CACHE", str(cache))
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", "off")  # tests never write into the committed run cache
 
 
 @pytest.fixture

@@ -205,3 +205,20 @@ def test_loss_weights_change_training(tiny_cfg, tmp_path, probe_policy):
     weighted = train(tiny_cfg(steps=8, method="_probe", method_config={"weights": True}), runs_dir=tmp_path / "b",
                      progress=False)
     assert plain["test_loss"] != weighted["test_loss"]
+
+
+def test_committed_result_cache_restores_a_run_finished_elsewhere(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_cfg(steps=10)
+    first = train(cfg, runs_dir=tmp_path / "machine_a", progress=False)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    calls = []
+    second = train(cfg, runs_dir=tmp_path / "machine_b", progress=False, on_step=calls.append)
+    assert calls == [] and second == first
+    run_b = RunDir.from_result(second, tmp_path / "machine_b")
+    assert run_b.read_metrics() == RunDir.from_result(first, tmp_path / "machine_a").read_metrics()
+    # A corrupt cache entry is reported and recomputed, never used.
+    entry = next((tmp_path / "cache").iterdir())
+    entry.write_text("{not json")
+    again = train(cfg, runs_dir=tmp_path / "machine_c", progress=False, on_step=calls.append)
+    assert calls and again["test_loss"] == first["test_loss"]
