@@ -112,8 +112,12 @@ def _avg_proportions(result: dict) -> list[float]:
 
 
 def sweep(profile: str, groups, seed: int, steps: int | None = None, n: int | None = None) -> list[RunConfig]:
-    """Static runs over the sweep mixtures (shared by grid search, DML and the mixing-law fits)."""
+    """Static runs over the sweep mixtures (shared by grid search, DML and the mixing-law fits). The number of
+    mixtures is the paper's (9 for two groups, 10 otherwise) unless the profile caps it (``notes['sweep_points']``)."""
     overrides = {"steps": steps} if steps else {}
+    n = n or get_profile(profile).notes.get("sweep_points")
+    if n is not None and len(groups) > 2:
+        n = max(n, len(groups) + 2)  # the log-linear law has m + 1 parameters per group: keep it identifiable
     return [profile_config(profile, groups, "static", seed, {"proportions": [float(x) for x in p]},
                            name="sweep", **overrides)
             for p in sweep_mixtures(len(groups), n, seed=seed)]

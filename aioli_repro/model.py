@@ -21,6 +21,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(32, 1, 2, True),  # unit tests only
+    "300k": Preset(64, 2, 2, True),  # smoke and quick profiles: a pipeline demonstration in minutes
     "1m": Preset(128, 2, 4, True),
     "4m": Preset(256, 4, 4, True),
     "20m": Preset(512, 6, 8, True),
