@@ -2,7 +2,8 @@
 
 Everything is measured in one invocation so the ratios (MFU = achieved model FLOP/s over the measured matmul peak)
 compare like with like on a noisy VM. Each configuration runs in its own subprocess so its peak RSS is its own.
-Run: ``python -m aioli_repro bench`` (writes results/benchmark_speed.json and .csv).
+Run: ``python -m aioli_repro bench`` (writes results/bench/benchmark_speed.json and .csv) and
+``python -m aioli_repro bench --overhead`` (Aioli / stratified wall-time ratio, results/bench/benchmark_aioli_overhead.json).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _run_isolated(kwargs: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path = "results/benchmark_speed.json",
+def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path = "results/bench/benchmark_speed.json",
                   vocab: int | None = None, context: int = 256, micro_batch: int = 8, knobs: bool = True) -> dict:
     from tqdm.auto import tqdm
 
@@ -137,7 +138,7 @@ def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path =
 
 
 def aioli_overhead(profile: str = "full", settings=("arxiv_stackexchange", "arxiv_book_stackexchange", "slimpajama"),
-                   steps: int | None = None, out: str | Path = "results/benchmark_aioli_overhead.json") -> dict:
+                   steps: int | None = None, out: str | Path = "results/bench/benchmark_aioli_overhead.json") -> dict:
     """Wall-time ratio of an Aioli run to a stratified run of the same length, measured back to back per setting
     (fresh run directories, so nothing is cached). The extra cost is LearnParams' validation passes."""
     import tempfile

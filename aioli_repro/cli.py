@@ -123,7 +123,10 @@ def make_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure matmul peak, training throughput and MFU of each preset")
     b.add_argument("--presets", type=_parse_list(str), default=("1m", "4m", "20m"))
     b.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
-    b.add_argument("--out", default="results/benchmark_speed.json")
+    b.add_argument("--out", default=None, help="default: results/bench/benchmark_speed.json (or _aioli_overhead)")
+    b.add_argument("--overhead", action="store_true",
+                   help="instead: wall-time ratio of Aioli to stratified at equal steps (profile full, 3 settings)")
+    b.add_argument("--profile", default="full", help="with --overhead: the profile whose recipe is timed")
     return parser
 
 
@@ -185,8 +188,11 @@ def _dispatch(args) -> int:
         print(f"saved a {args.vocab_size}-token byte-level BPE to {out}")
         return 0
     if args.command == "bench":
-        from .bench import run_benchmark
+        from .bench import aioli_overhead, run_benchmark
 
-        run_benchmark(presets=args.presets, steps=args.steps, out=args.out)
+        if args.overhead:
+            aioli_overhead(args.profile, **({"out": args.out} if args.out else {}))
+        else:
+            run_benchmark(presets=args.presets, steps=args.steps, **({"out": args.out} if args.out else {}))
         return 0
     raise AssertionError(args.command)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="run only these notebooks (number prefix or name)")
     args = ap.parse_args(argv)
     todo = notebooks(args.only)
+    if args.profile == "smoke":
+        # CI's smoke runs are throwaway: keep their results out of the committed run cache (results/run_cache),
+        # so a clean clone really trains them instead of re-rendering cached numbers.
+        os.environ.setdefault("AIOLI_RESULT_CACHE", str(REPO_ROOT / "runs" / "smoke_result_cache"))
     out_dir = NOTEBOOKS / "executed" / args.profile
     print(f"[run_all] profile {args.profile}: {PROFILES[args.profile].description}")
     timings = {}

@@ -26,6 +26,8 @@ class Profile:
     train: TrainConfig
     seeds: tuple[int, ...] = (0,)
     """Seeds of every study run under this profile (paired across methods)."""
+    settings: tuple[str, ...] | None = None
+    """Settings the comparison notebooks use by default (keys of ``hparams.SETTINGS``); None = all six."""
     notes: dict = field(default_factory=dict)
 
 
@@ -38,6 +40,7 @@ PROFILES: dict[str, Profile] = {
         DataConfig(context_length=64), ModelConfig("300k"),
         TrainConfig(steps=40, eval_every=20, checkpoint_every=0, test_max_sequences=16,
                     **{**_CPU_TRAIN, "warmup_steps": 5, "eval_sequences": 8}),
+        settings=("arxiv_stackexchange", "arxiv_book_stackexchange"),
         notes={"sweep_points": 4},
     ),
     "quick": Profile(
@@ -72,6 +75,12 @@ def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {list(PROFILES)}")
     return PROFILES[name]
+
+
+def profile_settings(profile: str) -> list[str]:
+    from .hparams import SETTINGS
+
+    return list(get_profile(profile).settings or SETTINGS)
 
 
 def profile_config(profile: str, groups, method: str = "stratified", seed: int = 0, method_config=None,

@@ -12,7 +12,9 @@ every predicted token of its test split (EOS separators included), exponentiated
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -49,7 +51,22 @@ class Data:
     """Fixed small validation sample per group (periodic evaluation, and methods that read L^t)."""
 
 
+_DATA_CACHE: dict[str, Data] = {}
+
+
 def load_data(cfg: RunConfig, verbose: bool = True) -> Data:
+    """Tokenizer, token store and evaluation windows for a config; reused within a process (a study trains
+    hundreds of runs on the same data, and reloading costs about a second each time)."""
+    import json
+
+    key = json.dumps([dataclasses.asdict(cfg.data), cfg.train.eval_sequences], sort_keys=True, default=str)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one data configuration at a time: memory stays flat across studies
+        _DATA_CACHE[key] = _load_data(cfg, verbose)
+    return _DATA_CACHE[key]
+
+
+def _load_data(cfg: RunConfig, verbose: bool = True) -> Data:
     d = cfg.data
     source = open_source(d.corpus, d.split_seed, d.val_fraction, d.test_fraction, groups=d.groups)
     if hasattr(source, "check_groups"):
@@ -178,7 +195,8 @@ def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool
 
     if (done := finished()) is not None:
         return done
-    run.acquire()
+    # Parallel study workers wait for a shared run (e.g. DoReMi's reference) that another worker is computing.
+    run.acquire(wait=os.environ.get("AIOLI_WAIT_FOR_LOCKS") == "1")
     try:
         if (done := finished()) is not None:  # finished by another process while we waited
             return done

@@ -1,0 +1,281 @@
+"""The paper's tables from cached runs: perplexity comparison (Table 2), restricted budget (Table 3), ablations, and
+the statistics that decide whether a difference is real (paired confidence intervals, power).
+
+Every number comes from ``run_method`` outcomes (each a cached training run with its seed and profile), so a table
+re-renders in seconds once its runs exist. Differences are always *paired by seed*: runs of two methods with the same
+seed share the initialisation and each group's data order.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import hparams
+from .methods import Runner, run_method
+from .profiles import get_profile, profile_config
+
+BASELINES = ("grid", "dml", "skillit", "doremi", "doge")
+TABLE2_METHODS = ("stratified", *BASELINES, "aioli")
+ABLATIONS = ("aioli", "aioli_static", "aioli_diagonal")
+
+# Paper numbers (Table 2, Table 20, Table 3 aggregates); differences are method minus stratified.
+PAPER_TABLE2 = {
+    "stratified": [16.532, 35.991, 47.192, 35.114, 41.583, 26.426],
+    "grid": [-0.399, -0.407, -0.645, -0.247, 0.298, 0.490],
+    "dml": [-0.241, -0.110, -0.644, -0.599, 0.242, 1.641],
+    "skillit": [-0.326, 0.551, -0.728, -0.568, -0.195, -0.184],
+    "doremi": [-0.307, 5.303, -0.217, -0.393, 6.898, 0.703],
+    "doge": [0.419, 0.184, -0.678, 1.843, 0.604, 0.949],
+    "aioli": [-0.205, -0.340, -0.439, -0.226, -0.196, -0.240],
+}
+PAPER_ABLATIONS = {"aioli": -0.274, "aioli_static": -0.140, "aioli_diagonal": -0.230}
+PAPER_RESTRICTED = {"improved": 28, "pairs": 30, "mean": 1.202, "max": 12.012}
+
+
+# ------------------------------------------------------------------------------------------------ running
+def _task(method: str, setting: str, profile: str, seed: int, runs_dir: str, budget: str) -> dict:
+    runner = Runner(1, runs_dir, progress=False)
+    if budget == "restricted":
+        return restricted_pair(method, setting, profile, seed, runner)
+    return _outcome_row(run_method(method, setting, profile, seed, runner), profile)
+
+
+def _outcome_row(o, profile: str) -> dict:
+    prof = get_profile(profile)
+    tokens_per_step = prof.train.batch_size * prof.data.context_length
+    return {"setting": o.setting, "label": hparams.SETTINGS[o.setting].label, "method": o.method, "seed": o.seed,
+            "avg_test_perplexity": o.final["avg_test_perplexity"], "avg_val_perplexity": o.final["avg_val_perplexity"],
+            "proportions": [round(x, 4) for x in o.proportions], "extra_runs": o.extra_runs,
+            "extra_steps": o.extra_steps, "extra_tokens": o.extra_steps * tokens_per_step,
+            "run_id": o.final["run_id"]}
+
+
+def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_dir=None, budget: str = "unrestricted",
+             progress: bool = True) -> pd.DataFrame:
+    """Every (method, setting, seed) of a study, in parallel processes when ``jobs`` > 1. Runs shared between
+    methods (the stratified run is DoReMi's reference; grid search and DML share one sweep) are computed once:
+    a worker that needs a run another worker is computing waits for it."""
+    seeds = list(seeds if seeds is not None else get_profile(profile).seeds)
+    runs_dir = str(runs_dir or Runner().runs_dir)
+    # Order so that shared prerequisites come first (stratified before DoReMi, grid before DML).
+    tasks = [(m, s, seed) for seed in seeds for s in settings for m in methods]
+    rows = []
+    iterator = None
+    if jobs == 1:
+        iterator = (_task(m, s, profile, seed, runs_dir, budget) for m, s, seed in tasks)
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(iterator, total=len(tasks), desc=f"{budget} {profile}", unit="method")
+        rows = list(iterator)
+    else:
+        import multiprocessing as mp
+
+        os.environ["AIOLI_WAIT_FOR_LOCKS"] = "1"  # inherited by the workers
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_threads,
+                                 initargs=(max(1, (os.cpu_count() or 1) // jobs),)) as pool:
+            futures = [pool.submit(_task, m, s, profile, seed, runs_dir, budget) for m, s, seed in tasks]
+            done = as_completed(futures)
+            if progress:
+                from tqdm.auto import tqdm
+
+                done = tqdm(done, total=len(futures), desc=f"{budget} {profile} x{jobs}", unit="method")
+            rows = [f.result() for f in done]
+    return pd.DataFrame(rows).sort_values(["setting", "method", "seed"]).reset_index(drop=True)
+
+
+def _worker_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def paired_ci(diffs, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of per-seed paired differences and its t-interval; (mean, nan, nan) with a single seed."""
+    d = np.asarray(diffs, dtype=float)
+    if d.size < 2:
+        return float(d.mean()), float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def min_detectable_difference(sd_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true paired difference a two-sided t-test on n seeds detects with the given power."""
+    if n < 2 or not np.isfinite(sd_diff):
+        return float("nan")
+    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd_diff / np.sqrt(n))
+
+
+def differences(df: pd.DataFrame, baseline: str = "stratified", value: str = "avg_test_perplexity") -> pd.DataFrame:
+    """Per (setting, method, seed): the method's value minus the baseline's with the same seed."""
+    base = df[df.method == baseline].set_index(["setting", "seed"])[value]
+    out = df[df.method != baseline].copy()
+    out["diff"] = [getattr(row, value) - base.get((row.setting, row.seed), np.nan) for row in out.itertuples()]
+    return out
+
+
+def table2(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = methods, columns = settings: 'mean ± sd' (absolute for stratified, difference for the others), the
+    paired 95% CI of each difference, settings beaten, and extra cost; plus the paper's value beside ours."""
+    settings = [s for s in hparams.SETTINGS if s in set(df.setting)]
+    diffs = differences(df)
+    rows = []
+    for method in [m for m in TABLE2_METHODS if m in set(df.method)]:
+        row = {"method": method}
+        beaten = 0
+        for s in settings:
+            label = hparams.SETTINGS[s].label
+            paper = PAPER_TABLE2.get(method, [None] * 6)[list(hparams.SETTINGS).index(s)]
+            if method == "stratified":
+                v = df[(df.method == method) & (df.setting == s)].avg_test_perplexity
+                row[label] = _fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else np.nan)
+                row[f"{label} 95% CI"] = ""
+            else:
+                d = diffs[(diffs.method == method) & (diffs.setting == s)]["diff"]
+                mean, lo, hi = paired_ci(d)
+                row[label] = _fmt(mean, d.std(ddof=1) if len(d) > 1 else np.nan, signed=True)
+                row[f"{label} 95% CI"] = "" if np.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
+                beaten += mean < 0
+            row[f"{label} (paper)"] = paper
+        if method != "stratified":
+            row["# beats stratified"] = f"{beaten}/{len(settings)}"
+        sub = df[df.method == method]
+        row["extra runs (mean)"] = round(float(sub.extra_runs.mean()), 1)
+        row["extra tokens (M, mean)"] = round(float(sub.extra_tokens.mean()) / 1e6, 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(mean: float, sd: float, signed: bool = False) -> str:
+    m = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return m if np.isnan(sd) else f"{m} ± {sd:.3f}"
+
+
+def power_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: seed-to-seed sd of stratified perplexity (absolute and relative), sd of paired differences
+    (pooled over methods), and the smallest difference from stratified the study can detect (80% power)."""
+    diffs = differences(df)
+    rows = []
+    for s in [s for s in hparams.SETTINGS if s in set(df.setting)]:
+        strat = df[(df.method == "stratified") & (df.setting == s)].avg_test_perplexity
+        d = diffs[diffs.setting == s]
+        sds = d.groupby("method")["diff"].std(ddof=1).dropna()
+        n = int(strat.size)
+        sd_diff = float(np.sqrt((sds**2).mean())) if len(sds) else float("nan")
+        rows.append({"setting": hparams.SETTINGS[s].label, "seeds": n, "stratified_mean": strat.mean(),
+                     "stratified_sd": strat.std(ddof=1) if n > 1 else np.nan,
+                     "stratified_sd_pct": 100 * strat.std(ddof=1) / strat.mean() if n > 1 else np.nan,
+                     "paired_diff_sd": sd_diff, "min_detectable_diff": min_detectable_difference(sd_diff, n),
+                     "paper_aioli_diff": PAPER_TABLE2["aioli"][list(hparams.SETTINGS).index(s)]})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------ restricted budget
+@dataclass(frozen=True)
+class RestrictedPlan:
+    """How each method spends at most 0.5·S extra steps to learn its proportions (the paper's Table 3)."""
+
+    budget_fraction: float = 0.5
+    prior_fraction: float = 0.05
+    """S_init as a share of S: the released scripts define PRIOR_STEPS = 250 of 5,000."""
+
+
+def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: Runner,
+                    plan: RestrictedPlan = RestrictedPlan()) -> dict:
+    """(a) the method's proportions learned within 0.5·S extra steps, used alone; (b) Aioli starting from them.
+
+    Budget split: grid/DML: their sweep with each run 0.5·S / n steps; Skill-it: m one-group runs of 0.5·S / m;
+    DoReMi: reference and proxy of 0.25·S each; DoGE: one proxy of 0.5·S. Aioli then trains S_init steps on the
+    prior p_init and adapts, restarting exponentiated gradient from uniform as released (Skill-it's prior is its
+    initial mixture exp(η·G·1), the static part of its schedule).
+    """
+    from .laws import fit_static_law, optimal_mixture
+    from .methods import _val_curve, sweep
+    from .policies.skillit import skillit_weights, skills_graph
+    from .runs import RunDir
+
+    prof = get_profile(profile)
+    st = hparams.get_setting(setting)
+    groups = st.paper_groups if prof.data.corpus == "slimpajama" else st.groups
+    m, S = len(groups), prof.train.steps
+    budget = int(plan.budget_fraction * S)
+
+    def cfg(name, pol="static", mc=None, **kw):
+        return profile_config(profile, groups, pol, seed, mc, name=name, **kw)
+
+    if method in ("grid", "dml"):
+        sweep_cfgs = sweep(profile, groups, seed)
+        short = budget // len(sweep_cfgs)
+        sweep_cfgs = sweep(profile, groups, seed, steps=short)
+        res = runner.run(sweep_cfgs)
+        P = np.array([c.method_config["proportions"] for c in sweep_cfgs])
+        L = np.array([[r["val_loss"][g] for g in groups] for r in res])
+        if method == "grid":
+            p = P[int(np.argmin(L.mean(axis=1)))]
+        else:
+            p = optimal_mixture(fit_static_law(P, L, seed=seed), seed=seed)
+        alone = runner.run_one(cfg(f"{method}-restricted", mc={"proportions": p.tolist()}))
+    elif method == "skillit":
+        short = budget // m
+        graph_runs = runner.run([cfg("skillit-graph", mc={"proportions": np.eye(m)[j].tolist()}, steps=short)
+                                 for j in range(m)])
+        start = np.array(_val_curve(graph_runs[0], runner)[0])
+        G = skills_graph(start, np.array([_val_curve(r, runner)[-1] for r in graph_runs]))
+        mc = hparams.skillit_config(m, S, profile == "paper", graph=G.tolist())
+        alone = runner.run_one(cfg("skillit-restricted", "skillit", mc))
+        p = skillit_weights(G, np.ones(m), mc["eta"])
+    elif method == "doremi":
+        short = budget // 2
+        ref = runner.run_one(cfg("doremi-reference", "stratified", steps=short), keep_model=True)
+        mc = hparams.doremi_config(m, short, profile == "paper",
+                                   reference_model=str(RunDir.from_result(ref, runner.runs_dir).model_path))
+        proxy = runner.run_one(cfg("doremi-proxy", "doremi_proxy", mc, steps=short))
+        p = np.array(proxy["policy"]["average_weights"])
+        alone = runner.run_one(cfg("doremi-restricted", mc={"proportions": p.tolist()}))
+    elif method == "doge":
+        mc = hparams.doge_config(m, budget, prof.train.lr, profile == "paper")
+        proxy = runner.run_one(cfg("doge-proxy", "doge_proxy", mc, steps=budget))
+        p = np.array(proxy["policy"]["average_weights"])
+        alone = runner.run_one(cfg("doge-restricted", mc={"proportions": p.tolist()}))
+    else:
+        raise ValueError(f"the restricted setting compares the baselines {BASELINES}, not {method!r}")
+
+    s_init = max(1, round(plan.prior_fraction * S))
+    amc = hparams.aioli_config(m, S - s_init, profile == "paper", batch_size=prof.train.batch_size,
+                               prior=[float(x) for x in p], prior_steps=s_init)
+    with_aioli = runner.run_one(cfg(f"aioli+{method}", "aioli", amc))
+    return {"setting": setting, "label": st.label, "method": method, "seed": seed,
+            "p_init": [round(float(x), 4) for x in p], "extra_steps": budget,
+            "method_ppl": alone["avg_test_perplexity"], "aioli_ppl": with_aioli["avg_test_perplexity"],
+            "improvement": alone["avg_test_perplexity"] - with_aioli["avg_test_perplexity"]}
+
+
+def restricted_summary(df: pd.DataFrame) -> dict:
+    per_pair = df.groupby(["setting", "method"]).improvement.mean()
+    return {"improved": int((per_pair > 0).sum()), "pairs": int(per_pair.size),
+            "mean": float(per_pair.mean()), "max": float(per_pair.max()),
+            "paper": PAPER_RESTRICTED}
+
+
+def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean difference from stratified per setting and overall for Aioli and its two ablations."""
+    diffs = differences(df)
+    rows = []
+    for method in [m for m in ABLATIONS if m in set(diffs.method)]:
+        d = diffs[diffs.method == method]
+        per_setting = d.groupby("setting")["diff"].mean()
+        mean, lo, hi = paired_ci(d.groupby("seed")["diff"].mean()) if d.seed.nunique() > 1 else \
+            (float(per_setting.mean()), np.nan, np.nan)
+        row = {"method": method, **{hparams.SETTINGS[s].label: round(v, 3) for s, v in per_setting.items()},
+               "mean over settings": round(float(per_setting.mean()), 3),
+               "95% CI (over seeds)": "" if np.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]",
+               "paper": PAPER_ABLATIONS[method]}
+        rows.append(row)
+    return pd.DataFrame(rows)

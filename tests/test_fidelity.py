@@ -1,0 +1,208 @@
+"""Mixing-law fidelity studies (notebooks 01-03) end to end on the tiny corpus, and their pure helpers."""
+
+import json
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+from aioli_repro import fidelity, hparams
+from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
+from aioli_repro.methods import Runner, run_method, sweep
+from aioli_repro.profiles import PROFILES, Profile
+from aioli_repro.runs import RunDir
+
+from .conftest import TINY_CORPUS, TINY_TOKENIZER
+
+matplotlib.use("Agg")
+
+SET2 = hparams.Setting("tiny2", "C/L", ("github", "wikipedia"), ("code", "licenses"))
+SET3 = hparams.Setting("tiny3", "C/Ch/L", ("github", "c4", "wikipedia"), ("code", "changelogs", "licenses"))
+STEPS, BATCH, CONTEXT = 24, 8, 32
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    PROFILES["_tinyfid"] = Profile(
+        "_tinyfid", "tests", DataConfig(corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER),
+                                        context_length=CONTEXT, val_fraction=0.2, test_fraction=0.2),
+        ModelConfig("tiny"),
+        TrainConfig(steps=STEPS, batch_size=BATCH, micro_batch_size=BATCH, warmup_steps=3, eval_every=8,
+                    checkpoint_every=0, eval_sequences=4, eval_batch_size=32, test_max_sequences=8, lr=3e-3),
+        notes={"sweep_points": 4})
+    yield "_tinyfid"
+    PROFILES.pop("_tinyfid")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two threads per run contend
+    # with other work (a tenfold slowdown measured): train these runs on one thread, then restore the setting.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    return Runner(jobs=1, runs_dir=tmp_path_factory.mktemp("fid_runs"), progress=False)
+
+
+def runner_dirs(runner, name):
+    return sorted(Path(runner.runs_dir).glob(f"{name}-*"))
+
+
+# ---------------------------------------------------------------------------------------------------- pure helpers
+
+
+def _rec(step, A=None):
+    return {"step": step, "proportions": [0.5, 0.5], "A": None if A is None else np.asarray(A, float).tolist()}
+
+
+def test_method_matrix_picks_the_matrix_the_method_used_at_t():
+    hist = [_rec(0)] + [_rec(10 * k, k * np.eye(2)) for k in range(1, 7)]  # A = k I recorded at step 10 k
+    # Aioli: mean of the last up to 4 raw A recorded by t.
+    assert fidelity.method_matrix("aioli", hist, t=45) == pytest.approx(np.eye(2) * np.mean([1, 2, 3, 4]))
+    assert fidelity.method_matrix("aioli", hist, t=60) == pytest.approx(np.eye(2) * np.mean([3, 4, 5, 6]))
+    assert fidelity.method_matrix("aioli", hist, t=25) == pytest.approx(np.eye(2) * 1.5)  # fewer than 4 rounds
+    assert fidelity.method_matrix("aioli_diagonal", hist, t=10) == pytest.approx(np.eye(2))
+    for method in ("skillit", "doremi", "doge"):  # the last record by t
+        assert fidelity.method_matrix(method, hist, t=45) == pytest.approx(4 * np.eye(2))
+        assert fidelity.method_matrix(method, hist) == pytest.approx(6 * np.eye(2))
+    nan_hist = [_rec(3, [[np.nan, 0.0], [0.0, 0.2]])]  # DoReMi: a group absent from the last batches
+    assert fidelity.method_matrix("doremi", nan_hist, 5) == pytest.approx(np.diag([0.0, 0.2]))
+    with pytest.raises(ValueError, match="no matrix A by step 5"):
+        fidelity.method_matrix("skillit", hist, t=5)
+
+
+def test_break_steps_horizons_and_parents():
+    assert fidelity.break_step(5000, 0.4) == 2000 and fidelity.break_step(40, 0.1) == 4
+    assert fidelity.break_step(10, 0.01) == 1
+    assert fidelity.default_horizon(5000) == 100 and fidelity.default_horizon(40) == 2
+    with pytest.raises(ValueError):
+        fidelity.break_step(100, 1.0)
+    hist = [_rec(0), _rec(8, np.eye(2)), _rec(16, np.eye(2))]
+    assert fidelity.fidelity_break_step(hist, 40, 0.1, 2) == 9  # moved to just after the first record
+    assert fidelity.fidelity_break_step(hist, 40, 0.5, 2) == 20
+    with pytest.raises(ValueError, match="passes the end"):
+        fidelity.fidelity_break_step(hist, 10, 0.1, 2)
+    assert fidelity.diagonalise_2([[3.0, 1.0], [0.5, 2.0]]) == pytest.approx(np.diag([2.0, 1.5]))
+
+    grid = np.column_stack([np.arange(1, 10) / 10, 1 - np.arange(1, 10) / 10])
+    assert [grid[k, 0] for k in fidelity.parent_indices(grid, 3)] == pytest.approx([0.1, 0.5, 0.9])
+    P3 = np.random.default_rng(0).dirichlet(np.ones(3), size=10)
+    idx = fidelity.parent_indices(P3, 3)
+    assert len(set(idx)) == 3 and int(np.argmin(np.linalg.norm(P3 - 1 / 3, axis=1))) in idx
+
+
+def test_default_settings_depend_on_the_profile_through_the_package():
+    assert len(fidelity.default_settings("smoke", "static")) == 2
+    assert fidelity.default_settings("smoke", "ordering") == ("github_c4",)
+    assert len(fidelity.default_settings("quick", "fidelity")) == 5
+    assert fidelity.study_seeds("full") == (0, 1, 2) and fidelity.study_seeds("full", [4]) == (4,)
+    line = fidelity.paper_line("static R²", 0.95, 0.991)
+    assert "0.950" in line and "0.991" in line and "below" in line
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+
+def test_static_law_study_tables_and_figure(tiny, runner, tmp_path):
+    study = fidelity.static_law_study([SET2, SET3], tiny, runner=runner, n_starts=8)
+    tab = study.table
+    assert len(tab) == 2 + 3  # one row per (setting, seed, group)
+    assert {"setting", "seed", "group", "r2", "mse", "loo_r2", "loo_mse"} <= set(tab.columns)
+    assert tab[["r2", "mse", "loo_mse"]].notna().all().all() and (tab["mse"] >= 0).all()
+    assert (tab["r2"] <= 1 + 1e-9).all()
+    assert len(study.points) == 4 * 2 + 5 * 3  # sweep sizes: 4 (m = 2) and max(4, m + 2) = 5 (m = 3)
+    # The same sweep runs as grid search / DML: the mixtures are methods.sweep's.
+    P = [c.method_config["proportions"] for c in sweep(tiny, SET2.groups, 0)]
+    assert study.points.query("setting == 'tiny2' and group == 'code'")["p"].tolist() == P
+    summ = study.summary()
+    assert list(summ["setting"]) == ["tiny2", "tiny3", "all"] and summ["fits"].tolist() == [2, 3, 5]
+    fidelity.plot_static_law(study, tmp_path / "static.png")
+    assert (tmp_path / "static.png").stat().st_size > 0
+
+
+def test_children_branch_from_the_parents_saved_state(tiny, runner):
+    cfgs = sweep(tiny, SET2.groups, 0)
+    P = np.array([c.method_config["proportions"] for c in cfgs])
+    t, h = 10, 3
+    br = fidelity.branch_children(cfgs[0], t, P, h, runner)[t]
+    assert br.parent["steps"] == t and br.parent["config"]["train"]["stop_at"] == t  # a prefix run, not a full one
+    state = RunDir.from_result(br.parent, runner.runs_dir).branch_path(t) / "state.json"
+    assert state.exists()
+    for p, child in zip(P, br.children):
+        assert child["branch"] == {"parent": br.parent["run_id"], "step": t}
+        assert child["train_tokens"] == h * BATCH * CONTEXT  # only the horizon is trained
+        assert child["steps"] == t + h and child["test_loss"] == {}
+        assert child["config"]["method_config"]["proportions"] == pytest.approx(p)
+    assert br.L_next.shape == (4, 2) and br.L_prev.shape == (2,)
+    assert br.L_prev == pytest.approx([br.parent["val_loss"][g] for g in SET2.groups])  # same windows, same state
+    fit = br.fit(loo=True)
+    assert fit.A.shape == (2, 2) and np.all(np.isfinite(fit.r2))
+
+
+def test_dynamic_law_study_tables_and_figure(tiny, runner, tmp_path):
+    study = fidelity.dynamic_law_study([SET2, SET3], tiny, runner=runner, n_parents=2)
+    tab = study.table
+    assert len(tab) == 2 * 2 + 2 * 3  # (setting, seed, parent, group)
+    assert set(tab["break_step"]) == {fidelity.break_step(STEPS, 0.4)} and set(tab["horizon"]) == {2}
+    assert tab.groupby("setting")["parent"].nunique().tolist() == [2, 2]
+    assert tab[["r2", "mse", "loo_r2", "loo_mse"]].notna().all().all()
+    assert len(study.points) == 2 * 4 * 2 + 2 * 5 * 3
+    assert study.summary().iloc[-1]["fits"] == 10
+    fidelity.plot_dynamic_law(study, tmp_path / "dynamic.png")
+    assert (tmp_path / "dynamic.png").stat().st_size > 0
+
+
+def test_fidelity_study_compares_each_methods_matrix_with_the_truth(tiny, runner, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # every prefix run must retrace its method's own trajectory
+        study = fidelity.fidelity_study([SET2], tiny, runner=runner)
+    tab = study.table.set_index("method")
+    assert list(tab.index) == list(fidelity.ONLINE_METHODS)
+    h = fidelity.default_horizon(STEPS)
+    assert (tab["horizon"] == h).all() and (tab["break_step"] + h <= STEPS).all()
+    assert tab.loc["skillit", "break_step"] >= fidelity.break_step(STEPS, 0.2)
+    assert tab.loc["doremi", "break_step"] >= fidelity.break_step(STEPS, 0.1)
+    assert (tab["records_used"] >= 1).all()
+    finite = tab["sim"].dropna()
+    assert len(finite) >= 3 and ((finite >= -1 - 1e-9) & (finite <= 1 + 1e-9)).all()
+    # Improvement over stratified comes from the methods' final runs, shared with the perplexity tables.
+    strat = run_method("stratified", SET2, tiny, 0, runner).final["avg_test_perplexity"]
+    aioli = run_method("aioli", SET2, tiny, 0, runner).final["avg_test_perplexity"]
+    assert tab.loc["aioli", "improvement"] == pytest.approx(strat - aioli)
+    # The matrix compared is the method's own: Aioli's from its LearnParams rounds recorded by the break step.
+    mats = study.matrices[("aioli", "tiny2", 0)]
+    hist = run_method("aioli", SET2, tiny, 0, runner).final["policy"]["history"]
+    t = int(tab.loc["aioli", "break_step"])
+    assert mats["M"] == pytest.approx(fidelity.method_matrix("aioli", hist, t - 1), rel=1e-4, abs=1e-6)
+    # The proxies' trajectories are configured exactly as methods.run_method configures its proxy runs.
+    for method, name in (("doremi", "doremi-proxy"), ("doge", "doge-proxy")):
+        full = [p for p in runner_dirs(runner, name) if "prefix" not in p.name]
+        assert len(full) == 1
+        stored = json.loads((full[0] / "config.json").read_text())["config"]
+        assert fidelity.trajectory_config(method, SET2, tiny, 0, runner).to_dict() == stored
+    summ = study.summary()
+    assert len(summ) == 4 and set(summ["seeds"]) == {1}
+    rel = study.relation()
+    assert rel["dots"] == summ["sim"].notna().sum() and set(rel["aioli_highest"]) <= {"tiny2"}
+    fidelity.plot_fidelity(study, tmp_path / "fid.png")
+    assert (tmp_path / "fid.png").stat().st_size > 0
+
+
+def test_colsum_ordering_study(tiny, runner, tmp_path):
+    study = fidelity.colsum_ordering_study([SET2], tiny, runner=runner, fractions=(0.25, 0.5, 0.75))
+    assert sorted(set(study.table["break_step"])) == [6, 12, 18]
+    assert len(study.table) == 3 * 2 and len(study.summary) == 3
+    ch = study.changes()
+    assert len(ch) == 1 and isinstance(bool(ch["ordering_changes"].iloc[0]), bool)
+    assert ch["favoured_over_time"].iloc[0].count("->") == 2
+    fidelity.plot_colsum_ordering(study, tmp_path / "ord.png")
+    assert (tmp_path / "ord.png").stat().st_size > 0
