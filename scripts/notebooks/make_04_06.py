@@ -1,4 +1,4 @@
-import sys; sys.path.insert(0, "scripts")
+import sys; sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 from nbtools import write_notebook
 
 COMMON_IMPORTS = """
@@ -7,13 +7,13 @@ import pandas as pd
 import seaborn as sns
 
 from aioli_repro import hparams, tables
-from aioli_repro.profiles import get_profile
-from aioli_repro.report import figures_dir, results_dir
+from aioli_repro.profiles import get_profile, profile_settings
+from aioli_repro.report import figures_dir, results_dir, write_json
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
 RESULTS, FIGURES = results_dir(profile), figures_dir(profile)
-settings = settings or list(hparams.SETTINGS)
+settings = settings or profile_settings(profile)
 seeds = seeds if seeds is not None else list(get_profile(profile).seeds)
 print(get_profile(profile).description, "| seeds", seeds, "| settings", [hparams.SETTINGS[s].label for s in settings])
 """
@@ -21,7 +21,7 @@ PARAMS = """
 profile = "quick"   # smoke | quick | full | paper
 jobs = 1            # independent (method, setting, seed) studies run in parallel processes
 seeds = None        # None: the profile's seeds
-settings = None     # None: all six settings of the paper (keys of aioli_repro.hparams.SETTINGS)
+settings = None     # None: the profile's settings (all six of the paper, two in smoke)
 """
 
 write_notebook("notebooks/04_perplexity_comparison.ipynb", [
@@ -92,7 +92,7 @@ table3
 """),
 ("code", """
 summary = tables.restricted_summary(pairs)
-(RESULTS / "05_summary.json").write_text(pd.Series(summary).to_json(indent=1))
+write_json(summary, RESULTS / "05_summary.json")
 print(f"Aioli improves the method in {summary['improved']} of {summary['pairs']} pairs "
       f"(paper: {summary['paper']['improved']} of {summary['paper']['pairs']}); mean improvement "
       f"{summary['mean']:+.3f} (paper {summary['paper']['mean']:+.3f}), max {summary['max']:+.3f} "
