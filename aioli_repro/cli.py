@@ -121,7 +121,7 @@ def make_parser() -> argparse.ArgumentParser:
     tk.add_argument("--out", default=None, help="output folder (default: data/tokenizer)")
 
     b = sub.add_parser("bench", help="measure matmul peak, training throughput and MFU of each preset")
-    b.add_argument("--presets", type=_parse_list(str), default=("1m", "4m", "20m"))
+    b.add_argument("--presets", type=_parse_list(str), default=("300k", "1m", "4m", "20m"))
     b.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
     b.add_argument("--out", default=None, help="default: results/bench/benchmark_speed.json (or _aioli_overhead)")
     b.add_argument("--overhead", action="store_true",

@@ -443,24 +443,13 @@ def diagonalise_2(A) -> np.ndarray:
 def trajectory_config(method: str, setting: str | hparams.Setting, profile: str, seed: int, runner: Runner,
                       outcome=None) -> RunConfig:
     """The run whose A^t is compared with the truth: Aioli's and Skill-it's final (online) run, DoReMi's and DoGE's
-    proxy run, configured exactly as ``methods.run_method`` configures it (so it is the same cached trajectory)."""
-    st = _setting(setting)
-    groups = _groups(st, profile)
-    prof = get_profile(profile)
-    m, S, paper_scale = len(groups), prof.train.steps, profile == "paper"
-    if method in ("aioli", "aioli_static", "aioli_diagonal", "skillit"):
-        outcome = outcome or run_method(method, st, profile, seed, runner)
-        return RunConfig.from_dict(outcome.final["config"])
-    if method == "doremi":
-        ref = runner.run_one(profile_config(profile, groups, "stratified", seed, None, name="stratified"),
-                             keep_model=True)
-        ref_path = RunDir.from_result(ref, runner.runs_dir).model_path
-        mc = hparams.doremi_config(m, S, paper_scale, reference_model=str(ref_path))
-        return profile_config(profile, groups, "doremi_proxy", seed, mc, name="doremi-proxy")
-    if method == "doge":
-        mc = hparams.doge_config(m, S, prof.train.lr, paper_scale)
-        return profile_config(profile, groups, "doge_proxy", seed, mc, name="doge-proxy")
-    raise ValueError(f"no trajectory for method {method!r}; choose one of {list(ONLINE_METHODS)}")
+    proxy run, exactly as ``methods.run_method`` configured it (so it is the same cached trajectory)."""
+    if method not in ONLINE_METHODS and method not in ("aioli_static", "aioli_diagonal"):
+        raise ValueError(f"no trajectory for method {method!r}; choose one of {list(ONLINE_METHODS)}")
+    outcome = outcome or run_method(method, _setting(setting), profile, seed, runner)
+    if method in ("doremi", "doge"):
+        return RunConfig.from_dict(outcome.details["proxy_config"])
+    return RunConfig.from_dict(outcome.final["config"])
 
 
 def _trajectory_history(method: str, outcome) -> list[dict]:

@@ -182,14 +182,16 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
         proxy = runner.run_one(cfg("doremi-proxy", "doremi_proxy", mc))
         p = proxy["policy"]["average_weights"]
         res = runner.run_one(cfg("doremi", mc={"proportions": p}))
-        return MethodOutcome(method, setting, seed, res, p, 2, 2 * S, {"proxy_history": proxy["policy"]["history"]})
+        return MethodOutcome(method, setting, seed, res, p, 2, 2 * S, {"proxy_history": proxy["policy"]["history"],
+                                                                       "proxy_config": proxy["config"]})
 
     if method == "doge":
         mc = hparams.doge_config(m, S, prof.train.lr, paper_scale)
         proxy = runner.run_one(cfg("doge-proxy", "doge_proxy", mc))
         p = proxy["policy"]["average_weights"]
         res = runner.run_one(cfg("doge", mc={"proportions": p}))
-        return MethodOutcome(method, setting, seed, res, p, 1, S, {"proxy_history": proxy["policy"]["history"]})
+        return MethodOutcome(method, setting, seed, res, p, 1, S, {"proxy_history": proxy["policy"]["history"],
+                                                                   "proxy_config": proxy["config"]})
 
     # Aioli and its ablations: no extra runs.
     extra = {"aioli_static": {"static": True}, "aioli_diagonal": {"diagonal": True}}.get(method, {})
