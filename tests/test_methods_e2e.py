@@ -88,3 +88,24 @@ def test_doremi_weights_do_not_depend_on_micro_batching(tiny_cfg, tmp_path, ref_
     assert np.allclose(one["policy"]["average_weights"], two["policy"]["average_weights"], atol=1e-5)
     for g in one["test_loss"]:
         assert one["test_loss"][g] == pytest.approx(two["test_loss"][g], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_every_policy_runs_on_the_embedded_corpus(tmp_path):
+    """The same policies on two real embedded groups (tokenised on first use), 12 steps each."""
+    from aioli_repro.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    def cfg(label, mc):
+        return RunConfig(data=DataConfig(groups=("code", "books"), context_length=32),
+                         model=ModelConfig("tiny"),
+                         train=TrainConfig(steps=12, batch_size=8, micro_batch_size=8, warmup_steps=2,
+                                           eval_every=6, eval_sequences=4, test_max_sequences=8, checkpoint_every=0),
+                         method=label.split("-")[0], method_config=mc, name=label)
+
+    graph = [[0.3, 0.1], [0.1, 0.3]]
+    aioli = {"eta": 0.5, "lp_rounds": 1, "lp_steps": 1, "one_hot_factor": 0.75, "ema": 0.1, "update_steps": 6}
+    for label, mc in {"stratified": {}, "static": {"proportions": [0.7, 0.3]},
+                      "skillit": {"graph": graph, "update_steps": 4}, "doge_proxy": {"mu": 0.01},
+                      "aioli": aioli}.items():
+        res = train(cfg(label, mc), runs_dir=tmp_path, progress=False)
+        assert set(res["test_loss"]) == {"code", "books"} and np.isfinite(res["avg_test_perplexity"]), label

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..sampler import check_proportions, largest_remainder_counts
-from .base import MixingPolicy, Observation, Segment, register
+from .base import MixingPolicy, Observation, Segment, register, softmax
 
 
 def smoothed_one_hots(m: int, h: float) -> np.ndarray:
@@ -65,9 +65,7 @@ def normalize_interaction(A: np.ndarray) -> np.ndarray:
 def eg_update(base: np.ndarray, A_bar: np.ndarray, eta: float) -> np.ndarray:
     """p ∝ base ⊙ exp(η · Σ_i Ā_ij): exponentiated gradient on the linear mixing law (column sums = how much
     training on group j lowers the total loss)."""
-    logits = np.log(np.asarray(base, dtype=float)) + eta * np.asarray(A_bar).sum(axis=0)
-    w = np.exp(logits - logits.max())
-    return w / w.sum()
+    return softmax(np.log(np.asarray(base, dtype=float)) + eta * np.asarray(A_bar).sum(axis=0))
 
 
 @register

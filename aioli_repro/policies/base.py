@@ -125,6 +125,53 @@ class MixingPolicy:
                              "A": None if A is None else np.asarray(A, dtype=float).tolist(), **extra})
 
 
+def softmax(logits) -> np.ndarray:
+    """Numerically stable softmax: every exponentiated-weights update of the paper's methods ends in one."""
+    z = np.asarray(logits, dtype=float)
+    w = np.exp(z - z.max())
+    return w / w.sum()
+
+
+class ProxyWeightsPolicy(MixingPolicy):
+    """Shared by the DoReMi and DoGE proxies: stratified batches, group weights w updated every step in log space,
+    and their average over the run, which becomes the static mixture of the method's final run."""
+
+    def __init__(self, config, groups, total_steps, seed):
+        super().__init__(config, groups, total_steps, seed)
+        self.record_every = config.record_every or max(1, total_steps // 20)
+        self.log_w = np.log(self.uniform())
+        self.w = self.uniform()
+        self.weight_sum = np.zeros(self.m)
+        self.updates = 0
+
+    def next_segment(self, step: int) -> Segment:
+        if not self.history:
+            self.record(step, self.w, None)
+        return Segment(self.uniform().tolist(), self.total_steps - step)  # the proxy samples stratified batches
+
+    def _accept(self, log_w: np.ndarray, w: np.ndarray) -> np.ndarray:
+        self.log_w, self.w = log_w, w
+        self.weight_sum += w
+        self.updates += 1
+        return w
+
+    @property
+    def average_weights(self) -> np.ndarray:
+        return self.weight_sum / max(self.updates, 1)
+
+    def state_dict(self):
+        return {**super().state_dict(), "log_w": self.log_w.tolist(), "w": self.w.tolist(),
+                "weight_sum": self.weight_sum.tolist(), "updates": self.updates}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.log_w, self.w = np.array(state["log_w"]), np.array(state["w"])
+        self.weight_sum, self.updates = np.array(state["weight_sum"]), state["updates"]
+
+    def summary(self):
+        return {**super().summary(), "average_weights": self.average_weights.tolist()}
+
+
 REGISTRY: dict[str, type[MixingPolicy]] = {}
 
 

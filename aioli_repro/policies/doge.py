@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from .base import MixingPolicy, Segment, register
+from .base import ProxyWeightsPolicy, register, softmax
 
 
 def doge_scores(train_grads: np.ndarray, val_grad: np.ndarray, lr: float, present: np.ndarray) -> np.ndarray:
@@ -30,9 +30,9 @@ def doge_scores(train_grads: np.ndarray, val_grad: np.ndarray, lr: float, presen
 
 
 def doge_update(log_w: np.ndarray, scores: np.ndarray, mu: float) -> tuple[np.ndarray, np.ndarray]:
+    """log w <- log w + score / μ; returns (new log-weights, weights)."""
     log_w = log_w + scores / mu
-    w = np.exp(log_w - log_w.max())
-    return log_w, w / w.sum()
+    return log_w, softmax(log_w)
 
 
 def _flat_grad(loss, params, retain: bool) -> torch.Tensor:
@@ -41,7 +41,7 @@ def _flat_grad(loss, params, retain: bool) -> torch.Tensor:
 
 
 @register
-class DoGEProxyPolicy(MixingPolicy):
+class DoGEProxyPolicy(ProxyWeightsPolicy):
     name = "doge_proxy"
 
     @dataclass
@@ -57,16 +57,6 @@ class DoGEProxyPolicy(MixingPolicy):
         super().__init__(config, groups, total_steps, seed)
         if config.mu <= 0 or config.val_batch_size < 1:
             raise ConfigError(f"doge mu must be > 0 and val_batch_size >= 1; got {config.mu}, {config.val_batch_size}")
-        self.record_every = config.record_every or max(1, total_steps // 20)
-        self.log_w = np.log(self.uniform())
-        self.w = self.uniform()
-        self.weight_sum = np.zeros(self.m)
-        self.updates = 0
-
-    def next_segment(self, step: int) -> Segment:
-        if not self.history:
-            self.record(step, self.w, None)
-        return Segment(self.uniform().tolist(), self.total_steps - step)
 
     def _val_batch(self, step: int) -> tuple[torch.Tensor, np.ndarray]:
         pool = torch.cat([self.ctx.val_sample[g] for g in self.groups])
@@ -89,9 +79,7 @@ class DoGEProxyPolicy(MixingPolicy):
         val_tokens, _ = self._val_batch(step)
         g_val = _flat_grad(sequence_losses(model, val_tokens.to(device), ac).mean(), params, retain=False)
         scores = doge_scores(grads.double().cpu().numpy(), g_val.double().cpu().numpy(), lr, present)
-        self.log_w, self.w = doge_update(self.log_w, scores, self.config.mu)
-        self.weight_sum += self.w
-        self.updates += 1
+        self._accept(*doge_update(self.log_w, scores, self.config.mu))
         update = (torch.as_tensor(self.w, dtype=grads.dtype, device=device)[:, None] * grads).sum(0)
         offset = 0
         for p in params:
@@ -111,19 +99,3 @@ class DoGEProxyPolicy(MixingPolicy):
             g_val = _flat_grad(sequence_losses(self.ctx.model, tokens, self.ctx.autocast).mean(), params, False)
             rows.append((train_grads @ g_val).double().cpu().numpy())
         return np.array(rows)
-
-    @property
-    def average_weights(self) -> np.ndarray:
-        return self.weight_sum / max(self.updates, 1)
-
-    def state_dict(self):
-        return {**super().state_dict(), "log_w": self.log_w.tolist(), "w": self.w.tolist(),
-                "weight_sum": self.weight_sum.tolist(), "updates": self.updates}
-
-    def load_state_dict(self, state):
-        super().load_state_dict(state)
-        self.log_w, self.w = np.array(state["log_w"]), np.array(state["w"])
-        self.weight_sum, self.updates = np.array(state["weight_sum"]), state["updates"]
-
-    def summary(self):
-        return {**super().summary(), "average_weights": self.average_weights.tolist()}

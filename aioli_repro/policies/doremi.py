@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from .base import MixingPolicy, Segment, register
+from .base import ProxyWeightsPolicy, register, softmax
 
 
 def group_means(values: np.ndarray, groups: np.ndarray, m: int) -> np.ndarray:
@@ -36,14 +36,11 @@ def group_means(values: np.ndarray, groups: np.ndarray, m: int) -> np.ndarray:
 def doremi_update(log_w: np.ndarray, excess: np.ndarray, mu: float, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
     """One DoReMi step: returns (new log-weights, smoothed weights)."""
     log_w = log_w + mu * excess
-    w = np.exp(log_w - log_w.max())
-    w /= w.sum()
-    m = len(w)
-    return log_w, (1 - smoothing) * w + smoothing / m
+    return log_w, (1 - smoothing) * softmax(log_w) + smoothing / len(log_w)
 
 
 @register
-class DoReMiProxyPolicy(MixingPolicy):
+class DoReMiProxyPolicy(ProxyWeightsPolicy):
     name = "doremi_proxy"
     needs_batch_losses = True
 
@@ -64,11 +61,6 @@ class DoReMiProxyPolicy(MixingPolicy):
             raise ConfigError("doremi_proxy needs reference_model: the weights of the stratified reference run")
         if config.mu <= 0 or not 0 <= config.smoothing < 1:
             raise ConfigError(f"doremi mu must be > 0 and smoothing in [0, 1); got {config.mu}, {config.smoothing}")
-        self.record_every = config.record_every or max(1, total_steps // 20)
-        self.log_w = np.log(self.uniform())
-        self.w = self.uniform()
-        self.weight_sum = np.zeros(self.m)
-        self.updates = 0
         self.last_excess = np.zeros(self.m)
         self.recent_raw: list[list[float]] = []
 
@@ -79,11 +71,6 @@ class DoReMiProxyPolicy(MixingPolicy):
         self.reference = ctx.model_factory()
         load_model(self.reference, self.config.reference_model)
         self.reference.to(ctx.device).eval()
-
-    def next_segment(self, step: int) -> Segment:
-        if not self.history:
-            self.record(step, self.w, None)
-        return Segment(self.uniform().tolist(), self.total_steps - step)  # proxy samples stratified batches
 
     @torch.no_grad()
     def _reference_losses(self, tokens: torch.Tensor) -> np.ndarray:
@@ -103,28 +90,15 @@ class DoReMiProxyPolicy(MixingPolicy):
         present = ~np.isnan(raw)
         excess = np.where(present, np.maximum(np.nan_to_num(raw), 0.0), self.last_excess)
         self.last_excess = excess
-        self.log_w, self.w = doremi_update(self.log_w, excess, self.config.mu, self.config.smoothing)
-        self.weight_sum += self.w
-        self.updates += 1
+        self._accept(*doremi_update(self.log_w, excess, self.config.mu, self.config.smoothing))
         self.recent_raw = (self.recent_raw + [np.where(present, raw, np.nan).tolist()])[-5:]
         if (step + 1) % self.record_every == 0:
             self.record(step + 1, self.w, np.diag(np.nanmean(np.array(self.recent_raw, dtype=float), axis=0)))
         return self.w
 
-    @property
-    def average_weights(self) -> np.ndarray:
-        return self.weight_sum / max(self.updates, 1)
-
     def state_dict(self):
-        return {**super().state_dict(), "log_w": self.log_w.tolist(), "w": self.w.tolist(),
-                "weight_sum": self.weight_sum.tolist(), "updates": self.updates,
-                "last_excess": self.last_excess.tolist(), "recent_raw": self.recent_raw}
+        return {**super().state_dict(), "last_excess": self.last_excess.tolist(), "recent_raw": self.recent_raw}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.log_w, self.w = np.array(state["log_w"]), np.array(state["w"])
-        self.weight_sum, self.updates = np.array(state["weight_sum"]), state["updates"]
         self.last_excess, self.recent_raw = np.array(state["last_excess"]), state["recent_raw"]
-
-    def summary(self):
-        return {**super().summary(), "average_weights": self.average_weights.tolist()}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ConfigError
-from .base import MixingPolicy, Observation, Segment, register
+from .base import MixingPolicy, Observation, Segment, register, softmax
 
 
 def skills_graph(start_losses: np.ndarray, end_losses: np.ndarray) -> np.ndarray:
@@ -32,9 +32,7 @@ def skills_graph(start_losses: np.ndarray, end_losses: np.ndarray) -> np.ndarray
 
 def skillit_weights(graph: np.ndarray, loss_sum: np.ndarray, eta: float) -> np.ndarray:
     """p_j ∝ exp(η · Σ_i G[j, i] · ΣL_i): prefer groups whose training lowers the currently high losses."""
-    logits = eta * np.asarray(graph) @ np.asarray(loss_sum)
-    w = np.exp(logits - logits.max())
-    return w / w.sum()
+    return softmax(eta * np.asarray(graph) @ np.asarray(loss_sum))
 
 
 @register
