@@ -1,5 +1,9 @@
-import sys; sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from nbtools import write_notebook
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nbtools import write_notebook  # noqa: E402
+
 write_notebook("notebooks/00_data_and_baseline.ipynb", [
 ("md", """
 # 00 · The embedded corpus and a stratified baseline

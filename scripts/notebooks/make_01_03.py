@@ -1,6 +1,8 @@
 import sys
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from nbtools import write_notebook
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nbtools import write_notebook  # noqa: E402
 
 NB = "notebooks/"
 

@@ -1,5 +1,9 @@
-import sys; sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from nbtools import write_notebook
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nbtools import write_notebook  # noqa: E402
+
 write_notebook("notebooks/07_claims.ipynb", [
 ("md", """
 # 07 · The paper's claims at our scale

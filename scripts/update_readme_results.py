@@ -1,0 +1,89 @@
+"""Rewrite the README's results section from the tables in results/<profile>/ (numbers are never typed by hand).
+
+Usage: python scripts/update_readme_results.py [--profile quick]
+The section between the markers <!-- results:start --> and <!-- results:end --> is replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def section(profile: str) -> str:
+    res = ROOT / "results" / profile
+    out = [f"Profile **{profile}** (`./run_all.sh --profile {profile}`); every number below is read from "
+           f"`results/{profile}/` by `scripts/update_readme_results.py`."]
+    if profile in ("smoke", "quick"):
+        out.append(f"\n> The `{profile}` profile is a **pipeline demonstration**: one seed of a 300k-parameter model "
+                   "trained for a few hundred steps. Its numbers show that every table and figure regenerates; they "
+                   "are not evidence for or against the paper (see the verdicts' reasons).")
+    claims = res / "claims.md"
+    if claims.exists():
+        body = claims.read_text().split("\n", 2)[2]
+        out += ["\n### Claims", body.strip()]
+    t2 = res / "04_table2.csv"
+    if t2.exists():
+        df = pd.read_csv(t2, dtype=str, keep_default_na=False)  # keep the signs and rounding as written
+        keep = [c for c in df.columns if not c.endswith("(paper)")]
+        out += ["\n### Table 2: average test perplexity (stratified) and difference from stratified (others)",
+                md_table(df[keep]),
+                "\nThe paper's values for the same cells are in `aioli_repro/tables.py` (`PAPER_TABLE2`) and in "
+                f"`results/{profile}/04_table2.csv` (columns marked *(paper)*)."]
+    power = res / "04_power.csv"
+    if power.exists():
+        df = pd.read_csv(power).round(3)
+        out += ["\n### How small a difference the study can detect", md_table(df)]
+    t3 = res / "05_summary.json"
+    if t3.exists():
+        s = json.loads(t3.read_text())
+        out += [f"\n### Table 3 (restricted budget): Aioli on top of a method's proportions improves it in "
+                f"{s['improved']} of {s['pairs']} (method, setting) pairs, mean {s['mean']:+.3f}, max {s['max']:+.3f} "
+                f"(paper: {s['paper']['improved']} of {s['paper']['pairs']}, mean {s['paper']['mean']}, "
+                f"max {s['paper']['max']})."]
+    abl = res / "06_ablations.csv"
+    if abl.exists():
+        out += ["\n### Ablations (difference from stratified)",
+                md_table(pd.read_csv(abl, dtype=str, keep_default_na=False))]
+    for name, title in (("01_static_law_summary.csv", "Static log-linear law fits (paper R² 0.991)"),
+                        ("02_dynamic_law_summary.csv", "Dynamic linear law fits (paper R² 0.947)")):
+        if (res / name).exists():
+            df = pd.read_csv(res / name).drop(columns=["setting"], errors="ignore").round(4)
+            out += [f"\n### {title}", md_table(df)]
+    figs = sorted((ROOT / "figures" / profile).glob("*.png"))
+    if figs:
+        out += ["\nFigures: " + ", ".join(f"[{f.stem}](figures/{profile}/{f.name})" for f in figs)]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="quick")
+    args = ap.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = f"<!-- results:start -->\n{section(args.profile)}<!-- results:end -->"
+    if "<!-- results:start -->" not in text:
+        raise SystemExit("README.md has no <!-- results:start --> marker")
+    readme.write_text(re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: new, text, flags=re.S))
+    print(f"README results section rewritten from results/{args.profile}/")
+
+
+if __name__ == "__main__":
+    main()
