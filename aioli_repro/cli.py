@@ -66,7 +66,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         if "." in key and value is not None:
             section, name = key.split(".", 1)
             values[section][name] = value
-    method_config = dict(json.loads(args.method_config)) if args.method_config else {}
+    try:
+        method_config = json.loads(args.method_config) if args.method_config else {}
+    except ValueError as e:
+        raise ConfigError(f"--method-config must be a JSON object, e.g. '{{\"eta\": 0.2}}'; {e}") from None
+    if not isinstance(method_config, dict):
+        raise ConfigError(f"--method-config must be a JSON object, e.g. '{{\"eta\": 0.2}}'; got {args.method_config}")
     if args.proportions is not None:
         method_config["proportions"] = list(args.proportions)
     cfg = RunConfig(data=DataConfig(**values["data"]), model=ModelConfig(**values["model"]),

@@ -102,6 +102,11 @@ class TrainConfig:
     child branched from a parent trains a short horizon on the parent's schedule."""
     final_eval: str = "val+test"
     """Splits scored at the end: ``val+test`` or ``val`` (branched children only need validation)."""
+    compile: bool = False
+    """``torch.compile`` the model for training and evaluation (the ``paper`` profile turns it on for CUDA). Off by
+    default: on CPU it gave no reliable gain and Inductor compiles for tens of seconds. Backend and mode come from the
+    environment (``AIOLI_COMPILE_BACKEND``, default ``inductor``; ``AIOLI_COMPILE_MODE``, default none), not from the
+    config. A compiled run has its own run id (fused kernels round differently)."""
 
 
 @dataclass
@@ -154,6 +159,8 @@ class RunConfig:
             raise ConfigError(f"train.min_lr must lie in [0, lr={t.lr}], got {t.min_lr!r}")
         if not 0 <= t.stop_at <= t.steps:
             raise ConfigError(f"train.stop_at must lie in [0, steps={t.steps}], got {t.stop_at}")
+        if not isinstance(t.compile, bool):
+            raise ConfigError(f"train.compile must be true or false, got {t.compile!r}")
         if t.final_eval not in ("val+test", "val"):
             raise ConfigError(f"train.final_eval must be 'val+test' or 'val', got {t.final_eval!r}")
         if self.branch is not None:
@@ -198,10 +205,18 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"))
 
 
+# Fields added after runs were cached: left out of the run id while at their default, so existing runs keep their ids.
+_ID_OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {"train": {"compile": False}}
+
+
 def run_id(cfg: RunConfig, extra: dict[str, Any] | None = None) -> str:
     """Hash of everything that determines a run's result: the config (minus its display name), the code version,
     and ``extra`` (content fingerprints of the corpus and tokenizer, resolved device type)."""
     d = cfg.to_dict()
     d.pop("name", None)
+    for section, defaults in _ID_OMIT_AT_DEFAULT.items():
+        for key, default in defaults.items():
+            if key in d[section] and d[section][key] == default:
+                del d[section][key]
     payload = {"config": d, "code_version": CODE_VERSION, "extra": extra or {}}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()

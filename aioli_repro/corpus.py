@@ -86,7 +86,12 @@ class FolderCorpus:
                 f"no corpus manifest at {manifest}. The embedded corpus ships in data/corpus; rebuild it with "
                 "`python3 scripts/build_corpus.py`."
             )
-        self.manifest = json.loads(manifest.read_text())
+        try:
+            self.manifest = json.loads(manifest.read_text())
+            self.manifest["groups"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CorpusError(f"corpus manifest {manifest} is malformed ({e}); restore it with "
+                              "`git checkout -- data/corpus` or rebuild with `python3 scripts/build_corpus.py`") from e
         self.name = "embedded" if self.root.resolve() == EMBEDDED_CORPUS.resolve() else str(self.root)
         self.groups = tuple(self.manifest["groups"])
         self.split_seed, self.val_fraction, self.test_fraction = split_seed, val_fraction, test_fraction

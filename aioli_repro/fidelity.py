@@ -54,7 +54,7 @@ from . import hparams
 from .config import ConfigError, RunConfig, canonical_json
 from .laws import DynamicLawFit, fit_dynamic_law, fit_method_scale, fit_static_law, similarity_parts
 from .methods import Runner, run_method, sweep
-from .profiles import get_profile, profile_config
+from .profiles import check_study_parameters, get_profile, profile_config
 from .runs import RunDir
 
 __all__ = [
@@ -133,6 +133,7 @@ def default_settings(profile: str, study: str) -> tuple[str, ...]:
 
 def study_seeds(profile: str, seeds: Iterable[int] | None = None) -> tuple[int, ...]:
     """``seeds`` as a tuple, or the profile's seeds when None."""
+    check_study_parameters(profile, seeds)
     return tuple(int(s) for s in seeds) if seeds is not None else tuple(get_profile(profile).seeds)
 
 

@@ -17,8 +17,7 @@ perplexity the tables report), the proportions the method settled on, and its ex
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,48 +33,63 @@ from .sweeps import sweep_mixtures
 METHODS = ("stratified", "grid", "dml", "skillit", "doremi", "doge", "aioli", "aioli_static", "aioli_diagonal")
 
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _train_one(cfg_dict: dict, runs_dir: str, keep_model: bool) -> dict:
     from .train import train
 
     return train(RunConfig.from_dict(cfg_dict), runs_dir=runs_dir, progress=False, keep_model=keep_model)
 
 
-class Runner:
-    """Executes independent runs: in this process (jobs = 1), or in a pool of processes sharing the cores."""
+_RUNNER_LOCK = threading.Lock()
 
-    def __init__(self, jobs: int = 1, runs_dir=None, progress: bool = True):
-        if jobs < 1:
-            raise ConfigError(f"jobs must be >= 1, got {jobs}")
-        self.jobs, self.runs_dir, self.progress = jobs, str(runs_dir or default_runs_dir()), progress
+
+class Runner:
+    """Executes independent runs through an executor (``aioli_repro.executors``): in this process (local, jobs = 1),
+    in a pool of local processes (jobs = N), or one Slurm job per run. ``executor`` is an ``ExecutorConfig``, a dict
+    or a string (``local:4``, ``slurm``, a JSON file); without one, ``$AIOLI_EXECUTOR``, else local with ``jobs``."""
+
+    def __init__(self, jobs: int = 1, runs_dir=None, progress: bool = True, executor=None):
+        from .executors import resolve
+
+        self.executor_config = resolve(executor, jobs)
+        self.jobs = self.executor_config.jobs
+        self.runs_dir, self.progress = str(runs_dir or default_runs_dir()), progress
+        self._executor = None
+
+    @property
+    def executor(self):
+        from .executors import make_executor
+
+        with _RUNNER_LOCK:  # run_grid's Slurm path calls one Runner from many threads: build one executor only
+            if self._executor is None:
+                self._executor = make_executor(self.executor_config, self.runs_dir)
+        return self._executor
 
     def run(self, cfgs: list[RunConfig], keep_model: bool = False) -> list[dict]:
         if not cfgs:
             return []
-        if self.jobs == 1 or len(cfgs) == 1:
+        from .executors import cached_result, run_key
+
+        ex = self.executor
+        if ex.in_process or (ex.local and len(cfgs) == 1):
             from .train import train
 
             return [train(c, runs_dir=self.runs_dir, progress=self.progress, keep_model=keep_model) for c in cfgs]
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        results: list[dict | None] = [None] * len(cfgs)
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(_train_one, c.to_dict(), self.runs_dir, keep_model): i for i, c in enumerate(cfgs)}
-            done = as_completed(futures)
-            if self.progress:
-                from tqdm.auto import tqdm
-
-                done = tqdm(done, total=len(futures), desc=f"{len(cfgs)} runs on {self.jobs} workers", unit="run")
-            for fut in done:
-                results[futures[fut]] = fut.result()
-        return results  # type: ignore[return-value]
+        # Identical configs are trained once; on a cluster, runs that already finished are not submitted again.
+        keys = [run_key(c.to_dict(), self.runs_dir, keep_model) for c in cfgs]
+        todo: dict[str, RunConfig] = {}
+        done: dict[str, dict] = {}
+        for k, c in zip(keys, cfgs):
+            if k in todo or k in done:
+                continue
+            if not ex.local and (hit := cached_result(c, self.runs_dir, keep_model)) is not None:
+                done[k] = hit
+            else:
+                todo[k] = c
+        if todo:
+            out = ex.map(_train_one, [(c.to_dict(), self.runs_dir, keep_model) for c in todo.values()],
+                         keys=list(todo), desc=f"{len(todo)} runs", progress=self.progress)
+            done.update(zip(todo, out))
+        return [done[k] for k in keys]
 
     def run_one(self, cfg: RunConfig, keep_model: bool = False) -> dict:
         return self.run([cfg], keep_model)[0]

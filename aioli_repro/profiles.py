@@ -64,7 +64,7 @@ PROFILES: dict[str, Profile] = {
         ModelConfig("pythia-160m"),
         TrainConfig(steps=5000, batch_size=8, micro_batch_size=8, lr=5e-4, min_lr=1e-4, warmup_steps=500,
                     weight_decay=0.01, beta1=0.9, beta2=0.999, eval_every=250, eval_sequences=64,
-                    eval_batch_size=16, checkpoint_every=500, test_max_sequences=0, device="cuda"),
+                    eval_batch_size=16, checkpoint_every=500, test_max_sequences=0, device="cuda", compile=True),
         seeds=(0, 1, 2, 3, 4),
         notes={"steps_m7": 40000, "seeds_m7": (0, 1, 2)},
     ),
@@ -72,9 +72,33 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
+    if not isinstance(name, str) or name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {list(PROFILES)}")
     return PROFILES[name]
+
+
+def check_study_parameters(profile, seeds=None, settings=None, jobs=1) -> None:
+    """Refuse a study's parameters of the wrong type before anything runs. Notebooks get them from papermill, which
+    passes ``-p`` values through unchecked (``-p seeds 0,1`` arrives as the string "0,1"; lists need
+    ``-y 'seeds: [0, 1]'``), and a string would otherwise be iterated character by character."""
+    from numbers import Integral
+
+    from .hparams import SETTINGS
+
+    get_profile(profile)
+    if seeds is not None and (isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__")
+                              or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in seeds)):
+        raise ConfigError(f"seeds must be a list of integers or None, got {seeds!r} (with papermill: "
+                          "-y 'seeds: [0, 1]')")
+    if settings is not None:
+        if isinstance(settings, (str, bytes)) or not hasattr(settings, "__iter__"):
+            raise ConfigError(f"settings must be a list of setting names or None, got {settings!r} (with papermill: "
+                              "-y 'settings: [arxiv_stackexchange]')")
+        for s in settings:
+            if not isinstance(s, str) or s not in SETTINGS:
+                raise ConfigError(f"unknown setting {s!r}; choose one of {list(SETTINGS)}")
+    if not isinstance(jobs, Integral) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
 
 
 def profile_settings(profile: str) -> list[str]:

@@ -12,16 +12,20 @@ from pathlib import Path
 import pandas as pd
 
 from .corpus import REPO_ROOT, FolderCorpus
+from .profiles import get_profile
 from .runs import RunDir, default_runs_dir
 
 
 def results_dir(profile: str) -> Path:
+    if profile != "bench":  # results/bench/ holds the speed benchmark; anything else must be a profile, checked
+        get_profile(profile)  # before its folder is created (this is a notebook's first call)
     path = REPO_ROOT / "results" / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def figures_dir(profile: str) -> Path:
+    get_profile(profile)  # a notebook's first call: refuse an unknown profile before creating its folder
     path = REPO_ROOT / "figures" / profile
     path.mkdir(parents=True, exist_ok=True)
     return path

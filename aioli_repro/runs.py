@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from . import faults
 from .config import RunConfig, canonical_json
 from .corpus import REPO_ROOT, sha256_file
-from .token_store import atomic_write_json
+from .token_store import atomic_write_bytes, atomic_write_json
 
 RESULT_FORMAT = 1
 
@@ -80,10 +81,15 @@ class RunDir:
         path = self.path / "config.json"
         payload = {"run_id": self.id, "config": self.cfg.to_dict(), "fingerprints": extra}
         if path.exists():
-            old = json.loads(path.read_text())
-            if old.get("run_id") != self.id:
-                raise RuntimeError(f"{path} belongs to run {old.get('run_id')}, not {self.id}; refusing to overwrite")
-            return
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, ValueError):
+                old = None
+            if isinstance(old, dict) and "run_id" in old:
+                if old["run_id"] != self.id:
+                    raise RuntimeError(f"{path} belongs to run {old['run_id']}, not {self.id}; refusing to overwrite")
+                return
+            print(f"[runs] {path} is corrupt; rewriting it")
         atomic_write_json(path, payload)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
@@ -103,7 +109,7 @@ class RunDir:
                 continue  # a line cut by a crash
             if rec.get("step", 0) <= step:
                 keep.append(line)
-        path.write_text("".join(k + "\n" for k in keep))
+        atomic_write_bytes(path, "".join(k + "\n" for k in keep).encode())
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -122,19 +128,40 @@ class RunDir:
             return self._restore_from_cache()
         try:
             res = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            print(f"[runs] {path} is corrupt; the run will be recomputed")
-            return None
-        if res.get("run_id") != self.id or res.get("format") != RESULT_FORMAT:
-            print(f"[runs] {path} does not belong to this run or has an old format; the run will be recomputed")
-            return None
+        except (OSError, ValueError):
+            res = None
+        if (problem := self._result_problem(res)) is not None:
+            print(f"[runs] {path} {problem}; the run will be recomputed unless a verified cached copy exists")
+            return self._restore_from_cache()
         return res
 
+    def _result_problem(self, res, check_metrics: bool = True) -> str | None:
+        """Why a result.json content must not be used (None if it is sound): wrong run or format, a checksum that
+        does not match (results written since checksums exist carry one), missing keys, altered metrics."""
+        if not isinstance(res, dict):
+            return "is corrupt (not a JSON object)"
+        if res.get("run_id") != self.id or res.get("format") != RESULT_FORMAT:
+            return "does not belong to this run or has an old format"
+        if not _seal_ok(res, "sha256"):
+            return "is corrupt (does not match its checksum)"
+        if missing := [k for k in ("config", "val_loss", "test_loss", "policy") if k not in res]:
+            return f"is corrupt (lacks {missing})"
+        metrics = self.path / "metrics.jsonl"
+        if check_metrics and "metrics_sha256" in res and (not metrics.is_file()
+                                                          or sha256_file(metrics) != res["metrics_sha256"]):
+            return "is corrupt (its metrics.jsonl does not match the checksum recorded when the run finished)"
+        return None
+
     def write_result(self, result: dict[str, Any]) -> None:
-        result = {**result, "run_id": self.id, "format": RESULT_FORMAT}
+        result = {**{k: v for k, v in result.items() if k not in ("sha256", "metrics_sha256")},
+                  "run_id": self.id, "format": RESULT_FORMAT}
+        if (self.path / "metrics.jsonl").is_file():
+            result["metrics_sha256"] = sha256_file(self.path / "metrics.jsonl")
+        result["sha256"] = config_digest(result)
         atomic_write_json(self.path / "result.json", result)
         if self.cache_path is not None:
-            atomic_write_json(self.cache_path, {"result": result, "metrics": self.read_metrics()})
+            entry = {"result": result, "metrics": self.read_metrics()}
+            atomic_write_json(self.cache_path, {**entry, "sha256": config_digest(entry)})
 
     def _restore_from_cache(self) -> dict[str, Any] | None:
         """A run finished elsewhere (its compact copy is committed): rebuild result.json and metrics.jsonl here."""
@@ -143,14 +170,19 @@ class RunDir:
             return None
         try:
             entry = json.loads(path.read_text())
-            res = entry["result"]
-        except (json.JSONDecodeError, KeyError):
-            print(f"[runs] cached result {path} is corrupt; the run will be recomputed")
-            return None
-        if res.get("run_id") != self.id or res.get("format") != RESULT_FORMAT:
+            res, metrics = entry["result"], entry["metrics"]
+            problem = None if isinstance(metrics, list) and _seal_ok(entry, "sha256") else "is corrupt (checksum)"
+            problem = problem or self._result_problem(res, check_metrics=False)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problem = f"is corrupt ({e.__class__.__name__})"
+        if problem is not None:
+            print(f"[runs] cached result {path} {problem}; the run will be recomputed")
             return None
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "metrics.jsonl").write_text("".join(canonical_json(r) + "\n" for r in entry["metrics"]))
+        atomic_write_bytes(self.path / "metrics.jsonl", "".join(canonical_json(r) + "\n" for r in metrics).encode())
+        if (problem := self._result_problem(res)) is not None:
+            print(f"[runs] cached result {path} {problem}; the run will be recomputed")
+            return None
         atomic_write_json(self.path / "result.json", res)
         return res
 
@@ -171,9 +203,11 @@ class RunDir:
 
         folder.mkdir(parents=True)
         save_model(model, str(folder / "model.safetensors"))
+        faults.hit("checkpoint", state.get("step", -1))
         torch.save(tensors, folder / "trainer_state.pt")
         state = {**state, "run_id": self.id,
                  "sha256": {f: sha256_file(folder / f) for f in ("model.safetensors", "trainer_state.pt")}}
+        state["state_sha256"] = config_digest(state)
         atomic_write_json(folder / "state.json", state)
 
     def _read_state(self, folder: Path, model, run_id: str | None = None):
@@ -186,8 +220,9 @@ class RunDir:
         try:
             state = json.loads(state_path.read_text())
             bad = [f for f, h in state["sha256"].items() if sha256_file(folder / f) != h]
-        except (json.JSONDecodeError, KeyError, FileNotFoundError) as e:
-            bad = [f"state.json ({e.__class__.__name__})"]
+            bad += [] if _seal_ok(state, "state_sha256") else ["state.json (checksum)"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            state, bad = {}, [f"state.json ({e.__class__.__name__})"]
         if bad or state.get("run_id") != (run_id or self.id):
             print(f"[runs] checkpoint {folder} is corrupt or foreign ({bad or 'run id'}); ignoring it")
             return None
@@ -203,6 +238,7 @@ class RunDir:
         shutil.rmtree(old, ignore_errors=True)
         if self.ckpt.exists():
             os.replace(self.ckpt, old)
+            faults.hit("checkpoint_swap", state.get("step", -1))
         os.replace(tmp, self.ckpt)
         shutil.rmtree(old, ignore_errors=True)
 
@@ -249,3 +285,9 @@ class RunDir:
 
 def config_digest(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def _seal_ok(obj: dict[str, Any], key: str) -> bool:
+    """True if ``obj[key]`` is the digest of the rest of ``obj``, or if ``obj`` has no ``key`` (written before
+    checksums were added; committed copies of those are protected by git's own hashes)."""
+    return key not in obj or obj[key] == config_digest({k: v for k, v in obj.items() if k != key})

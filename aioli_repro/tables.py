@@ -8,8 +8,7 @@ seed share the initialisation and each group's data order.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,7 @@ from scipy import stats
 
 from . import hparams
 from .methods import Runner, run_method
-from .profiles import get_profile, profile_config
+from .profiles import check_study_parameters, get_profile, profile_config
 
 BASELINES = ("grid", "dml", "skillit", "doremi", "doge")
 TABLE2_METHODS = ("stratified", *BASELINES, "aioli")
@@ -40,7 +39,10 @@ PAPER_RESTRICTED = {"improved": 28, "pairs": 30, "mean": 1.202, "max": 12.012}
 
 # ------------------------------------------------------------------------------------------------ running
 def _task(method: str, setting: str, profile: str, seed: int, runs_dir: str, budget: str) -> dict:
-    runner = Runner(1, runs_dir, progress=False)
+    return _study(method, setting, profile, seed, Runner(runs_dir=runs_dir, progress=False, executor="local"), budget)
+
+
+def _study(method: str, setting: str, profile: str, seed: int, runner: Runner, budget: str) -> dict:
     if budget == "restricted":
         return restricted_pair(method, setting, profile, seed, runner)
     return _outcome_row(run_method(method, setting, profile, seed, runner), profile)
@@ -57,43 +59,45 @@ def _outcome_row(o, profile: str) -> dict:
 
 
 def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_dir=None, budget: str = "unrestricted",
-             progress: bool = True) -> pd.DataFrame:
-    """Every (method, setting, seed) of a study, in parallel processes when ``jobs`` > 1. Runs shared between
-    methods (the stratified run is DoReMi's reference; grid search and DML share one sweep) are computed once:
-    a worker that needs a run another worker is computing waits for it."""
+             progress: bool = True, executor=None) -> pd.DataFrame:
+    """Every (method, setting, seed) of a study. Runs shared between methods (the stratified run is DoReMi's
+    reference; grid search and DML share one sweep) are computed once: a worker that needs a run another worker is
+    computing waits for it.
+
+    The executor (``aioli_repro.executors``: the ``executor`` argument, else ``$AIOLI_EXECUTOR``, else local with
+    ``jobs``) decides where: local with jobs = 1 runs every study here, one after another; local with jobs = N runs
+    N studies at a time in worker processes; ``slurm`` drives every study from a thread of this process and submits
+    each of their training runs as its own Slurm job (runs two studies share are submitted once)."""
+    from .executors import make_executor, resolve
+
+    check_study_parameters(profile, seeds, settings, jobs)  # notebook parameters arrive unchecked
     seeds = list(seeds if seeds is not None else get_profile(profile).seeds)
-    runs_dir = str(runs_dir or Runner().runs_dir)
+    ex_cfg = resolve(executor, jobs)
+    runs_dir = str(runs_dir or Runner(executor="local").runs_dir)
     # Order so that shared prerequisites come first (stratified before DoReMi, grid before DML).
     tasks = [(m, s, seed) for seed in seeds for s in settings for m in methods]
-    rows = []
-    iterator = None
-    if jobs == 1:
-        iterator = (_task(m, s, profile, seed, runs_dir, budget) for m, s, seed in tasks)
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(iterator, total=len(tasks), desc=f"{budget} {profile}", unit="method")
-        rows = list(iterator)
-    else:
-        import multiprocessing as mp
-
-        os.environ["AIOLI_WAIT_FOR_LOCKS"] = "1"  # inherited by the workers
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_threads,
-                                 initargs=(max(1, (os.cpu_count() or 1) // jobs),)) as pool:
-            futures = [pool.submit(_task, m, s, profile, seed, runs_dir, budget) for m, s, seed in tasks]
+    desc = f"{budget} {profile}"
+    if ex_cfg.backend == "slurm":
+        runner = Runner(runs_dir=runs_dir, progress=False, executor=ex_cfg)  # one executor: shared in-flight jobs
+        cap = ex_cfg.slurm.max_parallel or len(tasks)
+        with ThreadPoolExecutor(max(1, min(len(tasks), cap))) as pool:
+            futures = [pool.submit(_study, m, s, profile, seed, runner, budget) for m, s, seed in tasks]
             done = as_completed(futures)
             if progress:
                 from tqdm.auto import tqdm
 
-                done = tqdm(done, total=len(futures), desc=f"{budget} {profile} x{jobs}", unit="method")
+                done = tqdm(done, total=len(futures), desc=f"{desc} on slurm", unit="method")
             rows = [f.result() for f in done]
+    else:
+        ex = make_executor(ex_cfg, runs_dir)
+        args = [(m, s, profile, seed, runs_dir, budget) for m, s, seed in tasks]
+        if ex.in_process and progress:
+            from tqdm.auto import tqdm
+
+            rows = [_task(*a) for a in tqdm(args, desc=desc, unit="method")]
+        else:
+            rows = ex.map(_task, args, desc=f"{desc} x{ex_cfg.jobs}", progress=progress)
     return pd.DataFrame(rows).sort_values(["setting", "method", "seed"]).reset_index(drop=True)
-
-
-def _worker_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
 
 
 # ------------------------------------------------------------------------------------------------ statistics

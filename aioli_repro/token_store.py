@@ -75,18 +75,28 @@ class TokenStore:
 
     def _valid(self, path: Path) -> bool:
         meta_path = path.with_suffix(".json")
-        if not (path.is_file() and meta_path.is_file()):
+        if not path.is_file():
             return False
         try:
             meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            meta = {}
-        ok = meta.get("bytes") == path.stat().st_size and meta.get("sha256") == sha256_file(path)
+        except (OSError, ValueError):  # missing, unreadable or not JSON
+            meta = None
+        ok = isinstance(meta, dict) and meta.get("store", self.key) == self.key \
+            and meta.get("bytes") == path.stat().st_size and meta.get("sha256") == sha256_file(path)
         if not ok and self.verbose:
-            print(f"[token store] {path} does not match its checksum; rebuilding it")
+            print(f"[token store] {path} does not match its checksum (or was built for another corpus or "
+                  "tokenizer); rebuilding it")
         return ok
 
     def _build(self, group: str, split: str) -> None:
+        hook = getattr(self.source, "build_token_files", None)
+        if hook is not None:  # a source that builds at scale itself (SlimPajama: parallel, resumable shards)
+            hook(self, group, split)
+            return
+        self.build_from_documents(group, split)
+
+    def build_from_documents(self, group: str, split: str) -> None:
+        """Tokenise one group split from the source's document list, in this process, and write it atomically."""
         docs = self.source.documents(group, split)
         backend = self.tokenizer.backend_tokenizer
         pieces = []
@@ -107,7 +117,7 @@ class TokenStore:
         atomic_write_bytes(path, data)
         atomic_write_json(path.with_suffix(".json"), {
             "group": group, "split": split, "documents": len(docs), "tokens": int(arr.size), "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(), "source": self.source.name,
+            "sha256": hashlib.sha256(data).hexdigest(), "source": self.source.name, "store": self.key,
         })
 
     def prepare(self, groups, splits=("train", "val", "test")) -> dict[str, dict[str, int]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -68,8 +67,7 @@ def load_tokenizer(name: str = "embedded"):
             f"no tokenizer at {path}; the embedded one ships in data/tokenizer "
             "(rebuild: python -m aioli_repro tokenizer --vocab-size 4096)"
         )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return AutoTokenizer.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

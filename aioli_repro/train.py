@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import faults
 from .config import RunConfig, run_id
 from .corpus import open_source
 from .model import build_model, count_parameters, flops_per_token, resolve_device
@@ -113,6 +114,8 @@ def evaluate(model, windows: dict[str, torch.Tensor], batch_size: int, device: t
     model.eval()
     names = list(windows)
     all_windows = torch.cat([windows[g] for g in names])
+    if device.type == "cuda":  # page-locked host memory: the copies below run asynchronously
+        all_windows = all_windows.pin_memory()
     owner = torch.cat([torch.full((len(windows[g]),), i) for i, g in enumerate(names)])
     losses = torch.empty(len(all_windows))
     for s in range(0, len(all_windows), batch_size):
@@ -142,7 +145,8 @@ def forward_backward(model, policy, step: int, batch, t, device, autocast: bool)
         else:
             with torch.no_grad():
                 for sl in micro:
-                    seq_loss_all[sl] = sequence_losses(model, batch.tokens[sl].to(device), autocast).float().cpu()
+                    seq_loss_all[sl] = sequence_losses(model, batch.tokens[sl].to(device, non_blocking=True),
+                                                       autocast).float().cpu()
         weights = policy.loss_weights(step, batch, seq_loss_all.clone())
     else:
         weights = policy.loss_weights(step, batch, None)
@@ -161,6 +165,18 @@ def forward_backward(model, policy, step: int, batch, t, device, autocast: bool)
         loss = (seq_loss * seq_weight[sl].to(device)).sum() / t.batch_size
         loss.backward()
     return seq_loss_all
+
+
+def compile_model(model):
+    """``torch.compile`` of the model (``TrainConfig.compile``), sharing its parameters: the loop trains and evaluates
+    through the compiled module and checkpoints, clips and hands policies the plain one. Backend and mode come from
+    ``AIOLI_COMPILE_BACKEND`` (default ``inductor``) and ``AIOLI_COMPILE_MODE`` (e.g. ``max-autotune-no-cudagraphs``);
+    the CPU tests use the ``eager`` backend, since Inductor takes about 40 s to compile even the tiny model on 2 cores.
+    Shapes: training has one; evaluation batches of varying size recompile once with a dynamic batch dimension
+    (PyTorch's automatic dynamic shapes), not once per size."""
+    backend = os.environ.get("AIOLI_COMPILE_BACKEND", "inductor")
+    mode = os.environ.get("AIOLI_COMPILE_MODE") or None
+    return torch.compile(model, backend=backend, **({"mode": mode} if mode else {}))
 
 
 def _final_windows(data: Data, cfg: RunConfig, split: str) -> dict[str, torch.Tensor]:
@@ -214,6 +230,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     model = build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
                         eos_id(data.tokenizer), data.tokenizer.pad_token_id)
     model.to(device).train()
+    net = compile_model(model) if t.compile else model  # what the loop runs forward; `model` owns the state
     optimizer = make_optimizer(model, t)
     sampler = MixtureSampler(data.train_streams, cfg.data.context_length, t.seed)
 
@@ -245,7 +262,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     else:
         run.truncate_metrics(-1)
         if t.eval_every:  # the curve's starting point: an untrained model scores about ln(vocabulary size)
-            run.append_metrics({"step": 0, "val_loss": evaluate(model, data.val_sample, t.eval_batch_size, device,
+            run.append_metrics({"step": 0, "val_loss": evaluate(net, data.val_sample, t.eval_batch_size, device,
                                                                 autocast)})
 
     def checkpoint():
@@ -260,7 +277,8 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     def observe(seg: Segment) -> Observation:
         windows = {g: w[: seg.eval_sequences] for g, w in data.val_sample.items()} if seg.eval_sequences \
             else data.val_sample
-        losses = evaluate(model, windows, t.eval_batch_size, device, autocast)
+        losses = evaluate(net, windows, t.eval_batch_size, device, autocast)
+        faults.hit("evaluate", step)
         return Observation(step, np.array([losses[g] for g in groups]))
 
     if progress:
@@ -285,9 +303,11 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sampler.next_batch(segment.proportions, t.batch_size, exact=segment.exact)
+        if device.type == "cuda":  # pinned host batch: the micro-batch copies to the GPU are non_blocking
+            batch.tokens = batch.tokens.pin_memory()
         seq_loss_all = policy.compute_gradients(step, batch, lr)  # DoGE builds its own update
         if seq_loss_all is None:
-            seq_loss_all = forward_backward(model, policy, step, batch, t, device, autocast)
+            seq_loss_all = forward_backward(net, policy, step, batch, t, device, autocast)
         if not torch.isfinite(seq_loss_all).all():
             bad = sorted({groups[int(g)] for g in batch.groups[~torch.isfinite(seq_loss_all)]})
             raise TrainingDiverged(f"non-finite training loss at step {step + 1} of {t.steps} on group(s) {bad}; the last good "
@@ -299,6 +319,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         seg_done += 1
         if segment.kind == "learn_params":
             lp_steps += 1
+            faults.hit("learn_params", step)
         last_loss = float(seq_loss_all.mean())
         if bar is not None:
             bar.update(1)
@@ -307,15 +328,17 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
             run.append_metrics({"step": step, "lr": lr, "train_loss": last_loss, "kind": segment.kind,
                                 "proportions": segment.proportions})
         if t.eval_every and (step % t.eval_every == 0 or step == end):
-            val = evaluate(model, data.val_sample, t.eval_batch_size, device, autocast)
+            val = evaluate(net, data.val_sample, t.eval_batch_size, device, autocast)
+            faults.hit("evaluate", step)
             run.append_metrics({"step": step, "val_loss": val})
         if step in keep_steps:  # a branch point: the full state plus the validation losses children start from
-            val = evaluate(model, _final_windows(data, cfg, "val"), t.eval_batch_size, device, autocast)
+            val = evaluate(net, _final_windows(data, cfg, "val"), t.eval_batch_size, device, autocast)
             run.save_branch(step, model, {"optimizer": optimizer.state_dict()}, {
                 "step": step, "sampler": sampler.state_dict(), "policy": policy.state_dict(), "val_loss": val,
                 "policy_summary": policy.summary()})
         if on_step is not None:
             on_step(step)
+        faults.hit("step", step)
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < end:
             wall += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -331,7 +354,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     final = {"test": {}, "test_tokens": {}}
     for split in ("val", "test") if t.final_eval == "val+test" else ("val",):
         windows = _final_windows(data, cfg, split)
-        final[split] = evaluate(model, windows, t.eval_batch_size, device, autocast)
+        final[split] = evaluate(net, windows, t.eval_batch_size, device, autocast)
         final[f"{split}_tokens"] = {g: int(w.shape[0] * cfg.data.context_length) for g, w in windows.items()}
     eval_wall = time.perf_counter() - t1
     test_ppl = {g: math.exp(v) for g, v in final["test"].items()}
@@ -360,6 +383,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         from safetensors.torch import save_model
 
         save_model(model, str(run.model_path))
+    faults.hit("result", end)
     run.write_result(result)
     run.remove_checkpoint()
     return run.read_result()

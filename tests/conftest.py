@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Set at import, not per test: module-scoped fixtures train before any per-test monkeypatch applies, and tests must
+# never write into the committed run cache (results/run_cache).
+os.environ["AIOLI_RESULT_CACHE"] = "off"
 
 ASSETS = Path(__file__).parent / "assets"
 TINY_CORPUS = ASSETS / "tiny_corpus"

@@ -12,6 +12,9 @@ fidelity analysis compares those matrices with the truth.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -190,7 +193,41 @@ def make_config(method: str, values: dict[str, Any] | None = None):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for method {method!r}; valid: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not _matches(value, hints[name]):
+            raise ConfigError(f"{method} option {name} must be {_describe(hints[name])}, got {value!r}")
     return cls(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Does a JSON-like value fit a config field's type (int, float, bool, str, X | None, list[...])?"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(hint, str(hint))
 
 
 def make_policy(method: str, values: dict[str, Any] | None, groups, total_steps: int, seed: int) -> MixingPolicy:

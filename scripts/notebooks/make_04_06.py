@@ -10,11 +10,12 @@ import pandas as pd
 import seaborn as sns
 
 from aioli_repro import hparams, tables
-from aioli_repro.profiles import get_profile, profile_settings
+from aioli_repro.profiles import check_study_parameters, get_profile, profile_settings
 from aioli_repro.report import figures_dir, results_dir, write_json
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
+check_study_parameters(profile, seeds, settings, jobs)  # papermill passes -p values unchecked
 RESULTS, FIGURES = results_dir(profile), figures_dir(profile)
 settings = settings or profile_settings(profile)
 seeds = seeds if seeds is not None else list(get_profile(profile).seeds)

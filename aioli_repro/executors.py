@@ -1,0 +1,467 @@
+"""Where independent training runs execute: in this process, in a local pool of processes, or as Slurm jobs.
+
+Runs (sweep points, proxies, finals, children of a branch) are independent and idempotent: a run is named by the hash
+of its config, its directory is locked (``flock``) while one process computes it, its result is written with atomic
+renames, and an interrupted run resumes from its last checkpoint (``runs.py``). So an executor may run any set of
+runs in any order and on any machine that sees the same run directory: a run asked for twice at once is computed
+once (the second worker waits on the lock, then reads the result), and a job killed half-way leaves a checkpoint that
+its next attempt resumes from.
+
+Backends (:class:`ExecutorConfig`):
+
+``local``
+    ``jobs`` = 1 runs in this process. ``jobs`` = N > 1 runs N worker processes (spawned, so CUDA works in each),
+    each with ``threads`` torch threads (default: cores // N, so one thread per worker when N = cores). On one GPU
+    machine every worker shares the GPU: one process per run, many runs at a time.
+``slurm``
+    One Slurm job per run through ``submitit`` (partition, GPUs, CPUs, memory, time limit in :class:`SlurmConfig`).
+    Jobs write into the shared run directory and the shared result cache, so the submitting process (and every
+    later one) reads their results from there; ``submitit`` also returns them. A job that reaches its time limit is
+    requeued and resumes from its checkpoint. ``SlurmConfig.cluster = "local"`` runs the same code path through
+    ``submitit``'s local executor on this machine (what the tests use; no cluster needed).
+
+Which executor: an explicit ``executor`` argument (an :class:`ExecutorConfig`, a dict, or a string), else the
+``AIOLI_EXECUTOR`` environment variable, else ``local`` with the ``jobs`` the caller passed. Strings: ``local``,
+``local:N``, ``slurm``, ``slurm-local``, a JSON object, or the path of a JSON file holding one, e.g.::
+
+    {"backend": "slurm", "slurm": {"partition": "gpu", "gpus": 1, "cpus": 8, "mem_gb": 48, "time_min": 360,
+                                   "setup": ["source /path/to/aioli-repro/.venv/bin/activate"]}}
+
+so ``AIOLI_EXECUTOR=slurm.json ./run_all.sh --profile paper`` runs the notebooks' training runs on the cluster.
+
+Cross-machine locking relies on ``flock`` over the shared file system: NFSv4 and most cluster file systems support it
+(Lustre needs the ``flock`` mount option); without it, two jobs could compute the same run at once (each still writes
+a complete result atomically, so nothing is corrupted, but GPU time is wasted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, canonical_json
+
+ENV = "AIOLI_EXECUTOR"
+# Environment a job inherits from the submitting process (caches, run cache, offline switches, fault injection).
+_FORWARDED_ENV_PREFIXES = ("AIOLI_", "HF_", "TOKENIZERS_", "TRANSFORMERS_")
+
+
+@dataclass
+class SlurmConfig:
+    """One Slurm job per run, through submitit."""
+
+    partition: str = ""
+    """Slurm partition (``--partition``); empty: the cluster's default."""
+    gpus: int = 1
+    """GPUs per job (``--gpus-per-node``). One run uses one device."""
+    cpus: int = 8
+    """CPU cores per job (``--cpus-per-task``); also the job's torch thread count."""
+    mem_gb: float = 32.0
+    """Host memory per job in GB (``--mem``). A Pythia-160M run needs about 6 GB plus the page cache of its tokens."""
+    time_min: int = 360
+    """Time limit per job in minutes (``--time``). A job that hits it is requeued and resumes from its checkpoint."""
+    account: str = ""
+    """``--account``, if the cluster needs one."""
+    qos: str = ""
+    """``--qos``, if the cluster needs one."""
+    constraint: str = ""
+    """``--constraint`` (e.g. a GPU type), if any."""
+    max_parallel: int = 0
+    """At most this many jobs queued or running at once from this process (0: no cap)."""
+    setup: tuple[str, ...] = ()
+    """Shell lines run before each job (``module load ...``, ``source .venv/bin/activate``)."""
+    folder: str = ""
+    """Where submitit keeps job scripts, pickles and logs; empty: ``<runs_dir>/_submitit``."""
+    cluster: str = "slurm"
+    """``slurm``, or ``local``: the same code path through submitit's local executor on this machine (tests)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further sbatch options, passed as submitit's ``slurm_additional_parameters`` (e.g. ``{"exclude": "node7"}``)."""
+    max_requeues: int = 3
+    """How often a job that reached its time limit or was preempted is requeued (it resumes from its checkpoint)."""
+
+
+@dataclass
+class ExecutorConfig:
+    """Which backend executes independent runs, and its settings."""
+
+    backend: str = "local"
+    """``local`` (this machine) or ``slurm`` (one Slurm job per run)."""
+    jobs: int = 1
+    """local: runs executed at once, each in its own process (1: in this process)."""
+    threads: int = 0
+    """local: torch threads per worker process; 0: cores // jobs (at least 1)."""
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    """slurm: the job resources."""
+
+    def validate(self) -> ExecutorConfig:
+        if self.backend not in ("local", "slurm"):
+            raise ConfigError(f"executor backend must be 'local' or 'slurm', got {self.backend!r}")
+        if int(self.jobs) < 1:
+            raise ConfigError(f"jobs must be >= 1, got {self.jobs}")
+        if int(self.threads) < 0:
+            raise ConfigError(f"executor threads must be >= 0, got {self.threads}")
+        s = self.slurm
+        if s.cluster not in ("slurm", "local"):
+            raise ConfigError(f"slurm.cluster must be 'slurm' or 'local', got {s.cluster!r}")
+        for name in ("gpus", "max_parallel", "max_requeues"):
+            if int(getattr(s, name)) < 0:
+                raise ConfigError(f"slurm.{name} must be >= 0, got {getattr(s, name)!r}")
+        for name in ("cpus", "time_min"):
+            if int(getattr(s, name)) < 1:
+                raise ConfigError(f"slurm.{name} must be >= 1, got {getattr(s, name)!r}")
+        if not s.mem_gb > 0:
+            raise ConfigError(f"slurm.mem_gb must be positive, got {s.mem_gb!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExecutorConfig:
+        d = dict(d)
+        slurm = dict(d.pop("slurm", {}) or {})
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        unknown_s = set(slurm) - {f.name for f in dataclasses.fields(SlurmConfig)}
+        if unknown or unknown_s:
+            raise ConfigError(f"unknown executor option(s) {sorted(unknown) + [f'slurm.{k}' for k in sorted(unknown_s)]}")
+        if "setup" in slurm:
+            slurm["setup"] = tuple(slurm["setup"])
+        return cls(slurm=SlurmConfig(**slurm), **d).validate()
+
+    @classmethod
+    def parse(cls, text: str) -> ExecutorConfig:
+        """``local``, ``local:N``, ``slurm``, ``slurm-local``, a JSON object, or a path to a JSON file."""
+        text = text.strip()
+        if text == "local":
+            return cls()
+        if text.startswith("local:"):
+            try:
+                return cls(jobs=int(text.split(":", 1)[1])).validate()
+            except ValueError:
+                raise ConfigError(f"expected local:N with an integer N, got {text!r}") from None
+        if text == "slurm":
+            return cls(backend="slurm").validate()
+        if text == "slurm-local":
+            return cls(backend="slurm", slurm=SlurmConfig(cluster="local", gpus=0, cpus=1)).validate()
+        if text.startswith("{"):
+            return cls.from_dict(json.loads(text))
+        path = Path(text)
+        if path.is_file():
+            return cls.from_dict(json.loads(path.read_text()))
+        raise ConfigError(f"{ENV}/executor {text!r} is not local, local:N, slurm, slurm-local, a JSON object or a "
+                          "JSON file")
+
+
+def resolve(executor: ExecutorConfig | dict | str | None = None, jobs: int = 1) -> ExecutorConfig:
+    """The executor a caller asked for: explicit > ``$AIOLI_EXECUTOR`` > local with ``jobs`` workers."""
+    if int(jobs) < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    if isinstance(executor, ExecutorConfig):
+        return executor.validate()
+    if isinstance(executor, dict):
+        return ExecutorConfig.from_dict(executor)
+    if isinstance(executor, str):
+        return ExecutorConfig.parse(executor)
+    if executor is not None:
+        raise ConfigError(f"executor must be an ExecutorConfig, a dict or a string, got {type(executor).__name__}")
+    if os.environ.get(ENV):
+        cfg = ExecutorConfig.parse(os.environ[ENV])
+        if cfg.backend == "local" and jobs > 1:  # the caller's --jobs wins over the environment's local default
+            cfg = dataclasses.replace(cfg, jobs=int(jobs))
+        return cfg
+    return ExecutorConfig(jobs=int(jobs)).validate()
+
+
+def default_threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def _forwarded_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
+    env["AIOLI_WAIT_FOR_LOCKS"] = "1"  # a run another worker is computing is waited for, never started twice
+    env.pop(ENV, None)  # a worker trains its run itself; it never submits further jobs
+    return env
+
+
+def _set_threads(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _init_local_worker(threads: int, env: dict[str, str]) -> None:
+    os.environ.update(env)
+    os.environ.pop(ENV, None)  # a worker trains its runs itself; it never starts executors of its own
+    _set_threads(threads)
+
+
+class Executor:
+    """Maps a picklable module-level function over argument tuples; results come back in order."""
+
+    in_process = False
+    local = True
+
+    def map(self, fn: Callable, args: Sequence[tuple], keys: Sequence[str] | None = None, desc: str = "runs",
+            progress: bool = True) -> list[Any]:
+        raise NotImplementedError
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+
+class InProcessExecutor(Executor):
+    in_process = True
+
+    def map(self, fn, args, keys=None, desc="runs", progress=True):
+        return [fn(*a) for a in args]
+
+
+def _progress(it, total: int, desc: str, progress: bool):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="run")
+
+
+class LocalPoolExecutor(Executor):
+    """``jobs`` spawned worker processes on this machine, ``threads`` torch threads each."""
+
+    def __init__(self, jobs: int, threads: int = 0):
+        self.jobs, self.threads = jobs, threads or default_threads(jobs)
+
+    @property
+    def workers(self) -> int:
+        return self.jobs
+
+    def map(self, fn, args, keys=None, desc="runs", progress=True):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        args = list(args)
+        if not args:
+            return []
+        results: list[Any] = [None] * len(args)
+        pool = ProcessPoolExecutor(min(self.jobs, len(args)), mp_context=mp.get_context("spawn"),
+                                   initializer=_init_local_worker, initargs=(self.threads, _forwarded_env()))
+        try:
+            futures = {pool.submit(fn, *a): i for i, a in enumerate(args)}
+            for fut in _progress(as_completed(futures), len(futures), f"{desc} on {self.jobs} workers", progress):
+                results[futures[fut]] = fut.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # running runs finish (their locks stay consistent)
+            raise
+        pool.shutdown(wait=True)
+        return results
+
+
+class _Job:
+    """What a Slurm job executes: the forwarded environment, the thread count, then ``fn(*args)``. Its
+    ``checkpoint`` tells submitit to requeue the same call at a time limit or preemption; the run then resumes from
+    its last checkpoint."""
+
+    def __init__(self, fn: Callable, env: dict[str, str], threads: int):
+        self.fn, self.env, self.threads = fn, env, threads
+
+    def __call__(self, *args):
+        os.environ.update(self.env)
+        os.environ.pop(ENV, None)
+        _set_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", self.threads)))
+        return self.fn(*args)
+
+    def checkpoint(self, *args):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args)
+
+
+class SlurmExecutor(Executor):
+    """One submitit job per call. Calls with the same key that are in flight at once (two studies that both need
+    one shared run) share one job. Thread-safe: ``run_grid`` drives many studies from threads of one process."""
+
+    local = False
+
+    def __init__(self, cfg: SlurmConfig, folder: str | Path):
+        import submitit
+
+        self.cfg = cfg
+        self.folder = Path(cfg.folder or folder)
+        self._ex = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster=cfg.cluster,
+                                         **{f"{cfg.cluster}_max_num_timeout": int(cfg.max_requeues)})
+        params: dict[str, Any] = {"timeout_min": int(cfg.time_min), "cpus_per_task": int(cfg.cpus),
+                                  "gpus_per_node": int(cfg.gpus), "nodes": 1, "tasks_per_node": 1,
+                                  "name": "aioli-run"}
+        if cfg.cluster == "slurm":
+            params["mem_gb"] = float(cfg.mem_gb)
+            for key in ("partition", "account", "qos", "constraint"):
+                if getattr(cfg, key):
+                    params[f"slurm_{key}"] = getattr(cfg, key)
+            if cfg.setup:
+                params["slurm_setup"] = list(cfg.setup)
+            if cfg.extra:
+                params["slurm_additional_parameters"] = dict(cfg.extra)
+        elif cfg.setup:
+            params["local_setup"] = list(cfg.setup)
+        self._ex.update_parameters(**params)
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Future] = {}
+        self._slots = threading.BoundedSemaphore(cfg.max_parallel) if cfg.max_parallel else None
+        self.submitted = 0
+        """Jobs actually submitted (calls that joined an in-flight job do not count)."""
+
+    @property
+    def workers(self) -> int:
+        return self.cfg.max_parallel or 1_000_000
+
+    def _run_job(self, fn, a, fut: Future, key: str | None) -> None:
+        try:
+            if self._slots is not None:
+                self._slots.acquire()
+            try:
+                with self._lock:  # submitit's submission is not documented as thread-safe
+                    job = self._ex.submit(_Job(fn, _forwarded_env(), self.cfg.cpus), *a)
+                    self.submitted += 1
+                fut.job = job  # type: ignore[attr-defined]
+                result = job.result()
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
+            fut.set_result(result)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+            fut.set_exception(e)
+        finally:
+            if key is not None:
+                with self._lock:
+                    self._inflight.pop(key, None)
+
+    def submit(self, fn: Callable, args: tuple, key: str | None = None) -> Future:
+        with self._lock:
+            if key is not None and key in self._inflight:
+                return self._inflight[key]
+            fut: Future = Future()
+            if key is not None:
+                self._inflight[key] = fut
+        threading.Thread(target=self._run_job, args=(fn, args, fut, key), daemon=True).start()
+        return fut
+
+    def map(self, fn, args, keys=None, desc="runs", progress=True):
+        from concurrent.futures import as_completed
+
+        args = list(args)
+        keys = list(keys) if keys is not None else [None] * len(args)
+        futures = [self.submit(fn, a, k) for a, k in zip(args, keys)]
+        unique = list({id(f): f for f in futures}.values())
+        for fut in _progress(as_completed(unique), len(unique), f"{desc} as {self.cfg.cluster} jobs", progress):
+            fut.result()  # the first failed job raises here, naming its log
+        return [f.result() for f in futures]
+
+
+def make_executor(cfg: ExecutorConfig, runs_dir: str | Path) -> Executor:
+    cfg = cfg.validate()
+    if cfg.backend == "slurm":
+        return SlurmExecutor(cfg.slurm, Path(runs_dir) / "_submitit")
+    if cfg.jobs == 1:
+        return InProcessExecutor()
+    return LocalPoolExecutor(cfg.jobs, cfg.threads)
+
+
+def run_key(cfg_dict: dict, runs_dir: str, keep_model: bool) -> str:
+    """Identity of one training call: identical configs (names included: they name the run directory) share it."""
+    return canonical_json([cfg_dict, str(runs_dir), bool(keep_model)])
+
+
+_FINGERPRINTS: dict[str, dict[str, str]] = {}
+
+
+def cached_result(cfg, runs_dir: str | Path, keep_model: bool = False) -> dict | None:
+    """The result of a run that already finished (in ``runs_dir`` or the committed result cache), found without
+    training or loading token data, or None. Lets the Slurm backend skip submitting jobs for finished runs (re-rendering
+    a study's tables then needs no cluster time). Needs the device type, so a config with ``device='auto'`` is never
+    found here; any failure to compute the fingerprints also answers None (the job then finds the result itself)."""
+    from .config import run_id
+    from .runs import RunDir
+
+    device = cfg.train.device
+    if device == "auto":
+        return None
+    try:
+        key = json.dumps([cfg.data.corpus, cfg.data.tokenizer, cfg.data.split_seed, cfg.data.val_fraction,
+                          cfg.data.test_fraction, list(cfg.data.groups)])
+        if key not in _FINGERPRINTS:
+            from .corpus import open_source
+            from .tokenizer import load_tokenizer, tokenizer_fingerprint
+
+            d = cfg.data
+            source = open_source(d.corpus, d.split_seed, d.val_fraction, d.test_fraction, groups=d.groups)
+            _FINGERPRINTS[key] = {"corpus": source.fingerprint,
+                                  "tokenizer": tokenizer_fingerprint(load_tokenizer(d.tokenizer))}
+        fingerprints = {**_FINGERPRINTS[key], "device": device}
+        run = RunDir(cfg, run_id(cfg, fingerprints), runs_dir)
+        done = run.read_result()
+    except Exception:  # noqa: BLE001 - a probe only: the job computes or finds the run either way
+        return None
+    if done is None or (keep_model and not run.model_path.exists()):
+        return None
+    return done
+
+
+# --------------------------------------------------------------------------------------------- jobs=1 vs jobs=2
+def benchmark_jobs(n_runs: int = 6, steps: int = 50, profile: str = "quick", jobs_list=(1, 2),
+                   setting: str = "arxiv_stackexchange", out: str | Path | None = None) -> dict:
+    """Total wall time of ``n_runs`` short runs of the same recipe (seeds 0..n-1, so none is cached) with each
+    ``jobs`` value: jobs = 1 trains them one after another in this process with every core's thread; jobs = N trains
+    N at a time, one process each with cores // N threads (process start-up and data loading included). Prints and
+    returns the figures (a measurement, not a test)."""
+    import platform
+    import tempfile
+
+    import torch
+
+    from . import hparams
+    from .methods import Runner
+    from .profiles import profile_config
+
+    os.environ["AIOLI_RESULT_CACHE"] = "off"  # time real runs
+    groups = hparams.get_setting(setting).groups
+    cfgs = [profile_config(profile, groups, "stratified", seed, steps=steps, name=f"bench-jobs-{seed}")
+            for seed in range(n_runs)]
+    cores = os.cpu_count() or 1
+    rows = []
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    for jobs in jobs_list:
+        with tempfile.TemporaryDirectory() as tmp:
+            threads = default_threads(jobs)
+            before = torch.get_num_threads()
+            if jobs == 1:
+                torch.set_num_threads(threads)
+            t = time.perf_counter()
+            res = Runner(runs_dir=tmp, progress=False, executor=ExecutorConfig(jobs=jobs, threads=threads)).run(cfgs)
+            wall = time.perf_counter() - t
+            torch.set_num_threads(before)
+        tok = sum(r["train_tokens"] for r in res)
+        rows.append({"jobs": jobs, "threads_per_run": threads, "wall_s": wall, "runs": n_runs,
+                     "train_tokens_per_s_total": tok / wall,
+                     "mean_run_train_s": sum(r["wall_time_s"] for r in res) / n_runs})
+        print(f"[bench jobs] jobs={jobs} x {threads} thread(s): {n_runs} runs of {steps} steps in {wall:.1f} s "
+              f"({tok / wall:,.0f} training tokens/s overall; one run's training loop {rows[-1]['mean_run_train_s']:.1f} s)",
+              flush=True)
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+              "cores": cores, "load_avg_1min_before": load, "profile": profile, "steps": steps, "rows": rows,
+              "speedup": rows[0]["wall_s"] / rows[-1]["wall_s"] if len(rows) > 1 else None}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+    return report
