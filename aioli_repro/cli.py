@@ -43,6 +43,14 @@ def _parse_list(kind):
     return parse
 
 
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, skip=()) -> None:
     hints = get_type_hints(cls)
     docs = field_docs(cls)
@@ -52,7 +60,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, ski
             continue
         hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kind = {int: int, float: float, str: str}.get(hint)
+        kind = {int: int, float: float, str: str, bool: _parse_bool}.get(hint)
         if kind is None:  # tuple[str, ...]
             kind = _parse_list(str)
         shown = ",".join(default) if isinstance(default, tuple) else default

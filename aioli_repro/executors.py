@@ -180,8 +180,16 @@ def resolve(executor: ExecutorConfig | dict | str | None = None, jobs: int = 1) 
     return ExecutorConfig(jobs=int(jobs)).validate()
 
 
+def available_cores() -> int:
+    """Cores this process may use (a Slurm job's allocation, not the node's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, available_cores() // max(1, jobs))
 
 
 def _forwarded_env() -> dict[str, str]:
@@ -417,11 +425,13 @@ def cached_result(cfg, runs_dir: str | Path, keep_model: bool = False) -> dict |
 
 # --------------------------------------------------------------------------------------------- jobs=1 vs jobs=2
 def benchmark_jobs(n_runs: int = 6, steps: int = 50, profile: str = "quick", jobs_list=(1, 2),
-                   setting: str = "arxiv_stackexchange", out: str | Path | None = None) -> dict:
+                   setting: str = "arxiv_stackexchange", out: str | Path | None = None, threads_list=None) -> dict:
     """Total wall time of ``n_runs`` short runs of the same recipe (seeds 0..n-1, so none is cached) with each
     ``jobs`` value: jobs = 1 trains them one after another in this process with every core's thread; jobs = N trains
-    N at a time, one process each with cores // N threads (process start-up and data loading included). Prints and
-    returns the figures (a measurement, not a test)."""
+    N at a time, one process each with cores // N threads (process start-up and data loading included).
+    ``threads_list`` (one entry per ``jobs_list`` entry, 0 = that default) sets the threads per run explicitly.
+    Records the 1-minute load average before each configuration (other work on the machine skews the figures).
+    Prints and returns the figures (a measurement, not a test)."""
     import platform
     import tempfile
 
@@ -435,15 +445,15 @@ def benchmark_jobs(n_runs: int = 6, steps: int = 50, profile: str = "quick", job
     groups = hparams.get_setting(setting).groups
     cfgs = [profile_config(profile, groups, "stratified", seed, steps=steps, name=f"bench-jobs-{seed}")
             for seed in range(n_runs)]
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     rows = []
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
-    for jobs in jobs_list:
+    for jobs, threads in zip(jobs_list, threads_list or [0] * len(jobs_list)):
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = float("nan")
         with tempfile.TemporaryDirectory() as tmp:
-            threads = default_threads(jobs)
+            threads = threads or default_threads(jobs)
             before = torch.get_num_threads()
             if jobs == 1:
                 torch.set_num_threads(threads)
@@ -452,14 +462,15 @@ def benchmark_jobs(n_runs: int = 6, steps: int = 50, profile: str = "quick", job
             wall = time.perf_counter() - t
             torch.set_num_threads(before)
         tok = sum(r["train_tokens"] for r in res)
-        rows.append({"jobs": jobs, "threads_per_run": threads, "wall_s": wall, "runs": n_runs,
+        rows.append({"jobs": jobs, "threads_per_run": threads, "load_avg_1min_before": load, "wall_s": wall,
+                     "runs": n_runs,
                      "train_tokens_per_s_total": tok / wall,
                      "mean_run_train_s": sum(r["wall_time_s"] for r in res) / n_runs})
-        print(f"[bench jobs] jobs={jobs} x {threads} thread(s): {n_runs} runs of {steps} steps in {wall:.1f} s "
+        print(f"[bench jobs] jobs={jobs} x {threads} thread(s), load {load:.1f} before: {n_runs} runs of {steps} steps in {wall:.1f} s "
               f"({tok / wall:,.0f} training tokens/s overall; one run's training loop {rows[-1]['mean_run_train_s']:.1f} s)",
               flush=True)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-              "cores": cores, "load_avg_1min_before": load, "profile": profile, "steps": steps, "rows": rows,
+              "cores": cores, "profile": profile, "steps": steps, "rows": rows,
               "speedup": rows[0]["wall_s"] / rows[-1]["wall_s"] if len(rows) > 1 else None}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,13 @@ SET_NAMES = {
 EVAL_SHUFFLE_SEED = 42
 
 
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # a Slurm job's allocation, not the node's core count
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -72,7 +79,7 @@ class SlimPajamaSource:
         """Groups tokenised together when the train split is built (the groups of the run that opened the source)."""
         self.dataset, self.data_files, self.cache_dir = dataset, data_files, cache_dir
         self.name = "slimpajama" if data_files is None else "slimpajama-local"
-        self.workers = int(workers or os.environ.get("AIOLI_TOKENIZE_WORKERS") or os.cpu_count() or 1)
+        self.workers = int(workers or os.environ.get("AIOLI_TOKENIZE_WORKERS") or _available_cores())
         self.shard_rows = int(shard_rows)
         self._splits: dict[str, object] = {}
 

@@ -1,0 +1,181 @@
+"""Executors: the config, the local process pool, the Slurm backend through submitit's local executor (no cluster),
+and two workers racing for the same run (computed once, the run cache intact)."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from aioli_repro import hparams
+from aioli_repro.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from aioli_repro.executors import ENV, ExecutorConfig, InProcessExecutor, LocalPoolExecutor, SlurmConfig, resolve
+from aioli_repro.profiles import PROFILES, Profile
+
+# The racing workers import this module: it stays light (methods and tables are imported inside the tests) and does
+# not import conftest, which would switch the workers' result cache off at import.
+ASSETS = Path(__file__).parent / "assets"
+TINY_CORPUS, TINY_TOKENIZER = ASSETS / "tiny_corpus", ASSETS / "tiny_tokenizer"
+
+SETTING = hparams.Setting("tiny", "C/L", ("github", "wikipedia"), ("code", "licenses"))
+
+
+def test_executor_config_from_strings_files_and_the_environment(tmp_path, monkeypatch):
+    from aioli_repro.methods import Runner
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert resolve() == ExecutorConfig()
+    assert resolve(jobs=3).jobs == 3
+    assert resolve("local:4").jobs == 4
+    assert resolve("slurm-local").slurm.cluster == "local"
+    spec = {"backend": "slurm", "slurm": {"partition": "gpu", "gpus": 1, "cpus": 16, "mem_gb": 64, "time_min": 600,
+                                          "setup": ["module load cuda"], "extra": {"exclude": "node7"}}}
+    f = tmp_path / "slurm.json"
+    f.write_text(json.dumps(spec))
+    cfg = resolve(str(f))
+    assert (cfg.backend, cfg.slurm.partition, cfg.slurm.cpus, cfg.slurm.setup) == ("slurm", "gpu", 16,
+                                                                                   ("module load cuda",))
+    assert ExecutorConfig.from_dict(cfg.to_dict()) == cfg
+    # The environment names the executor when the caller does not; a caller's --jobs still sets local workers.
+    monkeypatch.setenv(ENV, str(f))
+    assert resolve().backend == "slurm" and Runner().executor_config.slurm.partition == "gpu"
+    monkeypatch.setenv(ENV, "local")
+    assert resolve(jobs=2).jobs == 2
+    assert resolve("local").jobs == 1  # an explicit executor wins over the environment
+    for bad, match in [("local:x", "local:N"), ("mars", "is not local"), ({"backend": "k8s"}, "backend"),
+                       ({"slurm": {"gpu": 1}}, "unknown executor option"), ({"jobs": 0}, "jobs")]:
+        with pytest.raises(ConfigError, match=match):
+            resolve(bad)
+    with pytest.raises(ConfigError, match="jobs must be >= 1"):
+        Runner(jobs=0)
+
+
+# ----------------------------------------------------------------------------------------------- the race
+def _racing_train(cfg_dict, runs_dir, log, barrier, me):
+    """One of two workers: wait until both are up, then train the same run; log every real training start."""
+    import aioli_repro.train as tr
+    from aioli_repro.config import RunConfig
+
+    original = tr._train_locked
+
+    def logged(*a, **k):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # hold the lock a little longer: the other worker surely arrives while it is held
+        return original(*a, **k)
+
+    tr._train_locked = logged
+    Path(barrier, f"ready{me}").touch()
+    deadline = time.time() + 60
+    while len(list(Path(barrier).glob("ready*"))) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    return tr.train(RunConfig.from_dict(cfg_dict), runs_dir=runs_dir, progress=False)
+
+
+def test_two_workers_racing_for_one_run_compute_it_once(tiny_cfg, tmp_path, monkeypatch):
+    cache = tmp_path / "result_cache"
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(cache))  # the shared cache is written too (atomically)
+    cfg = tiny_cfg(steps=12, checkpoint_every=4)
+    runs, log, barrier = tmp_path / "runs", tmp_path / "starts.log", tmp_path / "barrier"
+    barrier.mkdir()
+    args = [(cfg.to_dict(), str(runs), str(log), str(barrier), i) for i in range(2)]
+    a, b = LocalPoolExecutor(jobs=2).map(_racing_train, args, progress=False)
+    assert len(log.read_text().split()) == 1  # claimed by one worker; the other waited, then read the result
+    assert a == b
+    run_dirs = [p for p in runs.iterdir() if p.is_dir()]
+    assert len(run_dirs) == 1
+    assert json.loads((run_dirs[0] / "result.json").read_text()) == a
+    assert json.loads((cache / f"{a['run_id'][:20]}.json").read_text())["result"] == a
+    assert not list(runs.rglob("*.tmp")) and not (run_dirs[0] / "checkpoint").exists()
+
+
+def test_runner_trains_identical_configs_once_and_returns_results_in_order(tiny_cfg, tmp_path):
+    from aioli_repro.methods import Runner
+
+    calls = []
+
+    class Recording(InProcessExecutor):  # an out-of-process executor's interface, run here (the pool is above)
+        in_process = False
+
+        def map(self, fn, args, keys=None, desc="runs", progress=True):
+            calls.append(len(args))
+            return super().map(fn, args)
+
+    c1, c2 = tiny_cfg(steps=4, seed=1, checkpoint_every=0), tiny_cfg(steps=4, seed=2, checkpoint_every=0)
+    runner = Runner(jobs=2, runs_dir=tmp_path / "runs", progress=False)
+    runner._executor = Recording()
+    r = runner.run([c1, c2, c1])
+    assert calls == [2] and r[0] == r[2] and r[0]["run_id"] != r[1]["run_id"] and [x["seed"] for x in r] == [1, 2, 1]
+
+
+# ----------------------------------------------------------------------------------------------- Slurm path
+@pytest.fixture
+def cpu_tiny_profile(monkeypatch):
+    monkeypatch.setitem(hparams.SETTINGS, SETTING.key, SETTING)
+    PROFILES["_tiny_cpu"] = Profile(
+        "_tiny_cpu", "tests", DataConfig(corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER), context_length=32,
+                                         val_fraction=0.2, test_fraction=0.2),
+        ModelConfig("tiny"),
+        TrainConfig(steps=12, batch_size=8, micro_batch_size=8, warmup_steps=3, eval_every=6, checkpoint_every=0,
+                    eval_sequences=4, eval_batch_size=32, lr=3e-3, device="cpu"))
+    yield "_tiny_cpu"
+    PROFILES.pop("_tiny_cpu")
+
+
+def test_slurm_backend_through_submitit_local_one_job_per_run(cpu_tiny_profile, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from aioli_repro.methods import Runner
+    from aioli_repro.tables import run_grid
+
+    cache = tmp_path / "result_cache"
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(cache))  # forwarded to the jobs
+    runs = tmp_path / "runs"
+    ex = ExecutorConfig(backend="slurm", slurm=SlurmConfig(cluster="local", gpus=0, cpus=1, time_min=5))
+    df = run_grid(["stratified", "aioli"], [SETTING.key], cpu_tiny_profile, seeds=[0], runs_dir=runs, executor=ex,
+                  progress=False)
+    assert list(df.method) == ["aioli", "stratified"] and df.avg_test_perplexity.notna().all()
+    assert len(_job_folders(runs)) == 2  # one job per run
+    assert len(list(cache.glob("*.json"))) == 2  # each job wrote its result into the shared cache
+    # Again, plus a duplicate: finished runs are found before submitting, so no job starts.
+    runner = Runner(runs_dir=runs, progress=False, executor=ex)
+    strat = runner.run_one(_strat_cfg(cpu_tiny_profile), keep_model=True)
+    assert runner.executor.submitted == 0 and strat["run_id"] == df[df.method == "stratified"].run_id.item()
+    assert len(_job_folders(runs)) == 2
+
+
+def _job_folders(runs):
+    return [p for p in (runs / "_submitit").iterdir() if p.is_dir() and p.name != "%j"]
+
+
+def _strat_cfg(profile):
+    from aioli_repro.profiles import profile_config
+
+    return profile_config(profile, SETTING.groups, "stratified", 0, name="stratified")
+
+
+def test_slurm_backend_submits_a_run_two_callers_need_at_once_one_time(tmp_path):
+    pytest.importorskip("submitit")
+    from aioli_repro.executors import SlurmExecutor
+
+    ex = SlurmExecutor(SlurmConfig(cluster="local", gpus=0, cpus=1, time_min=5), tmp_path / "jobs")
+    a, b, c = ex.submit(os.getpid, (), key="run-a"), ex.submit(os.getpid, (), key="run-a"), ex.submit(os.getpid, ())
+    assert a is b and ex.submitted <= 2
+    assert a.result(timeout=120) != c.result(timeout=120) and ex.submitted == 2  # two jobs, each its own process
+
+
+def test_slurm_config_becomes_the_sbatch_header(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from aioli_repro.executors import SlurmExecutor
+
+    fake = tmp_path / "bin"  # submitit only checks that srun exists; nothing is submitted
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    cfg = SlurmConfig(partition="gpu", gpus=1, cpus=16, mem_gb=48, time_min=600, account="lab",
+                      setup=("source .venv/bin/activate",), extra={"exclude": "node7"})
+    text = SlurmExecutor(cfg, tmp_path / "jobs")._ex._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=16", "--mem=48GB", "--time=600",
+                 "--account=lab", "--exclude=node7", "source .venv/bin/activate"):
+        assert line in text, line
