@@ -22,7 +22,8 @@ def md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
     for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+        lines.append("| " + " | ".join("" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v)
+                                       for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -34,6 +35,10 @@ def section(profile: str) -> str:
         out.append(f"\n> The `{profile}` profile is a **pipeline demonstration**: one seed of a 300k-parameter model "
                    "trained for a few hundred steps. Its numbers show that every table and figure regenerates; they "
                    "are not evidence for or against the paper (see the verdicts' reasons).")
+    missing = [nb for nb in ("03", "04", "05", "06", "07") if not list(res.glob(f"{nb}_*"))]
+    if missing:
+        out.append(f"\n**Not yet run for this profile:** notebooks {', '.join(missing)} (their tables appear here "
+                   "once `./run_all.sh` has finished them; every finished run is cached, so it resumes).")
     claims = res / "claims.md"
     if claims.exists():
         body = claims.read_text().split("\n", 2)[2]
@@ -48,7 +53,7 @@ def section(profile: str) -> str:
                 f"`results/{profile}/04_table2.csv` (columns marked *(paper)*)."]
     power = res / "04_power.csv"
     if power.exists():
-        df = pd.read_csv(power).round(3)
+        df = pd.read_csv(power)
         out += ["\n### How small a difference the study can detect", md_table(df)]
     t3 = res / "05_summary.json"
     if t3.exists():
@@ -64,7 +69,7 @@ def section(profile: str) -> str:
     for name, title in (("01_static_law_summary.csv", "Static log-linear law fits (paper R² 0.991)"),
                         ("02_dynamic_law_summary.csv", "Dynamic linear law fits (paper R² 0.947)")):
         if (res / name).exists():
-            df = pd.read_csv(res / name).drop(columns=["setting"], errors="ignore").round(4)
+            df = pd.read_csv(res / name).drop(columns=["setting"], errors="ignore")
             out += [f"\n### {title}", md_table(df)]
     figs = sorted((ROOT / "figures" / profile).glob("*.png"))
     if figs:
