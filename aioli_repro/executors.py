@@ -285,7 +285,19 @@ class _Job:
         os.environ.update(self.env)
         os.environ.pop(ENV, None)
         _set_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", self.threads)))
-        return self.fn(*args)
+        value = self.fn(*args)
+        # The caller reads this JSON, never submitit's pickled return value (nothing read back may be a pickle).
+        import submitit
+
+        from .token_store import atomic_write_json
+
+        atomic_write_json(_json_result_path(Path(submitit.JobEnvironment().paths.folder),
+                                            submitit.JobEnvironment().job_id), {"value": value})
+        return None
+
+
+def _json_result_path(folder: Path, job_id: str) -> Path:
+    return Path(folder) / f"{job_id}_result.json"
 
     def checkpoint(self, *args):
         from submitit.helpers import DelayedSubmission
@@ -340,7 +352,12 @@ class SlurmExecutor(Executor):
                     job = self._ex.submit(_Job(fn, _forwarded_env(), self.cfg.cpus), *a)
                     self.submitted += 1
                 fut.job = job  # type: ignore[attr-defined]
-                result = job.result()
+                job.wait()
+                path = _json_result_path(job.paths.folder, job.job_id)
+                if not path.exists():  # the job failed: report its log, do not unpickle its exception
+                    raise RuntimeError(f"job {job.job_id} failed ({job.state}); its log: {job.paths.stderr}\n"
+                                       + (job.stderr() or "")[-2000:])
+                result = json.loads(path.read_text())["value"]
             finally:
                 if self._slots is not None:
                     self._slots.release()
