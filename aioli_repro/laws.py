@@ -20,6 +20,7 @@ notebooks swap the arguments of ``sklearn.r2_score``; we do not).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -169,14 +170,29 @@ def _from_jsonable(x: Any) -> np.ndarray | None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class _FitRecord:
+    """JSON round trip shared by the fitted laws: every dataclass field as a (nested) list, plus the law's name."""
+
+    law: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"law": self.law, **{f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return cls(**{f.name: _from_jsonable(d[f.name]) for f in dataclasses.fields(cls)})
+
+
 @dataclass(eq=False)
-class StaticLawFit:
+class StaticLawFit(_FitRecord):
     """Fitted static law L_i(p) = c_i + b_i * exp(-sum_j A_ij p_j).
 
     Only m - 1 slopes per row are identifiable on the simplex (adding a constant to row i of A is absorbed by b_i), so
     the fit fixes A_im = 0: b_i = exp(beta_i) and A_ij = -t_ij of the reparameterisation
     L_i = c_i + exp(beta_i + sum_{j<m} t_ij p_j). Predictions on the simplex do not depend on this choice.
     """
+
+    law = "static_log_linear"
 
     c: np.ndarray  # (m,) loss floor, 0 <= c_i <= min observed L_i
     b: np.ndarray  # (m,)
@@ -194,23 +210,6 @@ class StaticLawFit:
         """Predicted losses L(p), shape (n, m), for mixtures P of shape (n, m)."""
         P = _check_mixtures(P, self.m)
         return _static_predict(self.c, self.b, self.A, P)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "law": "static_log_linear",
-            "c": _jsonable(self.c),
-            "b": _jsonable(self.b),
-            "A": _jsonable(self.A),
-            "r2": _jsonable(self.r2),
-            "mse": _jsonable(self.mse),
-            "loo_r2": _jsonable(self.loo_r2),
-            "loo_mse": _jsonable(self.loo_mse),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StaticLawFit:
-        return cls(**{k: _from_jsonable(d[k]) for k in ("c", "b", "A", "r2", "mse", "loo_r2", "loo_mse")})
-
 
 def _static_predict(c: np.ndarray, b: np.ndarray, A: np.ndarray, P: np.ndarray) -> np.ndarray:
     return c[None, :] + b[None, :] * np.exp(-P @ A.T)
@@ -407,8 +406,10 @@ def optimal_mixture(fit: StaticLawFit, *, n_starts: int = 16, seed: int = 0) -> 
 
 
 @dataclass(eq=False)
-class DynamicLawFit:
+class DynamicLawFit(_FitRecord):
     """Fitted dynamic law L^{t+1}_i = L^t_i - sum_j A_ij p_j (A_ij > 0: training on j lowers the loss of i)."""
+
+    law = "dynamic_linear"
 
     A: np.ndarray  # (m, m)
     r2: np.ndarray  # (m,) R^2 of predicted vs observed L^{t+1}, per group
@@ -425,21 +426,6 @@ class DynamicLawFit:
         P = _check_mixtures(P, self.m)
         L_prev = _check_prev_losses(L_prev, *P.shape)
         return L_prev - P @ self.A.T
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "law": "dynamic_linear",
-            "A": _jsonable(self.A),
-            "r2": _jsonable(self.r2),
-            "mse": _jsonable(self.mse),
-            "loo_r2": _jsonable(self.loo_r2),
-            "loo_mse": _jsonable(self.loo_mse),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DynamicLawFit:
-        return cls(**{k: _from_jsonable(d[k]) for k in ("A", "r2", "mse", "loo_r2", "loo_mse")})
-
 
 def _fit_dynamic_A(P: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """Least squares for all rows at once: delta[:, i] ~ P @ A[i]  ->  A = lstsq(P, delta).T."""
