@@ -36,22 +36,24 @@ def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
 
 
 def measure_training(preset: str, vocab: int, context: int, micro_batch: int, steps: int, threads: int | None = None,
-                     compile_model: bool = False) -> dict:
+                     compile_model: bool = False, fused_loss: bool = False, start_at: float = 0.0) -> dict:
     """Median step time of forward + backward + clip + AdamW on random tokens, with a per-phase breakdown."""
     import resource
 
     from .config import TrainConfig
-    from .model import build_model, count_parameters, flops_per_token
+    from .model import build_model, count_parameters, flops_per_token, use_fused_loss
     from .train import make_optimizer, sequence_losses
 
     if threads:
         torch.set_num_threads(threads)
-    model = build_model(preset, vocab, context, seed=0)
+    model = use_fused_loss(build_model(preset, vocab, context, seed=0), fused_loss)
     opt = make_optimizer(model, TrainConfig())
     fwd_model = torch.compile(model) if compile_model else model
     tokens = torch.randint(0, vocab, (micro_batch, context + 1))
     phases = {"forward": [], "backward": [], "clip": [], "optimizer": []}
     warmup = 2
+    while time.time() < start_at:  # parallel measurements start their timed steps together
+        time.sleep(0.01)
     for i in range(steps + warmup):
         t0 = time.perf_counter()
         loss = sequence_losses(fwd_model, tokens, autocast=False).mean()
@@ -72,7 +74,7 @@ def measure_training(preset: str, vocab: int, context: int, micro_batch: int, st
     fpt = flops_per_token(model, context)
     return {
         "preset": preset, "vocab": vocab, "context": context, "micro_batch": micro_batch,
-        "threads": torch.get_num_threads(), "compile": compile_model,
+        "threads": torch.get_num_threads(), "compile": compile_model, "fused_loss": fused_loss, "processes": 1,
         "parameters": count_parameters(model), "flops_per_token": fpt,
         "step_s": step_time, "tokens_per_s": tok_s, "model_gflops": fpt * tok_s / 1e9,
         "phase_s": med, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -87,6 +89,24 @@ def _run_isolated(kwargs: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _run_parallel(kwargs: dict, processes: int) -> dict:
+    """``processes`` copies of one configuration at once, one thread each (``--jobs N`` on this machine): the
+    aggregate tokens/s is what parallel runs buy, the per-process figures what each run then takes."""
+    code = ("import json,sys; from aioli_repro.bench import measure_training; "
+            "print(json.dumps(measure_training(**json.loads(sys.argv[1]))))")
+    kw = {**kwargs, "threads": 1, "start_at": time.time() + 15.0}  # imports and model build finish before that
+    procs = [subprocess.Popen([sys.executable, "-c", code, json.dumps(kw)], stdout=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    r = dict(outs[0])
+    r["processes"] = processes
+    r["tokens_per_s"] = sum(o["tokens_per_s"] for o in outs)
+    r["model_gflops"] = sum(o["model_gflops"] for o in outs)
+    r["per_process_tokens_per_s"] = [o["tokens_per_s"] for o in outs]
+    r["peak_rss_mb"] = max(o["peak_rss_mb"] for o in outs)
+    return r
+
+
 def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path = "results/bench/benchmark_speed.json",
                   vocab: int | None = None, context: int = 256, micro_batch: int = 8, knobs: bool = True) -> dict:
     from tqdm.auto import tqdm
@@ -98,16 +118,21 @@ def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path =
     configs = [dict(preset=p, vocab=vocab, context=context, micro_batch=micro_batch, steps=steps) for p in presets]
     if knobs:  # the knobs that mattered on this CPU, measured on the 1m preset
         base = dict(preset="1m", vocab=vocab, context=context, micro_batch=micro_batch, steps=steps)
+        configs += [{**c, "fused_loss": True} for c in configs if c["preset"] in ("300k", "1m", "4m")]
         configs += [
             {**base, "vocab": 8192}, {**base, "vocab": 50304},
             {**base, "threads": 1},
             {**base, "context": 128, "micro_batch": 16}, {**base, "context": 512, "micro_batch": 4},
             {**base, "micro_batch": 16}, {**base, "micro_batch": 32},
         ]
+        # --jobs 2 on 2 cores: two one-thread runs at once, against one two-thread run (the rows above)
+        configs += [{**c, "processes": 2} for c in configs[:len(presets)] if c["preset"] in ("300k", "1m")]
+        configs += [{**c, "processes": 2, "fused_loss": True} for c in configs[:len(presets)]
+                    if c["preset"] in ("300k", "1m")]
     peak = matmul_peak()
     rows = []
     for kw in tqdm(configs, desc="benchmark", unit="config"):
-        r = _run_isolated(kw)
+        r = _run_parallel(kw, kw.pop("processes")) if "processes" in kw else _run_isolated(kw)
         r["mfu"] = r["model_gflops"] / peak["peak_gflops"]
         rows.append(r)
     peak_after = matmul_peak()  # the VM's speed drifts; report both so a reader sees the noise band
@@ -122,17 +147,19 @@ def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path =
     out.write_text(json.dumps(report, indent=1) + "\n")
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["preset", "vocab", "context", "micro_batch", "threads", "parameters", "tokens_per_s",
+        w.writerow(["preset", "vocab", "context", "micro_batch", "threads", "processes", "fused_loss", "parameters",
+                    "tokens_per_s",
                     "model_gflops", "mfu", "forward_s", "backward_s", "clip_s", "optimizer_s", "peak_rss_mb"])
         for r in rows:
-            w.writerow([r["preset"], r["vocab"], r["context"], r["micro_batch"], r["threads"], r["parameters"],
+            w.writerow([r["preset"], r["vocab"], r["context"], r["micro_batch"], r["threads"], r["processes"],
+                        r["fused_loss"], r["parameters"],
                         round(r["tokens_per_s"]), round(r["model_gflops"], 1), round(r["mfu"], 3),
                         *(round(r["phase_s"][k], 4) for k in ("forward", "backward", "clip", "optimizer")),
                         round(r["peak_rss_mb"])])
     print(f"matmul peak {peak['peak_gflops']:.1f} GFLOP/s (after: {peak_after['peak_gflops']:.1f})")
     for r in rows:
         print(f"{r['preset']:>5s} V={r['vocab']:<6d} T={r['context']:<4d} b={r['micro_batch']:<3d} "
-              f"thr={r['threads']} {r['tokens_per_s']:8.0f} tok/s {r['model_gflops']:6.1f} GFLOP/s "
+              f"thr={r['threads']} x{r['processes']} fused={int(r['fused_loss'])} {r['tokens_per_s']:8.0f} tok/s {r['model_gflops']:6.1f} GFLOP/s "
               f"MFU {r['mfu']:.2f} RSS {r['peak_rss_mb']:.0f} MB  phases {json.dumps({k: round(v, 4) for k, v in r['phase_s'].items()})}")
     return report
 

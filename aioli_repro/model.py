@@ -87,3 +87,60 @@ def flops_per_token(model, context_length: int) -> float:
     if not cfg.tie_word_embeddings:
         n -= model.get_input_embeddings().weight.numel()
     return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * context_length
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Per-token cross-entropy of ``hidden @ weight.T`` without materialising the [tokens, vocab] logits.
+
+    With a 4k vocabulary and d = 128 the LM head is over half of a small model's FLOPs, and its softmax streams a
+    [2048, 4096] fp32 tensor (32 MB) through memory several times per step. Here logits exist one chunk of rows at a
+    time (cache-sized), only the log-sum-exp is kept, and the backward pass recomputes each chunk's logits: one
+    extra head matmul traded for far less memory traffic. Forward losses equal ``F.cross_entropy`` up to rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+        n = hidden.shape[0]
+        loss = torch.empty(n, dtype=hidden.dtype, device=hidden.device)
+        lse = torch.empty(n, dtype=hidden.dtype, device=hidden.device)
+        for s in range(0, n, chunk):
+            logits = hidden[s:s + chunk] @ weight.t()
+            lse[s:s + chunk] = torch.logsumexp(logits, dim=1)
+            loss[s:s + chunk] = lse[s:s + chunk] - logits.gather(1, labels[s:s + chunk, None]).squeeze(1)
+        ctx.save_for_backward(hidden, weight, labels, lse)
+        ctx.chunk = chunk
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        hidden, weight, labels, lse = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h = hidden[s:s + ctx.chunk]
+            # d loss_n / d logits_n = softmax(logits_n) - onehot(label_n), scaled by the incoming gradient
+            g = (h @ weight.t()).sub_(lse[s:s + ctx.chunk, None]).exp_()
+            g[torch.arange(g.shape[0], device=g.device), labels[s:s + ctx.chunk]] -= 1.0
+            g.mul_(grad_loss[s:s + ctx.chunk, None])
+            if grad_hidden is not None:
+                grad_hidden[s:s + ctx.chunk] = g @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(g.t(), h)
+        return grad_hidden, grad_weight, None, None
+
+
+FUSED_LOSS_ATTR = "aioli_fused_loss"
+
+
+def use_fused_loss(model, enabled: bool = True):
+    """Mark ``model`` so that ``train.sequence_losses`` computes its losses with :func:`token_losses`."""
+    setattr(model, FUSED_LOSS_ATTR, bool(enabled))
+    return model
+
+
+def token_losses(model, inputs: torch.Tensor, labels: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Next-token losses [batch, time] of a GPT-NeoX model through :class:`ChunkedLinearCrossEntropy`."""
+    hidden = model.gpt_neox(input_ids=inputs).last_hidden_state
+    flat = ChunkedLinearCrossEntropy.apply(hidden.flatten(0, 1), model.get_output_embeddings().weight,
+                                           labels.flatten(), chunk)
+    return flat.view(labels.shape)

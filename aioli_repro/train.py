@@ -28,7 +28,15 @@ import torch.nn.functional as F
 from . import faults
 from .config import RunConfig, run_id
 from .corpus import open_source
-from .model import build_model, count_parameters, flops_per_token, resolve_device
+from .model import (
+    FUSED_LOSS_ATTR,
+    build_model,
+    count_parameters,
+    flops_per_token,
+    resolve_device,
+    token_losses,
+    use_fused_loss,
+)
 from .policies import Observation, PolicyContext, Segment, make_policy
 from .runs import RunDir
 from .sampler import MixtureSampler, eval_windows
@@ -98,8 +106,11 @@ def make_optimizer(model, t) -> torch.optim.AdamW:
 
 
 def sequence_losses(model, tokens: torch.Tensor, autocast: bool) -> torch.Tensor:
-    """Mean next-token cross-entropy of each sequence, [batch]."""
+    """Mean next-token cross-entropy of each sequence, [batch]. A model marked by ``use_fused_loss`` (the run's
+    ``train.fused_loss``) goes through the chunked LM-head loss unless bf16 autocast is on."""
     inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    if getattr(model, FUSED_LOSS_ATTR, False) and not autocast:
+        return token_losses(model, inputs, labels).mean(dim=1)
     with torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16, enabled=autocast):
         logits = model(input_ids=inputs).logits
     loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
@@ -229,14 +240,15 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()  # bf16 is 15-30x slower on AVX2 CPUs
     model = build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
                         eos_id(data.tokenizer), data.tokenizer.pad_token_id)
+    use_fused_loss(model, t.fused_loss)
     model.to(device).train()
     net = compile_model(model) if t.compile else model  # what the loop runs forward; `model` owns the state
     optimizer = make_optimizer(model, t)
     sampler = MixtureSampler(data.train_streams, cfg.data.context_length, t.seed)
 
     def model_factory():
-        return build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
-                           eos_id(data.tokenizer), data.tokenizer.pad_token_id).to(device)
+        return use_fused_loss(build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
+                                          eos_id(data.tokenizer), data.tokenizer.pad_token_id), t.fused_loss).to(device)
 
     policy.setup(PolicyContext(batch_size=t.batch_size, device=device, model=model, model_factory=model_factory,
                                val_sample=data.val_sample, eval_batch_size=t.eval_batch_size, autocast=autocast))

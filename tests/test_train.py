@@ -222,3 +222,13 @@ def test_committed_result_cache_restores_a_run_finished_elsewhere(tiny_cfg, tmp_
     entry.write_text("{not json")
     again = train(cfg, runs_dir=tmp_path / "machine_c", progress=False, on_step=calls.append)
     assert calls and again["test_loss"] == first["test_loss"]
+
+
+def test_fused_loss_trains_like_the_plain_loss_under_its_own_run_id(tiny_cfg, tmp_path):
+    plain = tiny_cfg(steps=6)
+    fused = tiny_cfg(steps=6, fused_loss=True)
+    a = train(plain, runs_dir=tmp_path, progress=False)
+    b = train(fused, runs_dir=tmp_path, progress=False)
+    assert a["run_id"] != b["run_id"]
+    for g in a["val_loss"]:
+        assert b["val_loss"][g] == pytest.approx(a["val_loss"][g], abs=1e-4)
