@@ -48,16 +48,21 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="run_all.sh", description="Regenerate every table and figure.")
     ap.add_argument("--profile", default="quick", choices=list(PROFILES), help="see aioli_repro/profiles.py")
-    ap.add_argument("--jobs", type=int, default=1, help="independent training runs executed in parallel")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="independent training runs executed in parallel (default: the profile's, see profiles.py)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (number prefix or name)")
     args = ap.parse_args(argv)
     todo = notebooks(args.only)
+    if args.jobs is None:
+        args.jobs = PROFILES[args.profile].jobs
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     if args.profile == "smoke":
         # CI's smoke runs are throwaway: keep their results out of the committed run cache (results/run_cache),
         # so a clean clone really trains them instead of re-rendering cached numbers.
         os.environ.setdefault("AIOLI_RESULT_CACHE", str(REPO_ROOT / "runs" / "smoke_result_cache"))
     out_dir = NOTEBOOKS / "executed" / args.profile
-    print(f"[run_all] profile {args.profile}: {PROFILES[args.profile].description}")
+    print(f"[run_all] profile {args.profile} ({args.jobs} run(s) at once): {PROFILES[args.profile].description}")
     timings = {}
     t0 = time.perf_counter()
     for i, nb in enumerate(todo, 1):
@@ -67,8 +72,13 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t0
     log = REPO_ROOT / "results" / args.profile / "run_all_timings.json"
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(json.dumps({"profile": args.profile, "jobs": args.jobs, "total_s": total,
-                               "notebooks_s": timings}, indent=1) + "\n")
+    # Per-notebook timings of the latest invocation that ran each notebook (a sitting may run only some).
+    previous = json.loads(log.read_text()).get("notebooks", {}) if log.exists() else {}
+    for name, seconds in timings.items():
+        previous[name] = {"seconds": round(seconds, 1), "jobs": args.jobs, "date": time.strftime("%Y-%m-%d %H:%M")}
+    log.write_text(json.dumps({"profile": args.profile, "last_invocation": {"jobs": args.jobs, "total_s": total,
+                                                                            "notebooks": list(timings)},
+                               "notebooks": previous}, indent=1) + "\n")
     print(f"[run_all] all {len(todo)} notebooks done in {total:.0f} s; results in results/{args.profile}/, "
           f"figures in figures/{args.profile}/, executed notebooks in {out_dir.relative_to(REPO_ROOT)}/")
     return 0

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from . import hparams
+from .config import ConfigError
 from .methods import Runner, run_method
 from .profiles import check_study_parameters, get_profile, profile_config
 
@@ -38,6 +39,22 @@ PAPER_RESTRICTED = {"improved": 28, "pairs": 30, "mean": 1.202, "max": 12.012}
 
 
 # ------------------------------------------------------------------------------------------------ running
+def table2_methods(methods=None) -> list[str]:
+    """The methods a Table 2 study runs: all of ``TABLE2_METHODS`` by default, or a subset (a sitting of the long
+    ``full`` profile may run a few methods first). Stratified is the baseline every difference is taken from."""
+    if methods is None:
+        return list(TABLE2_METHODS)
+    if isinstance(methods, (str, bytes)) or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"methods must be a list of method names, got {methods!r} (with papermill: "
+                          "-y 'methods: [stratified, aioli]')")
+    unknown = [m for m in methods if m not in TABLE2_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown Table 2 method(s) {unknown}; choose from {list(TABLE2_METHODS)}")
+    if "stratified" not in methods:
+        raise ConfigError("methods must include 'stratified': every difference is taken from it")
+    return [m for m in TABLE2_METHODS if m in methods]
+
+
 def _task(method: str, setting: str, profile: str, seed: int, runs_dir: str, budget: str) -> dict:
     return _study(method, setting, profile, seed, Runner(runs_dir=runs_dir, progress=False, executor="local"), budget)
 

@@ -1,0 +1,93 @@
+"""The statistics behind the tables and the claim verdicts, on synthetic run tables with known answers."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from aioli_repro import claims, tables
+from aioli_repro.config import ConfigError
+from aioli_repro.hparams import SETTINGS
+
+
+def _runs(diffs_by_method: dict[str, list[float]], settings=("arxiv_stackexchange", "github_c4"), base=100.0):
+    """A run table: stratified at base + seed, each method at stratified + its per-seed difference."""
+    rows = []
+    for s in settings:
+        for seed, _ in enumerate(next(iter(diffs_by_method.values()))):
+            rows.append({"setting": s, "label": SETTINGS[s].label, "method": "stratified", "seed": seed,
+                         "avg_test_perplexity": base + seed, "extra_runs": 0, "extra_tokens": 0})
+            for m, diffs in diffs_by_method.items():
+                rows.append({"setting": s, "label": SETTINGS[s].label, "method": m, "seed": seed,
+                             "avg_test_perplexity": base + seed + diffs[seed], "extra_runs": 2,
+                             "extra_tokens": 4096})
+    return pd.DataFrame(rows)
+
+
+def test_paired_ci_is_the_t_interval_and_undefined_for_one_seed():
+    d = [-1.0, -2.0, -0.5, -1.5]
+    mean, lo, hi = tables.paired_ci(d)
+    half = stats.t.ppf(0.975, 3) * np.std(d, ddof=1) / 2
+    assert mean == pytest.approx(-1.25) and lo == pytest.approx(-1.25 - half) and hi == pytest.approx(-1.25 + half)
+    m1, lo1, hi1 = tables.paired_ci([3.0])
+    assert m1 == 3.0 and math.isnan(lo1) and math.isnan(hi1)
+
+
+def test_min_detectable_difference_shrinks_with_seeds_and_grows_with_noise():
+    a, b, c = (tables.min_detectable_difference(sd, n) for sd, n in ((1.0, 3), (1.0, 10), (2.0, 10)))
+    assert a > b and c == pytest.approx(2 * b)
+    assert math.isnan(tables.min_detectable_difference(1.0, 1))
+
+
+def test_differences_and_table2_pair_by_seed_and_count_settings_beaten():
+    runs = _runs({"aioli": [-1.0, -2.0, -3.0], "grid": [1.0, 1.0, 4.0]})
+    d = tables.differences(runs)
+    assert sorted(d[d.method == "aioli"]["diff"].round(6).unique()) == [-3.0, -2.0, -1.0]
+    t2 = tables.table2(runs).set_index("method")
+    assert t2.loc["stratified", "A/SE"] == "101.000 ± 1.000"
+    assert t2.loc["aioli", "A/SE"] == "-2.000 ± 1.000" and t2.loc["aioli", "# beats stratified"] == "2/2"
+    assert t2.loc["grid", "# beats stratified"] == "0/2"
+    assert t2.loc["aioli", "extra tokens (M, mean)"] == pytest.approx(0.0)  # rounds 4096 tokens to 0.00 M
+    power = tables.power_table(runs)
+    assert list(power.seeds) == [3, 3] and (power.min_detectable_diff > 0).all()
+
+
+def test_table2_methods_validates_subsets():
+    assert tables.table2_methods(None) == list(tables.TABLE2_METHODS)
+    assert tables.table2_methods(["aioli", "stratified"]) == ["stratified", "aioli"]
+    with pytest.raises(ConfigError, match="include 'stratified'"):
+        tables.table2_methods(["aioli"])
+    with pytest.raises(ConfigError, match="unknown Table 2 method"):
+        tables.table2_methods(["stratified", "magic"])
+    with pytest.raises(ConfigError, match="list of method names"):
+        tables.table2_methods("stratified,aioli")
+
+
+@pytest.mark.parametrize("diffs, verdict", [
+    ([-1.0, -1.2, -0.9], claims.REPRODUCED),      # better on every setting, interval below 0
+    ([1.0, 1.2, 0.9], claims.NOT_REPRODUCED),     # significantly worse
+    ([-1.0, 1.0, -0.1], claims.INCONCLUSIVE),     # interval includes 0
+    ([-1.0], claims.INCONCLUSIVE),                # one seed: no interval
+])
+def test_claim_c1_verdict_follows_the_intervals(diffs, verdict):
+    assert claims.claim_c1(_runs({"aioli": diffs})).verdict == verdict
+
+
+def test_claim_c2_needs_baselines_and_flags_one_that_wins_everywhere():
+    assert claims.claim_c2(_runs({"aioli": [-1.0, -1.0]})).verdict == claims.NOT_RUN
+    assert claims.claim_c2(_runs({"grid": [-1.0, -1.0], "dml": [1.0, -1.0]})).verdict == claims.NOT_REPRODUCED
+    assert claims.claim_c2(_runs({"grid": [1.0, 1.0], "dml": [1.0, -1.0]})).verdict == claims.REPRODUCED
+
+
+def test_build_claims_marks_the_tables_a_profile_has_not_produced(tmp_path, monkeypatch):
+    monkeypatch.setattr(claims, "results_dir", lambda profile: tmp_path / profile)
+    (tmp_path / "full").mkdir()
+    _runs({"aioli": [-1.0, -1.2, -0.9]}).to_csv(tmp_path / "full" / "04_runs.csv", index=False)
+    got = {c.key: c.verdict for c in claims.build_claims("full")}
+    assert got["C1"] == claims.REPRODUCED
+    assert all(got[k] == claims.NOT_RUN for k in ("C2", "C3", "C4", "C5", "C7", "C8"))
+    assert got["C9"] == claims.NOT_TESTED
+    md = claims.claims_markdown(claims.build_claims("full"), "full")
+    assert "needs notebook 01_static_mixing_law" in md
