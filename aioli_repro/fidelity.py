@@ -312,18 +312,26 @@ def _sweep_losses(setting: hparams.Setting, profile: str, seed: int, runner: Run
 
 
 @dataclass
-class StaticLawStudy:
+class LawStudy:
+    """What a mixing-law study returns: goodness of fit per fitted law, the points it was fitted to, the fits."""
+
     table: pd.DataFrame
-    """One row per (setting, seed, group): r2, mse, loo_r2, loo_mse, and the fitted c, b."""
+    """One row per fitted law and group: r2, mse, loo_r2, loo_mse, and the law's own columns."""
     points: pd.DataFrame
-    """One row per (setting, seed, mixture, group): the mixture, the observed final validation loss and the fit."""
+    """One row per observation and group: the observed loss and the fit's prediction."""
     fits: dict = field(repr=False)
-    """(setting key, seed) -> StaticLawFit."""
+    """Study key -> the fit (StaticLawFit or DynamicLawFit)."""
     profile: str = ""
 
     def summary(self) -> pd.DataFrame:
         """Mean R^2 and MSE per setting, in sample and leave-one-mixture-out, and over everything ('all')."""
         return _summary(self.table, ["r2", "mse", "loo_r2", "loo_mse"])
+
+
+@dataclass
+class StaticLawStudy(LawStudy):
+    """``table``: one row per (setting, seed, group) with the fitted c, b; ``points``: one row per (setting, seed,
+    mixture, group) with the mixture; ``fits``: (setting key, seed) -> StaticLawFit."""
 
 
 def _summary(table: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -363,17 +371,10 @@ def static_law_study(settings: Iterable[str | hparams.Setting], profile: str, se
 
 
 @dataclass
-class DynamicLawStudy:
-    table: pd.DataFrame
-    """One row per (setting, seed, parent, group): r2, mse, loo_r2, loo_mse, and the break step and horizon."""
-    points: pd.DataFrame
-    """One row per (setting, seed, parent, child, group): L^t, observed and predicted L^{t+h}."""
-    fits: dict = field(repr=False)
-    """(setting key, seed, parent index) -> DynamicLawFit."""
-    profile: str = ""
-
-    def summary(self) -> pd.DataFrame:
-        return _summary(self.table, ["r2", "mse", "loo_r2", "loo_mse"])
+class DynamicLawStudy(LawStudy):
+    """``table``: one row per (setting, seed, parent, group) with the break step and horizon; ``points``: one row per
+    (setting, seed, parent, child, group) with L^t and the observed and predicted L^{t+h}; ``fits``: (setting key,
+    seed, parent index) -> DynamicLawFit."""
 
 
 def dynamic_law_study(settings: Iterable[str | hparams.Setting], profile: str, seeds: Iterable[int] | None = None,

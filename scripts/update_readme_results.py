@@ -1,7 +1,8 @@
 """Rewrite the README's results section from the tables in results/<profile>/ (numbers are never typed by hand).
 
-Usage: python scripts/update_readme_results.py [--profile quick]
-The section between the markers <!-- results:start --> and <!-- results:end --> is replaced.
+Usage: python scripts/update_readme_results.py [--profiles full quick]
+The section between the markers <!-- results:start --> and <!-- results:end --> is replaced, one part per profile
+(in the order given) that has any results.
 """
 
 from __future__ import annotations
@@ -29,48 +30,57 @@ def md_table(df: pd.DataFrame) -> str:
 
 def section(profile: str) -> str:
     res = ROOT / "results" / profile
-    out = [f"Profile **{profile}** (`./run_all.sh --profile {profile}`); every number below is read from "
-           f"`results/{profile}/` by `scripts/update_readme_results.py`."]
+    out = [f"### Profile `{profile}`", "",
+           f"`./run_all.sh --profile {profile}`; every number below is read from `results/{profile}/` by "
+           "`scripts/update_readme_results.py`."]
     if profile in ("smoke", "quick"):
         out.append(f"\n> The `{profile}` profile is a **pipeline demonstration**: one seed of a 300k-parameter model "
                    "trained for a few hundred steps. Its numbers show that every table and figure regenerates; they "
                    "are not evidence for or against the paper (see the verdicts' reasons).")
-    missing = [nb for nb in ("03", "04", "05", "06", "07") if not list(res.glob(f"{nb}_*"))]
+    missing = [nb for nb in ("01", "02", "03", "04", "05", "06") if not list(res.glob(f"{nb}_*"))]
     if missing:
         out.append(f"\n**Not yet run for this profile:** notebooks {', '.join(missing)} (their tables appear here "
                    "once `./run_all.sh` has finished them; every finished run is cached, so it resumes).")
+    runs = res / "04_runs.csv"
+    if runs.exists():
+        from aioli_repro.tables import TABLE2_METHODS
+
+        done = set(pd.read_csv(runs).method)
+        if left := [m for m in TABLE2_METHODS if m not in done]:
+            out.append(f"\n**Table 2 so far covers** {', '.join(m for m in TABLE2_METHODS if m in done)}; "
+                       f"not yet run: {', '.join(left)}.")
     claims = res / "claims.md"
     if claims.exists():
         body = claims.read_text().split("\n", 2)[2]
-        out += ["\n### Claims", body.strip()]
+        out += ["\n#### Claims", body.strip()]
     t2 = res / "04_table2.csv"
     if t2.exists():
         df = pd.read_csv(t2, dtype=str, keep_default_na=False)  # keep the signs and rounding as written
         keep = [c for c in df.columns if not c.endswith("(paper)")]
-        out += ["\n### Table 2: average test perplexity (stratified) and difference from stratified (others)",
+        out += ["\n#### Table 2: average test perplexity (stratified) and difference from stratified (others)",
                 md_table(df[keep]),
                 "\nThe paper's values for the same cells are in `aioli_repro/tables.py` (`PAPER_TABLE2`) and in "
                 f"`results/{profile}/04_table2.csv` (columns marked *(paper)*)."]
     power = res / "04_power.csv"
     if power.exists():
         df = pd.read_csv(power)
-        out += ["\n### How small a difference the study can detect", md_table(df)]
+        out += ["\n#### How small a difference the study can detect", md_table(df)]
     t3 = res / "05_summary.json"
     if t3.exists():
         s = json.loads(t3.read_text())
-        out += [f"\n### Table 3 (restricted budget): Aioli on top of a method's proportions improves it in "
+        out += [f"\n#### Table 3 (restricted budget): Aioli on top of a method's proportions improves it in "
                 f"{s['improved']} of {s['pairs']} (method, setting) pairs, mean {s['mean']:+.3f}, max {s['max']:+.3f} "
                 f"(paper: {s['paper']['improved']} of {s['paper']['pairs']}, mean {s['paper']['mean']}, "
                 f"max {s['paper']['max']})."]
     abl = res / "06_ablations.csv"
     if abl.exists():
-        out += ["\n### Ablations (difference from stratified)",
+        out += ["\n#### Ablations (difference from stratified)",
                 md_table(pd.read_csv(abl, dtype=str, keep_default_na=False))]
     for name, title in (("01_static_law_summary.csv", "Static log-linear law fits (paper R² 0.991)"),
                         ("02_dynamic_law_summary.csv", "Dynamic linear law fits (paper R² 0.947)")):
         if (res / name).exists():
             df = pd.read_csv(res / name).drop(columns=["setting"], errors="ignore")
-            out += [f"\n### {title}", md_table(df)]
+            out += [f"\n#### {title}", md_table(df)]
     figs = sorted((ROOT / "figures" / profile).glob("*.png"))
     if figs:
         out += ["\nFigures: " + ", ".join(f"[{f.stem}](figures/{profile}/{f.name})" for f in figs)]
@@ -79,15 +89,16 @@ def section(profile: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--profiles", nargs="+", default=["full", "quick"])
     args = ap.parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    new = f"<!-- results:start -->\n{section(args.profile)}<!-- results:end -->"
+    parts = [section(p) for p in args.profiles if (ROOT / "results" / p).is_dir()]
+    new = "<!-- results:start -->\n" + "\n".join(parts) + "<!-- results:end -->"
     if "<!-- results:start -->" not in text:
         raise SystemExit("README.md has no <!-- results:start --> marker")
     readme.write_text(re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: new, text, flags=re.S))
-    print(f"README results section rewritten from results/{args.profile}/")
+    print(f"README results section rewritten from {', '.join(f'results/{p}/' for p in args.profiles)}")
 
 
 if __name__ == "__main__":
