@@ -45,7 +45,14 @@ def section(profile: str) -> str:
     if runs.exists():
         from aioli_repro.tables import TABLE2_METHODS
 
-        done = set(pd.read_csv(runs).method)
+        df_runs = pd.read_csv(runs)
+        done = set(df_runs.method)
+        from aioli_repro.hparams import SETTINGS
+
+        if missing_settings := [SETTINGS[k].label for k in SETTINGS if k not in set(df_runs.setting)]:
+            out.append(f"\n**Table 2 so far covers** {df_runs.setting.nunique()} of 6 settings "
+                       f"({', '.join(sorted(set(df_runs.label)))}) with seeds {sorted(set(df_runs.seed))}; "
+                       f"not yet: {', '.join(missing_settings)}.")
         if left := [m for m in TABLE2_METHODS if m not in done]:
             out.append(f"\n**Table 2 so far covers** {', '.join(m for m in TABLE2_METHODS if m in done)}; "
                        f"not yet run: {', '.join(left)}.")
