@@ -81,21 +81,23 @@ def measure_training(preset: str, vocab: int, context: int, micro_batch: int, st
     }
 
 
+# What a measuring subprocess runs: one configuration, its result as the last line of stdout.
+_MEASURE = ("import json,sys; from aioli_repro.bench import measure_training; "
+            "print(json.dumps(measure_training(**json.loads(sys.argv[1]))))")
+
+
 def _run_isolated(kwargs: dict) -> dict:
     """One configuration in a fresh interpreter (own peak RSS, no allocator or thread-pool carry-over)."""
-    code = ("import json,sys; from aioli_repro.bench import measure_training; "
-            "print(json.dumps(measure_training(**json.loads(sys.argv[1]))))")
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(kwargs)], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _run_parallel(kwargs: dict, processes: int) -> dict:
     """``processes`` copies of one configuration at once, one thread each (``--jobs N`` on this machine): the
     aggregate tokens/s is what parallel runs buy, the per-process figures what each run then takes."""
-    code = ("import json,sys; from aioli_repro.bench import measure_training; "
-            "print(json.dumps(measure_training(**json.loads(sys.argv[1]))))")
     kw = {**kwargs, "threads": 1, "start_at": time.time() + 15.0}  # imports and model build finish before that
-    procs = [subprocess.Popen([sys.executable, "-c", code, json.dumps(kw)], stdout=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, "-c", _MEASURE, json.dumps(kw)], stdout=subprocess.PIPE, text=True)
              for _ in range(processes)]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     r = dict(outs[0])
@@ -132,7 +134,8 @@ def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path =
     peak = matmul_peak()
     rows = []
     for kw in tqdm(configs, desc="benchmark", unit="config"):
-        r = _run_parallel(kw, kw.pop("processes")) if "processes" in kw else _run_isolated(kw)
+        processes = kw.pop("processes", 1)
+        r = _run_parallel(kw, processes) if processes > 1 else _run_isolated(kw)
         r["mfu"] = r["model_gflops"] / peak["peak_gflops"]
         rows.append(r)
     peak_after = matmul_peak()  # the VM's speed drifts; report both so a reader sees the noise band

@@ -78,8 +78,7 @@ def claim_c1(runs: pd.DataFrame) -> Claim:
         verdict, why = REPRODUCED, "better on every setting, and the pooled interval lies below 0"
     else:
         verdict, why = INCONCLUSIVE, "the intervals include 0"
-    return Claim("C1", *_CLAIMS["C1"], ours,
-                 verdict, why)
+    return Claim("C1", *_CLAIMS["C1"], ours, verdict, why)
 
 
 def claim_c2(runs: pd.DataFrame) -> Claim:
@@ -94,10 +93,10 @@ def claim_c2(runs: pd.DataFrame) -> Claim:
         parts.append(f"{method} {beaten}/{means.size}")
         if beaten == means.size:
             all_six.append(method)
-    seeds = d.seed.nunique()
-    ours = "settings beaten by the mean: " + ", ".join(parts)
     if not parts:
         return _pending("C2", "04_perplexity_comparison (the baselines)")
+    seeds = d.seed.nunique()
+    ours = "settings beaten by the mean: " + ", ".join(parts)
     if all_six:
         verdict, why = NOT_REPRODUCED, f"{all_six} beat stratified on every setting"
     elif seeds < 2:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .corpus import REPO_ROOT
 from .profiles import PROFILES
+from .token_store import atomic_write_json
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -71,14 +72,12 @@ def main(argv=None) -> int:
         print(f"[run_all] ({i}/{len(todo)}) {nb.name} done in {timings[nb.name]:.0f} s", flush=True)
     total = time.perf_counter() - t0
     log = REPO_ROOT / "results" / args.profile / "run_all_timings.json"
-    log.parent.mkdir(parents=True, exist_ok=True)
     # Per-notebook timings of the latest invocation that ran each notebook (a sitting may run only some).
     previous = json.loads(log.read_text()).get("notebooks", {}) if log.exists() else {}
     for name, seconds in timings.items():
         previous[name] = {"seconds": round(seconds, 1), "jobs": args.jobs, "date": time.strftime("%Y-%m-%d %H:%M")}
-    log.write_text(json.dumps({"profile": args.profile, "last_invocation": {"jobs": args.jobs, "total_s": total,
-                                                                            "notebooks": list(timings)},
-                               "notebooks": previous}, indent=1) + "\n")
+    atomic_write_json(log, {"profile": args.profile, "notebooks": previous,
+                            "last_invocation": {"jobs": args.jobs, "total_s": total, "notebooks": list(timings)}})
     print(f"[run_all] all {len(todo)} notebooks done in {total:.0f} s; results in results/{args.profile}/, "
           f"figures in figures/{args.profile}/, executed notebooks in {out_dir.relative_to(REPO_ROOT)}/")
     return 0

@@ -238,17 +238,18 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     t = cfg.train
     end = t.stop_at or t.steps
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()  # bf16 is 15-30x slower on AVX2 CPUs
-    model = build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
-                        eos_id(data.tokenizer), data.tokenizer.pad_token_id)
-    use_fused_loss(model, t.fused_loss)
-    model.to(device).train()
+
+    def model_factory():
+        # A compiled module forwards attribute lookups to the plain one, so a fused-loss mark would route the loss
+        # around the compiled graph: under ``compile`` the fused loss is off, as TrainConfig.fused_loss documents.
+        return use_fused_loss(build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
+                                          eos_id(data.tokenizer), data.tokenizer.pad_token_id),
+                              t.fused_loss and not t.compile).to(device)
+
+    model = model_factory().train()
     net = compile_model(model) if t.compile else model  # what the loop runs forward; `model` owns the state
     optimizer = make_optimizer(model, t)
     sampler = MixtureSampler(data.train_streams, cfg.data.context_length, t.seed)
-
-    def model_factory():
-        return use_fused_loss(build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
-                                          eos_id(data.tokenizer), data.tokenizer.pad_token_id), t.fused_loss).to(device)
 
     policy.setup(PolicyContext(batch_size=t.batch_size, device=device, model=model, model_factory=model_factory,
                                val_sample=data.val_sample, eval_batch_size=t.eval_batch_size, autocast=autocast))

@@ -18,6 +18,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from aioli_repro.hparams import SETTINGS  # noqa: E402
+from aioli_repro.tables import TABLE2_METHODS  # noqa: E402
+
 
 def md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
@@ -42,20 +45,16 @@ def section(profile: str) -> str:
         out.append(f"\n**Not yet run for this profile:** notebooks {', '.join(missing)} (their tables appear here "
                    "once `./run_all.sh` has finished them; every finished run is cached, so it resumes).")
     runs = res / "04_runs.csv"
-    if runs.exists():
-        from aioli_repro.tables import TABLE2_METHODS
-
-        df_runs = pd.read_csv(runs)
-        done = set(df_runs.method)
-        from aioli_repro.hparams import SETTINGS
-
-        if missing_settings := [SETTINGS[k].label for k in SETTINGS if k not in set(df_runs.setting)]:
-            out.append(f"\n**Table 2 so far covers** {df_runs.setting.nunique()} of 6 settings "
-                       f"({', '.join(sorted(set(df_runs.label)))}) with seeds {sorted(set(df_runs.seed))}; "
-                       f"not yet: {', '.join(missing_settings)}.")
-        if left := [m for m in TABLE2_METHODS if m not in done]:
-            out.append(f"\n**Table 2 so far covers** {', '.join(m for m in TABLE2_METHODS if m in done)}; "
-                       f"not yet run: {', '.join(left)}.")
+    if runs.exists():  # a long profile may have run Table 2 on part of its methods, settings or seeds so far
+        df = pd.read_csv(runs)
+        methods_left = [m for m in TABLE2_METHODS if m not in set(df.method)]
+        settings_left = [st.label for key, st in SETTINGS.items() if key not in set(df.setting)]
+        if methods_left or settings_left:
+            out.append(f"\n**Table 2 so far covers** {', '.join(m for m in TABLE2_METHODS if m in set(df.method))} "
+                       f"on {df.setting.nunique()} of {len(SETTINGS)} settings "
+                       f"({', '.join(SETTINGS[k].label for k in SETTINGS if k in set(df.setting))}) with seeds "
+                       f"{sorted(set(df.seed))}; not yet run: "
+                       + "; ".join(x for x in (", ".join(methods_left), ", ".join(settings_left)) if x) + ".")
     claims = res / "claims.md"
     if claims.exists():
         body = claims.read_text().split("\n", 2)[2]
