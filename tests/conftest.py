@@ -34,18 +34,33 @@ def runs_dir(tmp_path):
     return tmp_path / "runs"
 
 
-@pytest.fixture
-def tiny_cfg():
-    """Factory of tiny, fast run configs on the committed 3-group test corpus."""
+def tiny_config(steps=20, method="static", method_config=None, groups=TINY_GROUPS, name="test", **train):
+    """A tiny, fast run config on the committed 3-group test corpus (module-scoped fixtures call this directly)."""
     from aioli_repro.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
-    def make(steps=20, method="static", method_config=None, groups=TINY_GROUPS, **train):
-        train = {"steps": steps, "batch_size": 8, "micro_batch_size": 4, "warmup_steps": 3, "eval_every": 10,
-                 "checkpoint_every": 5, "eval_sequences": 4, "eval_batch_size": 16, "lr": 3e-3, **train}
-        return RunConfig(
-            data=DataConfig(groups=tuple(groups), corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER),
-                            context_length=32, val_fraction=0.2, test_fraction=0.2),
-            model=ModelConfig("tiny"), train=TrainConfig(**train), method=method,
-            method_config=dict(method_config or {}), name="test")
+    train = {"steps": steps, "batch_size": 8, "micro_batch_size": 4, "warmup_steps": 3, "eval_every": 10,
+             "checkpoint_every": 5, "eval_sequences": 4, "eval_batch_size": 16, "lr": 3e-3, **train}
+    return RunConfig(
+        data=DataConfig(groups=tuple(groups), corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER),
+                        context_length=32, val_fraction=0.2, test_fraction=0.2),
+        model=ModelConfig("tiny"), train=TrainConfig(**train), method=method,
+        method_config=dict(method_config or {}), name=name)
 
-    return make
+
+@pytest.fixture
+def tiny_cfg():
+    """Factory of tiny, fast run configs (:func:`tiny_config`)."""
+    return tiny_config
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Train a module's runs on one intra-op thread, then restore the setting. Tiny models gain nothing from a second
+    thread, and on a shared 2-core machine two threads per run contend with other work (a tenfold slowdown measured).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

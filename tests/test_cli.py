@@ -6,6 +6,7 @@ import pytest
 
 from aioli_repro.cli import main
 
+from .cli_cases import BAD_CLI, CLI_BASE
 from .conftest import TINY_CORPUS, TINY_TOKENIZER
 
 TINY = ["--corpus", str(TINY_CORPUS), "--tokenizer", str(TINY_TOKENIZER), "--preset", "tiny", "--context-length",
@@ -31,22 +32,9 @@ def test_train_command_runs_and_reuses(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == first
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--groups", "code,nope"], "unknown group"),
-    (["--groups", "code"], "at least two groups"),
-    (["--groups", "code,code"], "duplicate group"),
-    (["--groups", "code,licenses", "--proportions", "1,-1"], "non-negative"),
-    (["--groups", "code,licenses", "--proportions", "1,1,1"], "expected 2 proportions"),
-    (["--groups", "code,licenses", "--proportions", "0,0"], "sum to zero"),
-    (["--groups", "code,licenses", "--proportions", "nan,1"], "NaN"),
-    (["--groups", "code,licenses", "--steps", "0"], "steps must be a positive"),
-    (["--groups", "code,licenses", "--batch-size", "6", "--micro-batch-size", "4"], "multiple of"),
-    (["--groups", "code,licenses", "--method", "nope"], "unknown method"),
-    (["--groups", "code,licenses", "--device", "tpu"], "device"),
-    (["--groups", "code,licenses", "--preset", "huge"], "unknown model preset"),
-])
+@pytest.mark.parametrize("extra,message", BAD_CLI, ids=[" ".join(e)[:60] for e, _ in BAD_CLI])
 def test_bad_input_gives_a_clear_error_and_writes_nothing(tmp_path, capsys, extra, message):
-    code = main(["train", "--quiet", "--runs-dir", str(tmp_path / "runs"), *TINY, *extra])
+    code = main([*CLI_BASE, "--runs-dir", str(tmp_path / "runs"), *extra])
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

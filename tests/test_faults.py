@@ -32,24 +32,20 @@ from aioli_repro.config import ConfigError, DataConfig, ModelConfig, RunConfig, 
 from aioli_repro.runs import RunDir, RunLockedError
 from aioli_repro.train import TrainingDiverged, train
 
-from .conftest import TINY_CORPUS, TINY_GROUPS, TINY_TOKENIZER
+from .cli_cases import AIOLI, AIOLI2, BAD_CLI, CLI_BASE
+from .conftest import TINY_CORPUS, TINY_GROUPS, TINY_TOKENIZER, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
-AIOLI = {"eta": 0.5, "lp_rounds": 1, "lp_steps": 1, "one_hot_factor": 0.5, "ema": 0.1, "update_steps": 10}
 COMPARED = ("val_loss", "test_loss", "policy", "final_train_loss", "learn_params_steps", "steps", "train_tokens")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def make_cfg(steps=20, method="static", method_config=None, groups=TINY_GROUPS, **train_kw) -> RunConfig:
-    """The conftest ``tiny_cfg`` recipe (3-group tiny corpus, tiny model), usable from module-scoped fixtures."""
-    t = {"steps": steps, "batch_size": 8, "micro_batch_size": 4, "warmup_steps": 3, "eval_every": 10,
-         "checkpoint_every": 5, "eval_sequences": 4, "eval_batch_size": 16, "lr": 3e-3, **train_kw}
-    return RunConfig(data=DataConfig(groups=tuple(groups), corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER),
-                                     context_length=32, val_fraction=0.2, test_fraction=0.2),
-                     model=ModelConfig("tiny"), train=TrainConfig(**t), method=method,
-                     method_config=dict(method_config or {}), name="fault")
+    """The conftest ``tiny_config`` recipe (3-group tiny corpus, tiny model), named "fault"."""
+    return tiny_config(steps, method, method_config, groups, name="fault", **train_kw)
 
 
 def static_cfg():
@@ -60,14 +56,6 @@ def aioli_cfg():
     # Rounds of 10 steps, LearnParams = steps 1-3 and 11-13 (one interval per group, each followed by an
     # evaluation); checkpoints every 4 steps, so the one at step 12 falls inside LearnParams.
     return make_cfg(method="aioli", method_config=AIOLI, checkpoint_every=4)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
@@ -527,45 +515,6 @@ def test_interrupted_study_does_not_recompute_finished_runs(tiny_study, tmp_path
 
 
 # ------------------------------------------------------------------------------------------------ bad input
-CLI_BASE = ["train", "--quiet", "--corpus", str(TINY_CORPUS), "--tokenizer", str(TINY_TOKENIZER), "--preset", "tiny",
-            "--context-length", "32", "--val-fraction", "0.2", "--test-fraction", "0.2", "--eval-sequences", "4",
-            "--steps", "20"]
-AIOLI2 = {**AIOLI, "one_hot_factor": 0.75}  # two groups: h must exceed 1/2
-
-BAD_CLI = [
-    (["--groups", "code,nope"], "unknown group(s) ['nope']; this corpus has"),
-    (["--groups", "code"], "a mixture needs at least two groups"),
-    (["--groups", "code,code"], "duplicate group names: ['code']"),
-    (["--groups", "code,licenses", "--proportions", "1,-1"], "proportions must be non-negative"),
-    (["--groups", "code,licenses", "--proportions", "nan,1"], "NaN"),
-    (["--groups", "code,licenses", "--proportions", "0,0"], "sum to zero"),
-    (["--groups", "code,licenses", "--proportions", "1,1,1"], "expected 2 proportions"),
-    (["--groups", "code,licenses", "--steps", "0"], "train.steps must be a positive integer"),
-    (["--groups", "code,licenses", "--batch-size", "6", "--micro-batch-size", "4"], "must be a multiple of"),
-    (["--groups", "code,licenses", "--method", "nope"], "unknown method 'nope'"),
-    (["--groups", "code,licenses", "--preset", "huge"], "unknown model preset 'huge'"),
-    (["--groups", "code,licenses", "--device", "tpu"], "train.device must be auto, cpu, cuda or mps"),
-    (["--groups", "code,licenses", "--stop-at", "30"], "train.stop_at must lie in [0, steps=20]"),
-    (["--groups", "code,licenses", "--lr", "-1"], "train.lr must be a positive number"),
-    (["--groups", "code,licenses", "--val-fraction", "0.7"], "data.val_fraction must lie in (0, 0.5)"),
-    (["--groups", "code,licenses", "--context-length", "4"], "data.context_length must be >= 8"),
-    (["--groups", "code,licenses", "--method", "aioli", "--method-config", json.dumps({**AIOLI2, "one_hot_factor": 0.4})],
-     "one_hot_factor must lie in (1/m, 1]"),
-    (["--groups", "code,licenses", "--method", "aioli", "--method-config", json.dumps({**AIOLI2, "one_hot_factor": 1.5})],
-     "one_hot_factor must lie in (1/m, 1]"),
-    (["--groups", "code,licenses", "--method", "aioli", "--method-config", json.dumps({**AIOLI2, "lp_steps": 5})],
-     "does not fit in a round of 10 steps"),
-    (["--groups", "code,licenses", "--method", "aioli", "--method-config",
-      json.dumps({**AIOLI2, "prior": [0.5, 0.5], "prior_steps": 20})], "prior_steps must lie in [0, total steps=20)"),
-    (["--groups", "code,licenses", "--method", "aioli", "--method-config", json.dumps({**AIOLI2, "etaa": 1})],
-     "unknown option(s) ['etaa'] for method 'aioli'"),
-    (["--groups", "code,licenses", "--method-config", "{not json"], "--method-config must be a JSON object"),
-    (["--groups", "code,licenses", "--method-config", "[1, 2]"], "--method-config must be a JSON object"),
-    (["--groups", "code,licenses", "--corpus", "/nonexistent/corpus"], "no corpus manifest at /nonexistent/corpus"),
-    (["--groups", "code,licenses", "--tokenizer", "/nonexistent/tok"], "no tokenizer at /nonexistent/tok"),
-    (["--groups", "arxiv,book", "--corpus", "slimpajama"],
-     "is not cached here and the Hugging Face hub cannot be reached. Use the embedded offline corpus"),
-]
 
 
 @pytest.mark.parametrize("option,value", [("eta", "big"), ("lp_steps", 1.5), ("ema", [0.1])])

@@ -17,6 +17,7 @@ from aioli_repro.runs import RunDir
 from .conftest import TINY_CORPUS, TINY_TOKENIZER
 
 matplotlib.use("Agg")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SET2 = hparams.Setting("tiny2", "C/L", ("github", "wikipedia"), ("code", "licenses"))
 SET3 = hparams.Setting("tiny3", "C/Ch/L", ("github", "c4", "wikipedia"), ("code", "changelogs", "licenses"))
@@ -34,18 +35,6 @@ def tiny():
         notes={"sweep_points": 4})
     yield "_tinyfid"
     PROFILES.pop("_tinyfid")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two threads per run contend
-    # with other work (a tenfold slowdown measured): train these runs on one thread, then restore the setting.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
