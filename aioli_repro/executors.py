@@ -408,17 +408,22 @@ def run_key(cfg_dict: dict, runs_dir: str, keep_model: bool) -> str:
 _FINGERPRINTS: dict[str, dict[str, str]] = {}
 
 
-def cached_result(cfg, runs_dir: str | Path, keep_model: bool = False) -> dict | None:
+def cached_result(cfg, runs_dir: str | Path, keep_model: bool = False, resolve_auto: bool = False) -> dict | None:
     """The result of a run that already finished (in ``runs_dir`` or the committed result cache), found without
     training or loading token data, or None. Lets the Slurm backend skip submitting jobs for finished runs (re-rendering
-    a study's tables then needs no cluster time). Needs the device type, so a config with ``device='auto'`` is never
-    found here; any failure to compute the fingerprints also answers None (the job then finds the result itself)."""
+    a study's tables then needs no cluster time). Needs the device type: a config with ``device='auto'`` is found only
+    with ``resolve_auto`` (this machine's device is the one that would train it; not so on a cluster's login node);
+    any failure to compute the fingerprints also answers None (the job then finds the result itself)."""
     from .config import run_id
     from .runs import RunDir
 
     device = cfg.train.device
     if device == "auto":
-        return None
+        if not resolve_auto:
+            return None
+        from .model import resolve_device
+
+        device = resolve_device(device).type
     try:
         key = json.dumps([cfg.data.corpus, cfg.data.tokenizer, cfg.data.split_seed, cfg.data.val_fraction,
                           cfg.data.test_fraction, list(cfg.data.groups)])

@@ -40,7 +40,6 @@ to just after its first record, and the table says which step was used.
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ import pandas as pd
 
 from . import hparams
 from .config import ConfigError, RunConfig, canonical_json
+from .executors import cached_result
 from .laws import DynamicLawFit, fit_dynamic_law, fit_method_scale, fit_static_law, similarity_parts
 from .methods import Runner, run_method, sweep
 from .profiles import check_study_parameters, get_profile, profile_config
@@ -244,6 +244,10 @@ def branch_children(parent_cfg: RunConfig, steps: int | Iterable[int], P, horizo
     The parent is trained once as a prefix run (stopped at the last break step) with its full state kept at every
     break step; pass ``parent_result`` to branch off a run that already has those branch points instead. Children
     train ``horizon`` steps (``steps + horizon`` must not pass the run's end).
+
+    When the parent and every child are already in the result cache (a fresh clone re-rendering committed results),
+    nothing is trained: the parent's L^t and policy history come from the ``branch_points`` of its cached result.
+    The parent's weights are needed, and the prefix trained again, only when a child is missing.
     """
     ts = sorted({int(steps)} if isinstance(steps, (int, np.integer)) else {int(s) for s in steps})
     if not ts:
@@ -256,23 +260,53 @@ def branch_children(parent_cfg: RunConfig, steps: int | Iterable[int], P, horizo
     groups = tuple(parent_cfg.data.groups)
     if P.ndim != 2 or P.shape[1] != len(groups):
         raise ValueError(f"P must be (n mixtures, {len(groups)} groups), got shape {P.shape}")
-    if parent_result is None:
-        parent_result = run_configs([_prefix_config(parent_cfg, ts[-1])], runner, keep_steps=tuple(ts))[0]
-    parent_dir = RunDir.from_result(parent_result, runner.runs_dir)
+    if parent_result is not None:
+        points = _branch_points(parent_result, runner, ts, local_only=True)
+        if points is None:
+            raise RuntimeError(f"run {parent_result['run_id'][:12]} has no saved branch point at every step of {ts}")
+    else:
+        prefix = _prefix_config(parent_cfg, ts[-1])
+        parent_result = cached_result(prefix, runner.runs_dir, resolve_auto=True)
+        points = _branch_points(parent_result, runner, ts) if parent_result is not None else None
+        if points is None or not _all_cached(parent_result, ts, P, horizon, runner):
+            parent_result = run_configs([prefix], runner, keep_steps=tuple(ts))[0]  # trains only what is missing
+            points = _branch_points(parent_result, runner, ts, local_only=True)
     run_cfg = RunConfig.from_dict(parent_result["config"])
     out: dict[int, Branches] = {}
     for t in ts:
-        state_path = parent_dir.branch_path(t) / "state.json"
-        if not state_path.exists():
-            raise RuntimeError(f"{parent_dir.path.name} has no branch point at step {t}")
-        state = json.loads(state_path.read_text())
         kids = [child_config(run_cfg, parent_result["run_id"], t, p, horizon) for p in P]
         results = run_configs(kids, runner)
         out[t] = Branches(parent=parent_result, step=t, horizon=horizon, groups=groups, P=P,
-                          L_prev=np.array([state["val_loss"][g] for g in groups]),
+                          L_prev=np.array([points[t]["val_loss"][g] for g in groups]),
                           L_next=np.array([[r["val_loss"][g] for g in groups] for r in results]),
-                          policy_summary=state.get("policy_summary", {}), children=results)
+                          policy_summary=points[t].get("policy_summary", {}), children=results)
     return out
+
+
+def _branch_points(parent_result: dict, runner: Runner, ts: list[int], local_only: bool = False):
+    """{t: {"val_loss", "policy_summary"}} of a parent at each break step, or None if one is missing. Read from the
+    run's saved branch states (which also hold the weights children need); else, unless ``local_only``, from its
+    result (recorded there since the result cache started keeping them; earlier results lack them)."""
+    run = RunDir.from_result(parent_result, runner.runs_dir)
+    if run.has_branches(ts):
+        points = run.branch_points(ts)
+        if any(k not in (parent_result.get("branch_points") or {}) for k in points):
+            # A result written before results recorded their branch points: record them now (result and cache),
+            # so that a clone without this machine's runs/ finds them too. Nothing else in the result changes.
+            run.write_result({**parent_result, "branch_points": {**(parent_result.get("branch_points") or {}),
+                                                                 **points}})
+            parent_result.update(run.read_result() or {})
+        return {int(k): v for k, v in points.items()}
+    recorded = parent_result.get("branch_points") or {}
+    if local_only or not all(str(t) in recorded for t in ts):
+        return None
+    return {t: recorded[str(t)] for t in ts}
+
+
+def _all_cached(parent_result: dict, ts: list[int], P: np.ndarray, horizon: int, runner: Runner) -> bool:
+    run_cfg = RunConfig.from_dict(parent_result["config"])
+    return all(cached_result(child_config(run_cfg, parent_result["run_id"], t, p, horizon), runner.runs_dir,
+                             resolve_auto=True) is not None for t in ts for p in P)
 
 
 def parent_indices(P, n_parents: int) -> list[int]:

@@ -191,8 +191,7 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
 
     if method == "doremi":
         ref = runner.run_one(cfg("stratified", "stratified"), keep_model=True)
-        ref_path = RunDir.from_result(ref, runner.runs_dir).model_path
-        mc = hparams.doremi_config(m, S, paper_scale, reference_model=str(ref_path))
+        mc = hparams.doremi_config(m, S, paper_scale, reference_model=reference_model_path(ref, runner))
         proxy = runner.run_one(cfg("doremi-proxy", "doremi_proxy", mc))
         p = proxy["policy"]["average_weights"]
         res = runner.run_one(cfg("doremi", mc={"proportions": p}))
@@ -213,6 +212,15 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
     res = runner.run_one(cfg(method, "aioli", mc))
     return MethodOutcome(method, setting, seed, res, _avg_proportions(res), 0, 0,
                          {"history": res["policy"]["history"]})
+
+
+def reference_model_path(result: dict, runner: Runner) -> str:
+    """The final weights of a run kept with ``keep_model``, as a path relative to the runs directory: DoReMi's proxy
+    names its reference this way, so its run id (and cached result) is the same wherever the repository lives."""
+    run = RunDir.from_result(result, runner.runs_dir)
+    if not run.model_path.is_file():
+        raise RuntimeError(f"run {run.path.name} has no saved weights (train it with keep_model=True)")
+    return f"{run.path.name}/{run.model_path.name}"
 
 
 def _val_curve(result: dict, runner: Runner) -> list[list[float]]:

@@ -266,6 +266,17 @@ class RunDir:
     def has_branches(self, steps) -> bool:
         return all((self.branch_path(s) / "state.json").exists() for s in steps)
 
+    def branch_points(self, steps) -> dict[str, dict[str, Any]]:
+        """{step: the validation losses and policy summary at that branch point} for the saved ``steps`` (JSON only:
+        a child's L^t and the parent's policy history, without the weights), as recorded in the run's result."""
+        out = {}
+        for s in sorted(int(x) for x in steps):
+            path = self.branch_path(s) / "state.json"
+            if path.exists():
+                state = json.loads(path.read_text())
+                out[str(s)] = {"val_loss": state["val_loss"], "policy_summary": state.get("policy_summary", {})}
+        return out
+
     @staticmethod
     def load_branch(parent_id: str, step: int, runs_dir, model):
         """Find the parent run's branch point and load it into ``model``; (tensors, state)."""

@@ -17,7 +17,7 @@ from scipy import stats
 
 from . import hparams
 from .config import ConfigError
-from .methods import Runner, run_method
+from .methods import Runner, reference_model_path, run_method
 from .profiles import check_study_parameters, get_profile, profile_config
 
 BASELINES = ("grid", "dml", "skillit", "doremi", "doge")
@@ -220,7 +220,6 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
     from .laws import fit_static_law, optimal_mixture
     from .methods import _val_curve, sweep
     from .policies.skillit import skillit_weights, skills_graph
-    from .runs import RunDir
 
     prof = get_profile(profile)
     st = hparams.get_setting(setting)
@@ -255,8 +254,7 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
     elif method == "doremi":
         short = budget // 2
         ref = runner.run_one(cfg("doremi-reference", "stratified", steps=short), keep_model=True)
-        mc = hparams.doremi_config(m, short, profile == "paper",
-                                   reference_model=str(RunDir.from_result(ref, runner.runs_dir).model_path))
+        mc = hparams.doremi_config(m, short, profile == "paper", reference_model=reference_model_path(ref, runner))
         proxy = runner.run_one(cfg("doremi-proxy", "doremi_proxy", mc, steps=short))
         p = np.array(proxy["policy"]["average_weights"])
         alone = runner.run_one(cfg("doremi-restricted", mc={"proportions": p.tolist()}))

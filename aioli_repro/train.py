@@ -252,7 +252,8 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     sampler = MixtureSampler(data.train_streams, cfg.data.context_length, t.seed)
 
     policy.setup(PolicyContext(batch_size=t.batch_size, device=device, model=model, model_factory=model_factory,
-                               val_sample=data.val_sample, eval_batch_size=t.eval_batch_size, autocast=autocast))
+                               val_sample=data.val_sample, eval_batch_size=t.eval_batch_size, autocast=autocast,
+                               runs_dir=run.path.parent))
     step, segment, seg_done, wall = 0, None, 0, 0.0
     lp_steps = 0  # steps spent in policy-requested learning segments (Aioli's LearnParams)
 
@@ -392,6 +393,8 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": device.type, "torch": torch.__version__,
     }
+    if keep_steps:  # what children need from their parent besides its weights, kept with the (committed) result
+        result["branch_points"] = run.branch_points(keep_steps)
     if keep_model:
         from safetensors.torch import save_model
 

@@ -137,6 +137,38 @@ def test_children_branch_from_the_parents_saved_state(tiny, runner):
     assert fit.A.shape == (2, 2) and np.all(np.isfinite(fit.r2))
 
 
+def test_a_clone_with_every_child_cached_does_not_retrain_the_parent(tiny, tmp_path, monkeypatch):
+    """A fresh clone has the committed result cache but not runs/: branching must not retrain a parent whose
+    children are all cached, and must retrain it (to get its weights) as soon as one child is missing."""
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(tmp_path / "cache"))
+    cfgs = sweep(tiny, SET2.groups, 0)
+    P = np.array([c.method_config["proportions"] for c in cfgs])
+    t, h = 10, 3
+    here = Runner(jobs=1, runs_dir=tmp_path / "here", progress=False)
+    br = fidelity.branch_children(cfgs[0], t, P, h, here)[t]
+    assert br.parent["branch_points"][str(t)]["val_loss"] == pytest.approx(dict(zip(SET2.groups, br.L_prev)))
+
+    # A parent cached before results recorded their branch points gets them from its local branch state.
+    run = RunDir.from_result(br.parent, here.runs_dir)
+    run.write_result({k: v for k, v in br.parent.items() if k != "branch_points"})
+    assert "branch_points" not in json.loads(run.cache_path.read_text())["result"]
+    again = fidelity.branch_children(cfgs[0], t, P, h, here)[t]
+    assert str(t) in json.loads(run.cache_path.read_text())["result"]["branch_points"]
+    assert again.L_prev == pytest.approx(br.L_prev)
+
+    clone = Runner(jobs=1, runs_dir=tmp_path / "clone", progress=False)
+    cached = fidelity.branch_children(cfgs[0], t, P, h, clone)[t]
+    assert not list(Path(clone.runs_dir).rglob("branches"))  # nothing was trained: no parent state exists there
+    assert cached.L_prev == pytest.approx(br.L_prev) and cached.L_next == pytest.approx(br.L_next)
+
+    missing = RunDir.from_result(br.children[1], here.runs_dir).cache_path
+    missing.unlink()
+    clone2 = Runner(jobs=1, runs_dir=tmp_path / "clone2", progress=False)
+    rerun = fidelity.branch_children(cfgs[0], t, P, h, clone2)[t]
+    assert RunDir.from_result(rerun.parent, clone2.runs_dir).has_branches([t])  # the parent was trained for its weights
+    assert rerun.L_next == pytest.approx(br.L_next, rel=1e-5) and missing.exists()
+
+
 def test_dynamic_law_study_tables_and_figure(tiny, runner, tmp_path):
     study = fidelity.dynamic_law_study([SET2, SET3], tiny, runner=runner, n_parents=2)
     tab = study.table

@@ -1,5 +1,8 @@
 """Method recipes end to end (extra runs + final run) on the tiny corpus, and the written-down scaling rules."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -62,6 +65,19 @@ def test_proxy_methods_train_their_final_run_on_the_proxy_average(outcomes):
     # Skill-it's graph comes from the one-group runs: training on a group lowers its own loss most.
     G = np.array(out["skillit"].details["graph"])
     assert G.shape == (2, 2) and np.all(np.diag(G) > 0)
+
+
+def test_doremi_names_its_reference_relative_to_the_runs_directory(outcomes, tiny_profile, tmp_path):
+    """The proxy's run id must not hold this machine's path: a clone elsewhere then finds the committed result."""
+    out, runner = outcomes
+    ref = out["doremi"].details["proxy_config"]["method_config"]["reference_model"]
+    assert not Path(ref).is_absolute() and (Path(runner.runs_dir) / ref).is_file()
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(runner.runs_dir, moved)
+    again = run_method("doremi", SETTING, tiny_profile, 0, Runner(jobs=1, runs_dir=moved, progress=False))
+    assert again.details["proxy_config"] == out["doremi"].details["proxy_config"]
+    assert sorted(p.name for p in moved.glob("doremi-proxy-*")) == sorted(
+        p.name for p in Path(runner.runs_dir).glob("doremi-proxy-*"))  # same run id: found, not trained again
 
 
 def test_reruns_hit_the_cache(outcomes, tiny_profile):

@@ -58,6 +58,9 @@ class PolicyContext:
     val_sample: dict | None = None
     eval_batch_size: int = 32
     autocast: bool = False
+    runs_dir: Any = None
+    """The runs directory of this run: a relative path in a policy's config (e.g. DoReMi's reference model) is read
+    from there, so that a run's identity does not depend on where the repository lives."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ once per batch. The released code stepped the optimizer on every micro-batch and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,7 +48,9 @@ class DoReMiProxyPolicy(ProxyWeightsPolicy):
     @dataclass
     class Config:
         reference_model: str = ""
-        """Path to the reference model's weights (safetensors), same architecture: the stratified run's final model."""
+        """Path to the reference model's weights (safetensors), same architecture: the stratified run's final model.
+        A relative path is read from the runs directory (``<run dir>/model.safetensors``, as ``run_method`` writes
+        it), so the proxy's run id, and its committed cached result, do not depend on where the repository lives."""
         mu: float = 0.01
         """μ, the step size of the log-weight update (released scripts: 0.01)."""
         smoothing: float = 1e-3
@@ -68,8 +71,14 @@ class DoReMiProxyPolicy(ProxyWeightsPolicy):
         super().setup(ctx)
         from safetensors.torch import load_model
 
+        path = Path(self.config.reference_model)
+        if not path.is_absolute() and ctx.runs_dir is not None:
+            path = Path(ctx.runs_dir) / path
+        if not path.is_file():
+            raise ConfigError(f"doremi_proxy: reference model {path} does not exist (train the stratified reference "
+                              "run with keep_model=True first)")
         self.reference = ctx.model_factory()
-        load_model(self.reference, self.config.reference_model)
+        load_model(self.reference, str(path))
         self.reference.to(ctx.device).eval()
 
     @torch.no_grad()
