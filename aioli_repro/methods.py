@@ -42,17 +42,25 @@ def _train_one(cfg_dict: dict, runs_dir: str, keep_model: bool) -> dict:
 _RUNNER_LOCK = threading.Lock()
 
 
+class NotCachedError(RuntimeError):
+    """A runner that only reads the run cache (``cached_only``) was asked for a run nobody has finished yet."""
+
+
 class Runner:
     """Executes independent runs through an executor (``aioli_repro.executors``): in this process (local, jobs = 1),
     in a pool of local processes (jobs = N), or one Slurm job per run. ``executor`` is an ``ExecutorConfig``, a dict
-    or a string (``local:4``, ``slurm``, a JSON file); without one, ``$AIOLI_EXECUTOR``, else local with ``jobs``."""
+    or a string (``local:4``, ``slurm``, a JSON file); without one, ``$AIOLI_EXECUTOR``, else local with ``jobs``.
 
-    def __init__(self, jobs: int = 1, runs_dir=None, progress: bool = True, executor=None):
+    ``cached_only``: train nothing; a run that is neither in ``runs_dir`` nor in the committed result cache raises
+    ``NotCachedError`` (used to render the finished part of a long study between sittings)."""
+
+    def __init__(self, jobs: int = 1, runs_dir=None, progress: bool = True, executor=None, cached_only: bool = False):
         from .executors import resolve
 
         self.executor_config = resolve(executor, jobs)
         self.jobs = self.executor_config.jobs
         self.runs_dir, self.progress = str(runs_dir or default_runs_dir()), progress
+        self.cached_only = cached_only
         self._executor = None
 
     @property
@@ -69,6 +77,11 @@ class Runner:
             return []
         from .executors import cached_result, run_key
 
+        if self.cached_only:  # a finished run's result is enough: the weights a caller would train with are not needed
+            hits = [cached_result(c, self.runs_dir, resolve_auto=True) for c in cfgs]
+            if missing := [c.name or c.method for c, h in zip(cfgs, hits) if h is None]:
+                raise NotCachedError(f"not in the run cache: {', '.join(missing)}")
+            return hits
         ex = self.executor
         if ex.in_process or (ex.local and len(cfgs) == 1):
             from .train import train
@@ -218,9 +231,7 @@ def reference_model_path(result: dict, runner: Runner) -> str:
     """The final weights of a run kept with ``keep_model``, as a path relative to the runs directory: DoReMi's proxy
     names its reference this way, so its run id (and cached result) is the same wherever the repository lives."""
     run = RunDir.from_result(result, runner.runs_dir)
-    if not run.model_path.is_file():
-        raise RuntimeError(f"run {run.path.name} has no saved weights (train it with keep_model=True)")
-    return f"{run.path.name}/{run.model_path.name}"
+    return f"{run.path.name}/{run.model_path.name}"  # the proxy's policy checks that the file exists
 
 
 def _val_curve(result: dict, runner: Runner) -> list[list[float]]:

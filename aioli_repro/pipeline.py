@@ -31,14 +31,22 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return found
 
 
-def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path) -> float:
+def accepts_cached_only(path: Path) -> bool:
+    """Whether a notebook can render from the run cache alone (it declares a ``cached_only`` parameter)."""
+    import papermill as pm
+
+    return "cached_only" in pm.inspect_notebook(str(path))
+
+
+def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only: bool = False) -> float:
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
     t = time.perf_counter()
+    params = {"profile": profile, "jobs": jobs, **({"cached_only": True} if cached_only else {})}
     try:
-        pm.execute_notebook(str(path), str(out), parameters={"profile": profile, "jobs": jobs}, kernel_name="python3",
+        pm.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3",
                             cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as e:
         raise SystemExit(f"\n[run_all] FAILED: notebook {path.name}, cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
@@ -52,8 +60,18 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=None,
                     help="independent training runs executed in parallel (default: the profile's, see profiles.py)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (number prefix or name)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="train nothing: re-render, from finished runs only, the notebooks that can (04-07), listing "
+                         "what is not finished yet; the others are skipped (e.g. between sittings of the full profile)")
     args = ap.parse_args(argv)
     todo = notebooks(args.only)
+    if args.cached_only:
+        skipped = [p.name for p in todo if not accepts_cached_only(p)]
+        todo = [p for p in todo if p.name not in skipped]
+        if skipped:
+            print(f"[run_all] --cached-only: skipping {', '.join(skipped)} (they would train)")
+        if not todo:
+            raise SystemExit("[run_all] --cached-only: none of the chosen notebooks can render without training")
     if args.jobs is None:
         args.jobs = PROFILES[args.profile].jobs
     if args.jobs < 1:
@@ -68,7 +86,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for i, nb in enumerate(todo, 1):
         print(f"[run_all] ({i}/{len(todo)}) {nb.name} ...", flush=True)
-        timings[nb.name] = run_notebook(nb, args.profile, args.jobs, out_dir)
+        timings[nb.name] = run_notebook(nb, args.profile, args.jobs, out_dir, args.cached_only)
         print(f"[run_all] ({i}/{len(todo)}) {nb.name} done in {timings[nb.name]:.0f} s", flush=True)
     total = time.perf_counter() - t0
     log = REPO_ROOT / "results" / args.profile / "run_all_timings.json"

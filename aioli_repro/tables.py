@@ -17,11 +17,13 @@ from scipy import stats
 
 from . import hparams
 from .config import ConfigError
-from .methods import Runner, reference_model_path, run_method
+from .methods import NotCachedError, Runner, reference_model_path, run_method
 from .profiles import check_study_parameters, get_profile, profile_config
 
 BASELINES = ("grid", "dml", "skillit", "doremi", "doge")
 TABLE2_METHODS = ("stratified", *BASELINES, "aioli")
+NOT_RUN = "not run"
+"""A Table 2 cell whose (method, setting) has no finished seed yet (``run_grid(..., cached_only=True)``)."""
 ABLATIONS = ("aioli", "aioli_static", "aioli_diagonal")
 
 # Paper numbers (Table 2, Table 20, Table 3 aggregates); differences are method minus stratified.
@@ -55,14 +57,22 @@ def table2_methods(methods=None) -> list[str]:
     return [m for m in TABLE2_METHODS if m in methods]
 
 
-def _task(method: str, setting: str, profile: str, seed: int, runs_dir: str, budget: str) -> dict:
-    return _study(method, setting, profile, seed, Runner(runs_dir=runs_dir, progress=False, executor="local"), budget)
+def _task(method: str, setting: str, profile: str, seed: int, runs_dir: str, budget: str,
+          cached_only: bool = False) -> dict | None:
+    runner = Runner(runs_dir=runs_dir, progress=False, executor="local", cached_only=cached_only)
+    return _study(method, setting, profile, seed, runner, budget)
 
 
-def _study(method: str, setting: str, profile: str, seed: int, runner: Runner, budget: str) -> dict:
-    if budget == "restricted":
-        return restricted_pair(method, setting, profile, seed, runner)
-    return _outcome_row(run_method(method, setting, profile, seed, runner), profile)
+def _study(method: str, setting: str, profile: str, seed: int, runner: Runner, budget: str) -> dict | None:
+    """One row of a study; None when the runner only reads the cache and a run of this study is not there."""
+    try:
+        if budget == "restricted":
+            return restricted_pair(method, setting, profile, seed, runner)
+        return _outcome_row(run_method(method, setting, profile, seed, runner), profile)
+    except NotCachedError:
+        if not runner.cached_only:
+            raise
+        return None
 
 
 def _outcome_row(o, profile: str) -> dict:
@@ -76,7 +86,7 @@ def _outcome_row(o, profile: str) -> dict:
 
 
 def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_dir=None, budget: str = "unrestricted",
-             progress: bool = True, executor=None) -> pd.DataFrame:
+             progress: bool = True, executor=None, cached_only: bool = False) -> pd.DataFrame:
     """Every (method, setting, seed) of a study. Runs shared between methods (the stratified run is DoReMi's
     reference; grid search and DML share one sweep) are computed once: a worker that needs a run another worker is
     computing waits for it.
@@ -84,16 +94,21 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
     The executor (``aioli_repro.executors``: the ``executor`` argument, else ``$AIOLI_EXECUTOR``, else local with
     ``jobs``) decides where: local with jobs = 1 runs every study here, one after another; local with jobs = N runs
     N studies at a time in worker processes; ``slurm`` drives every study from a thread of this process and submits
-    each of their training runs as its own Slurm job (runs two studies share are submitted once)."""
+    each of their training runs as its own Slurm job (runs two studies share are submitted once).
+
+    ``cached_only`` trains nothing: the table holds the (method, setting, seed) studies whose runs have all finished
+    (here or in the committed result cache), and ``df.attrs["missing"]`` lists the others. A sitting of the long
+    ``full`` profile renders its finished part this way."""
     from .executors import make_executor, resolve
 
     check_study_parameters(profile, seeds, settings, jobs)  # notebook parameters arrive unchecked
     seeds = list(seeds if seeds is not None else get_profile(profile).seeds)
-    ex_cfg = resolve(executor, jobs)
+    ex_cfg = resolve("local" if cached_only else executor, 1 if cached_only else jobs)  # reading needs no workers
     runs_dir = str(runs_dir or Runner(executor="local").runs_dir)
     # Order so that shared prerequisites come first (stratified before DoReMi, grid before DML).
     tasks = [(m, s, seed) for seed in seeds for s in settings for m in methods]
     desc = f"{budget} {profile}"
+    missing: list[str] = []  # cached_only (always local): studies not finished yet
     if ex_cfg.backend == "slurm":
         runner = Runner(runs_dir=runs_dir, progress=False, executor=ex_cfg)  # one executor: shared in-flight jobs
         cap = ex_cfg.slurm.max_parallel or len(tasks)
@@ -107,22 +122,30 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
             rows = [f.result() for f in done]
     else:
         ex = make_executor(ex_cfg, runs_dir)
-        args = [(m, s, profile, seed, runs_dir, budget) for m, s, seed in tasks]
+        args = [(m, s, profile, seed, runs_dir, budget, cached_only) for m, s, seed in tasks]
         if ex.in_process and progress:
             from tqdm.auto import tqdm
 
             rows = [_task(*a) for a in tqdm(args, desc=desc, unit="method")]
         else:
             rows = ex.map(_task, args, desc=f"{desc} x{ex_cfg.jobs}", progress=progress)
-    return pd.DataFrame(rows).sort_values(["setting", "method", "seed"]).reset_index(drop=True)
+        missing = [f"{m}/{s}/seed {seed}" for (m, s, seed), row in zip(tasks, rows) if row is None]
+    found = [r for r in rows if r is not None]
+    if not found:
+        raise NotCachedError(f"no {budget} study of {profile} with these methods, settings and seeds is in the run "
+                             "cache yet; run it without cached_only")
+    df = pd.DataFrame(found).sort_values(["setting", "method", "seed"]).reset_index(drop=True)
+    df.attrs["missing"] = missing
+    return df
 
 
 # ------------------------------------------------------------------------------------------------ statistics
 def paired_ci(diffs, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of per-seed paired differences and its t-interval; (mean, nan, nan) with a single seed."""
+    """Mean of per-seed paired differences and its t-interval; (mean, nan, nan) with a single seed, all nan with
+    none."""
     d = np.asarray(diffs, dtype=float)
     if d.size < 2:
-        return float(d.mean()), float("nan"), float("nan")
+        return float(d[0]) if d.size else float("nan"), float("nan"), float("nan")
     half = stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
@@ -150,23 +173,24 @@ def table2(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for method in [m for m in TABLE2_METHODS if m in set(df.method)]:
         row = {"method": method}
-        beaten = 0
+        beaten = ran = 0
         for s in settings:
             label = hparams.SETTINGS[s].label
             paper = PAPER_TABLE2.get(method, [None] * 6)[list(hparams.SETTINGS).index(s)]
             if method == "stratified":
                 v = df[(df.method == method) & (df.setting == s)].avg_test_perplexity
-                row[label] = _fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else np.nan)
+                row[label] = _fmt(v.mean(), v.std(ddof=1) if len(v) > 1 else np.nan) if len(v) else NOT_RUN
                 row[f"{label} 95% CI"] = ""
             else:
-                d = diffs[(diffs.method == method) & (diffs.setting == s)]["diff"]
+                d = diffs[(diffs.method == method) & (diffs.setting == s)]["diff"].dropna()
                 mean, lo, hi = paired_ci(d)
-                row[label] = _fmt(mean, d.std(ddof=1) if len(d) > 1 else np.nan, signed=True)
+                row[label] = _fmt(mean, d.std(ddof=1) if len(d) > 1 else np.nan, signed=True) if len(d) else NOT_RUN
                 row[f"{label} 95% CI"] = "" if np.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
                 beaten += mean < 0
+                ran += len(d) > 0
             row[f"{label} (paper)"] = paper
         if method != "stratified":
-            row["# beats stratified"] = f"{beaten}/{len(settings)}"
+            row["# beats stratified"] = f"{beaten}/{ran}"  # of the settings where it ran (paired with stratified)
         sub = df[df.method == method]
         row["extra runs (mean)"] = round(float(sub.extra_runs.mean()), 1)
         row["extra tokens (M, mean)"] = round(float(sub.extra_tokens.mean()) / 1e6, 2)

@@ -514,6 +514,29 @@ def test_interrupted_study_does_not_recompute_finished_runs(tiny_study, tmp_path
     assert computed == []
 
 
+def test_cached_only_renders_the_finished_part_of_a_study_and_trains_nothing(tiny_study, tmp_path, monkeypatch):
+    from aioli_repro.methods import NotCachedError
+    from aioli_repro.tables import run_grid
+
+    runs, settings = tmp_path / "runs", ["_faults"]
+    with pytest.raises(NotCachedError, match="no unrestricted study"):
+        run_grid(("stratified",), settings, tiny_study, [0], runs_dir=runs, progress=False, cached_only=True)
+    done = run_grid(("stratified", "doremi"), settings, tiny_study, [0], runs_dir=runs, progress=False)
+    computed = []
+    real = train_mod._train_locked
+    monkeypatch.setattr(train_mod, "_train_locked", lambda cfg, run, *a, **k: computed.append(run) or real(
+        cfg, run, *a, **k))
+    for model in runs.glob("*/model.safetensors"):
+        model.unlink()  # DoReMi's reference weights: re-reading its finished result must not need them
+    part = run_grid(("stratified", "doremi", "aioli"), settings, tiny_study, [0, 1], runs_dir=runs, progress=False,
+                    cached_only=True)
+    assert computed == [] and not list(runs.glob("aioli-*"))
+    assert list(part.method) == ["doremi", "stratified"] and list(part.run_id) == sorted(
+        done.run_id, key=lambda r: list(done.run_id).index(r))
+    assert part.attrs["missing"] == ["aioli/_faults/seed 0", "stratified/_faults/seed 1", "doremi/_faults/seed 1",
+                                     "aioli/_faults/seed 1"]
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 
@@ -583,6 +606,15 @@ def test_corrupt_corpus_manifest_is_named(tmp_path, capsys, monkeypatch):
     assert main([*CLI_BASE, "--runs-dir", str(tmp_path / "runs"), "--groups", "code,licenses", "--corpus",
                  str(tmp_path / "corpus")]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_run_all_cached_only_renders_only_notebooks_that_can_and_refuses_the_others():
+    from aioli_repro import pipeline
+
+    can = [p.name[:2] for p in pipeline.notebooks() if pipeline.accepts_cached_only(p)]
+    assert can == ["04", "05", "06", "07"]  # 00-03 would train
+    with pytest.raises(SystemExit, match="none of the chosen notebooks can render without training"):
+        pipeline.main(["--profile", "smoke", "--cached-only", "--only", "01", "02"])
 
 
 def test_unknown_profile_setting_and_method_for_studies(capsys, tmp_path):

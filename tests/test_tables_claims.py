@@ -54,6 +54,14 @@ def test_differences_and_table2_pair_by_seed_and_count_settings_beaten():
     assert list(power.seeds) == [3, 3] and (power.min_detectable_diff > 0).all()
 
 
+def test_table2_says_not_run_and_counts_only_the_settings_a_method_ran_on():
+    runs = _runs({"aioli": [-1.0, -2.0, -3.0]})
+    runs = runs[~((runs.method == "aioli") & (runs.setting == "github_c4"))]  # a sitting that has not reached it
+    t2 = tables.table2(runs).set_index("method")
+    assert t2.loc["aioli", "GH/C4"] == tables.NOT_RUN and t2.loc["aioli", "GH/C4 95% CI"] == ""
+    assert t2.loc["aioli", "# beats stratified"] == "1/1"
+
+
 def test_table2_methods_validates_subsets():
     assert tables.table2_methods(None) == list(tables.TABLE2_METHODS)
     assert tables.table2_methods(["aioli", "stratified"]) == ["stratified", "aioli"]

@@ -26,6 +26,7 @@ profile = "quick"   # smoke | quick | full | paper
 jobs = 1            # independent (method, setting, seed) studies run in parallel processes
 seeds = None        # None: the profile's seeds
 settings = None     # None: the profile's settings (all six of the paper, two in smoke)
+cached_only = False  # True: train nothing; show the finished (method, setting, seed) studies, list the others
 """
 
 write_notebook("notebooks/04_perplexity_comparison.ipynb", [
@@ -44,7 +45,9 @@ are what can reproduce.
 ("code", COMMON_IMPORTS),
 ("code", """
 methods = tables.table2_methods(methods)
-runs = tables.run_grid(methods, settings, profile, seeds, jobs=jobs)
+runs = tables.run_grid(methods, settings, profile, seeds, jobs=jobs, cached_only=cached_only)
+if runs.attrs["missing"]:
+    print(f"not finished yet, left out ({len(runs.attrs['missing'])}):", ", ".join(runs.attrs["missing"]))
 runs.to_csv(RESULTS / "04_runs.csv", index=False)
 t2 = tables.table2(runs)
 t2.to_csv(RESULTS / "04_table2.csv", index=False)
@@ -90,7 +93,10 @@ The paper: Aioli improves the method in 28 of 30 (method, setting) pairs, by 1.2
 ("params", PARAMS),
 ("code", COMMON_IMPORTS),
 ("code", """
-pairs = tables.run_grid(tables.BASELINES, settings, profile, seeds, jobs=jobs, budget="restricted")
+pairs = tables.run_grid(tables.BASELINES, settings, profile, seeds, jobs=jobs, budget="restricted",
+                        cached_only=cached_only)
+if pairs.attrs["missing"]:
+    print(f"not finished yet, left out ({len(pairs.attrs['missing'])}):", ", ".join(pairs.attrs["missing"]))
 pairs.to_csv(RESULTS / "05_restricted_runs.csv", index=False)
 table3 = pairs.groupby(["label", "method"])[["method_ppl", "aioli_ppl", "improvement"]].mean().round(3)
 table3.to_csv(RESULTS / "05_table3.csv")
@@ -127,7 +133,10 @@ Differences from stratified in average test perplexity, per setting and averaged
 ("params", PARAMS),
 ("code", COMMON_IMPORTS),
 ("code", """
-runs = tables.run_grid(("stratified",) + tables.ABLATIONS, settings, profile, seeds, jobs=jobs)
+runs = tables.run_grid(("stratified",) + tables.ABLATIONS, settings, profile, seeds, jobs=jobs,
+                       cached_only=cached_only)
+if runs.attrs["missing"]:
+    print(f"not finished yet, left out ({len(runs.attrs['missing'])}):", ", ".join(runs.attrs["missing"]))
 runs.to_csv(RESULTS / "06_runs.csv", index=False)
 abl = tables.ablation_table(runs)
 abl.to_csv(RESULTS / "06_ablations.csv", index=False)
