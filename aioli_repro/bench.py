@@ -201,3 +201,55 @@ def aioli_overhead(profile: str = "full", settings=("arxiv_stackexchange", "arxi
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
+                      speed_report: str | Path = "results/bench/benchmark_speed.json",
+                      out: str | Path | None = "results/bench/in_run_throughput.csv"):
+    """Throughput of the profile's real training runs, read from their cached results (no training): tokens/s and
+    model GFLOP/s of each run's training loop (sampling, periodic evaluations and checkpoints included; the final
+    evaluation excluded), against the matmul peak that ``run_benchmark`` measured (``peak_gflops`` overrides it).
+
+    ``mfu_of_machine`` is one run's share of the whole machine's peak; with ``jobs`` runs training at once (the
+    profile's default), the machine's utilisation is about ``jobs`` times that."""
+    import pandas as pd
+
+    from .profiles import get_profile
+    from .runs import result_cache_dir
+
+    prof = get_profile(profile)
+    if peak_gflops is None:
+        report = Path(speed_report)
+        if not report.exists():
+            raise FileNotFoundError(f"{report} not found: run `python -m aioli_repro bench` first, or pass peak_gflops")
+        peak_gflops = json.loads(report.read_text())["matmul_peak_gflops"]
+    rows = []
+    for path in sorted((result_cache_dir() or Path("results/run_cache")).glob("*.json")):
+        res = json.loads(path.read_text())["result"]
+        c = res["config"]
+        if (c["model"]["preset"], c["data"]["context_length"], c["train"]["batch_size"], c["train"]["steps"]) != (
+                prof.model.preset, prof.data.context_length, prof.train.batch_size, prof.train.steps):
+            continue
+        if res.get("branch") or c["train"].get("stop_at") or res.get("device") != "cpu" or not res["wall_time_s"]:
+            continue  # children and prefixes are short; GPU runs are not this machine's
+        gflops = res["train_tokens_per_s"] * res["flops_per_token"] / 1e9
+        rows.append({"run_id": res["run_id"][:12], "name": res["name"], "method": res["method"],
+                     "groups": len(res["groups"]), "seed": res["seed"], "threads": res.get("threads"),
+                     "tokens_per_s": res["train_tokens_per_s"], "model_gflops": gflops,
+                     "mfu_of_machine": gflops / peak_gflops, "wall_time_s": res["wall_time_s"],
+                     "eval_time_s": res["eval_time_s"], "peak_rss_mb": res["peak_rss_mb"]})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise ValueError(f"no finished CPU run of the {profile} profile's recipe in the result cache")
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+    q = df[["tokens_per_s", "mfu_of_machine", "peak_rss_mb"]].quantile([0.1, 0.5, 0.9])
+    print(f"{len(df)} finished {profile} runs ({prof.model.preset}, context {prof.data.context_length}, "
+          f"{prof.train.steps} steps); matmul peak {peak_gflops:.0f} GFLOP/s")
+    for name, label in (("tokens_per_s", "tokens/s per run"), ("mfu_of_machine", "one run's share of the peak"),
+                        ("peak_rss_mb", "peak RSS (MB)")):
+        print(f"  {label:28s} p10 {q.loc[0.1, name]:8.3f}  median {q.loc[0.5, name]:8.3f}  p90 {q.loc[0.9, name]:8.3f}")
+    print(f"  with {prof.jobs} runs at once (the profile's --jobs): machine MFU about "
+          f"{prof.jobs * q.loc[0.5, 'mfu_of_machine']:.2f} (median), {prof.jobs * q.loc[0.9, 'mfu_of_machine']:.2f} (p90)")
+    return df

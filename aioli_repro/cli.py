@@ -139,7 +139,11 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="default: results/bench/benchmark_speed.json (or _aioli_overhead)")
     b.add_argument("--overhead", action="store_true",
                    help="instead: wall-time ratio of Aioli to stratified at equal steps (profile full, 3 settings)")
-    b.add_argument("--profile", default="full", help="with --overhead: the profile whose recipe is timed")
+    b.add_argument("--profile", default="full",
+                   help="with --overhead: the profile whose recipe is timed; with --in-runs: whose runs are read")
+    b.add_argument("--in-runs", action="store_true",
+                   help="instead: throughput and MFU of the profile's finished real runs, read from the result cache "
+                        "(results/bench/in_run_throughput.csv; trains nothing)")
     return parser
 
 
@@ -201,9 +205,11 @@ def _dispatch(args) -> int:
         print(f"saved a {args.vocab_size}-token byte-level BPE to {out}")
         return 0
     if args.command == "bench":
-        from .bench import aioli_overhead, run_benchmark
+        from .bench import aioli_overhead, in_run_throughput, run_benchmark
 
-        if args.overhead:
+        if args.in_runs:
+            in_run_throughput(args.profile, **({"out": args.out} if args.out else {}))
+        elif args.overhead:
             aioli_overhead(args.profile, **({"out": args.out} if args.out else {}))
         else:
             run_benchmark(presets=args.presets, steps=args.steps, **({"out": args.out} if args.out else {}))

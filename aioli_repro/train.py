@@ -391,7 +391,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         "wall_time_s": wall, "eval_time_s": eval_wall,
         "train_tokens_per_s": (end - start_step) * tokens_per_step / wall if wall > 0 else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "device": device.type, "torch": torch.__version__,
+        "device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     if keep_steps:  # what children need from their parent besides its weights, kept with the (committed) result
         result["branch_points"] = run.branch_points(keep_steps)

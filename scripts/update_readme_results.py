@@ -48,13 +48,18 @@ def section(profile: str) -> str:
     if runs.exists():  # a long profile may have run Table 2 on part of its methods, settings or seeds so far
         df = pd.read_csv(runs)
         methods_left = [m for m in TABLE2_METHODS if m not in set(df.method)]
-        settings_left = [st.label for key, st in SETTINGS.items() if key not in set(df.setting)]
-        if methods_left or settings_left:
-            out.append(f"\n**Table 2 so far covers** {', '.join(m for m in TABLE2_METHODS if m in set(df.method))} "
-                       f"on {df.setting.nunique()} of {len(SETTINGS)} settings "
-                       f"({', '.join(SETTINGS[k].label for k in SETTINGS if k in set(df.setting))}) with seeds "
-                       f"{sorted(set(df.seed))}; not yet run: "
-                       + "; ".join(x for x in (", ".join(methods_left), ", ".join(settings_left)) if x) + ".")
+        cover: dict[tuple, list[str]] = {}  # (settings, seeds) -> the methods that ran on exactly those
+        for m in [m for m in TABLE2_METHODS if m in set(df.method)]:
+            sub = df[df.method == m]
+            key = (tuple(k for k in SETTINGS if k in set(sub.setting)), tuple(sorted(set(sub.seed))))
+            cover.setdefault(key, []).append(m)
+        complete = all(len(k[0]) == len(SETTINGS) for k in cover) and not methods_left
+        if not complete:
+            parts = [f"{', '.join(ms)} on {'all ' if len(st) == len(SETTINGS) else ''}{len(st)} of {len(SETTINGS)} "
+                     f"settings ({', '.join(SETTINGS[k].label for k in st)}) with seeds {list(seeds)}"
+                     for (st, seeds), ms in cover.items()]
+            out.append("\n**Table 2 so far covers** " + "; ".join(parts)
+                       + (f". Not yet run: {', '.join(methods_left)}." if methods_left else "."))
     claims = res / "claims.md"
     if claims.exists():
         body = claims.read_text().split("\n", 2)[2]
