@@ -211,7 +211,9 @@ def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
     evaluation excluded), against the matmul peak that ``run_benchmark`` measured (``peak_gflops`` overrides it).
 
     ``mfu_of_machine`` is one run's share of the whole machine's peak; with ``jobs`` runs training at once (the
-    profile's default), the machine's utilisation is about ``jobs`` times that."""
+    profile's default), the machine's utilisation is about ``jobs`` times that. The summary leaves out the proxy runs
+    of DoReMi and DoGE: their extra forward/backward passes (reference model, per-group gradients) are real work that
+    the model-FLOP count of a training step does not include."""
     import pandas as pd
 
     from .profiles import get_profile
@@ -244,9 +246,13 @@ def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
-    q = df[["tokens_per_s", "mfu_of_machine", "peak_rss_mb"]].quantile([0.1, 0.5, 0.9])
-    print(f"{len(df)} finished {profile} runs ({prof.model.preset}, context {prof.data.context_length}, "
-          f"{prof.train.steps} steps); matmul peak {peak_gflops:.0f} GFLOP/s")
+    plain = df[~df.method.str.endswith("_proxy")]
+    if plain.empty:
+        raise ValueError(f"only proxy runs of the {profile} profile are in the result cache: nothing to summarise")
+    q = plain[["tokens_per_s", "mfu_of_machine", "peak_rss_mb"]].quantile([0.1, 0.5, 0.9])
+    print(f"{len(plain)} finished {profile} runs with plain training steps ({len(df) - len(plain)} proxy runs left "
+          f"out; {prof.model.preset}, context {prof.data.context_length}, {prof.train.steps} steps); matmul peak "
+          f"{peak_gflops:.0f} GFLOP/s")
     for name, label in (("tokens_per_s", "tokens/s per run"), ("mfu_of_machine", "one run's share of the peak"),
                         ("peak_rss_mb", "peak RSS (MB)")):
         print(f"  {label:28s} p10 {q.loc[0.1, name]:8.3f}  median {q.loc[0.5, name]:8.3f}  p90 {q.loc[0.9, name]:8.3f}")

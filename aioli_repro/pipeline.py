@@ -38,19 +38,28 @@ def accepts_cached_only(path: Path) -> bool:
     return "cached_only" in pm.inspect_notebook(str(path))
 
 
-def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only: bool = False) -> float:
+def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only: bool = False) -> float | None:
+    """Execute one notebook; its wall time, or None when ``cached_only`` finds none of its runs finished (the
+    notebook is then skipped, and an executed copy from an earlier invocation is kept)."""
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
     t = time.perf_counter()
     params = {"profile": profile, "jobs": jobs, **({"cached_only": True} if cached_only else {})}
+    target = out.with_name(out.stem + ".running.ipynb") if cached_only else out
     try:
-        pm.execute_notebook(str(path), str(out), parameters=params, kernel_name="python3",
+        pm.execute_notebook(str(path), str(target), parameters=params, kernel_name="python3",
                             cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+        if target != out:
+            os.replace(target, out)
     except pm.PapermillExecutionError as e:
+        if cached_only and e.ename == "NotCachedError":
+            target.unlink(missing_ok=True)
+            print(f"[run_all] {path.name}: none of its runs has finished under this profile yet; skipped")
+            return None
         raise SystemExit(f"\n[run_all] FAILED: notebook {path.name}, cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
-                         f"[run_all] The executed notebook with the traceback is {out}") from None
+                         f"[run_all] The executed notebook with the traceback is {target}") from None
     return time.perf_counter() - t
 
 
@@ -86,8 +95,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     for i, nb in enumerate(todo, 1):
         print(f"[run_all] ({i}/{len(todo)}) {nb.name} ...", flush=True)
-        timings[nb.name] = run_notebook(nb, args.profile, args.jobs, out_dir, args.cached_only)
-        print(f"[run_all] ({i}/{len(todo)}) {nb.name} done in {timings[nb.name]:.0f} s", flush=True)
+        seconds = run_notebook(nb, args.profile, args.jobs, out_dir, args.cached_only)
+        if seconds is not None:
+            timings[nb.name] = seconds
+            print(f"[run_all] ({i}/{len(todo)}) {nb.name} done in {seconds:.0f} s", flush=True)
     total = time.perf_counter() - t0
     log = REPO_ROOT / "results" / args.profile / "run_all_timings.json"
     # Per-notebook timings of the latest invocation that ran each notebook (a sitting may run only some).

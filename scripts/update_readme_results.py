@@ -48,17 +48,20 @@ def section(profile: str) -> str:
     if runs.exists():  # a long profile may have run Table 2 on part of its methods, settings or seeds so far
         df = pd.read_csv(runs)
         methods_left = [m for m in TABLE2_METHODS if m not in set(df.method)]
-        cover: dict[tuple, list[str]] = {}  # (settings, seeds) -> the methods that ran on exactly those
+        cover: dict[str, list[str]] = {}  # what a method ran ("A/SE, GH/C4 with seeds [0, 1]; ...") -> methods
         for m in [m for m in TABLE2_METHODS if m in set(df.method)]:
             sub = df[df.method == m]
-            key = (tuple(k for k in SETTINGS if k in set(sub.setting)), tuple(sorted(set(sub.seed))))
-            cover.setdefault(key, []).append(m)
-        complete = all(len(k[0]) == len(SETTINGS) for k in cover) and not methods_left
+            by_seeds: dict[tuple, list[str]] = {}
+            for key in [k for k in SETTINGS if k in set(sub.setting)]:
+                by_seeds.setdefault(tuple(sorted(set(sub[sub.setting == key].seed))), []).append(SETTINGS[key].label)
+            cover.setdefault("; ".join(f"{', '.join(labels)} with seeds {list(seeds)}"
+                                       for seeds, labels in by_seeds.items()), []).append(m)
+        seed_sets = {tuple(sorted(set(df[df.setting == k].seed))) for k in set(df.setting)}
+        complete = not methods_left and len(set(df.setting)) == len(SETTINGS) and len(cover) == 1 and len(
+            seed_sets) == 1
         if not complete:
-            parts = [f"{', '.join(ms)} on {'all ' if len(st) == len(SETTINGS) else ''}{len(st)} of {len(SETTINGS)} "
-                     f"settings ({', '.join(SETTINGS[k].label for k in st)}) with seeds {list(seeds)}"
-                     for (st, seeds), ms in cover.items()]
-            out.append("\n**Table 2 so far covers** " + "; ".join(parts)
+            out.append("\n**Table 2 so far covers** " + " | ".join(f"{', '.join(ms)}: {what}"
+                                                                   for what, ms in cover.items())
                        + (f". Not yet run: {', '.join(methods_left)}." if methods_left else "."))
     claims = res / "claims.md"
     if claims.exists():

@@ -86,7 +86,21 @@ def test_claim_c1_verdict_follows_the_intervals(diffs, verdict):
 def test_claim_c2_needs_baselines_and_flags_one_that_wins_everywhere():
     assert claims.claim_c2(_runs({"aioli": [-1.0, -1.0]})).verdict == claims.NOT_RUN
     assert claims.claim_c2(_runs({"grid": [-1.0, -1.0], "dml": [1.0, -1.0]})).verdict == claims.NOT_REPRODUCED
-    assert claims.claim_c2(_runs({"grid": [1.0, 1.0], "dml": [1.0, -1.0]})).verdict == claims.REPRODUCED
+    every = {m: [1.0, 1.0] for m in tables.BASELINES} | {"dml": [1.0, -1.0]}
+    assert claims.claim_c2(_runs(every)).verdict == claims.REPRODUCED
+    # Baselines not run yet, or not on every setting yet (a sitting of a long profile): no verdict either way.
+    some = claims.claim_c2(_runs({"grid": [1.0, 1.0], "dml": [1.0, -1.0]}))
+    assert some.verdict == claims.INCONCLUSIVE and "skillit, doremi, doge not run yet" in some.why
+    runs = _runs({m: [-1.0, -1.0] for m in tables.BASELINES})
+    runs = runs[~((runs.method == "doge") & (runs.setting == "github_c4"))]
+    partial = claims.claim_c2(runs)  # doge beat stratified wherever it ran, but has not run everywhere
+    assert partial.verdict == claims.NOT_REPRODUCED and "doge" not in partial.why
+
+
+def test_claim_c8_waits_for_both_ablations():
+    assert claims.claim_c8(_runs({"aioli": [-1.0, -1.0]})).verdict == claims.NOT_RUN
+    assert claims.claim_c8(_runs({"aioli": [-1.0, -1.1], "aioli_static": [-0.5, -0.4],
+                                  "aioli_diagonal": [-0.6, -0.5]})).verdict != claims.NOT_RUN
 
 
 def test_build_claims_marks_the_tables_a_profile_has_not_produced(tmp_path, monkeypatch):
