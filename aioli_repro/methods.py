@@ -203,9 +203,8 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
                              {"graph": G.tolist()})
 
     if method == "doremi":
-        ref = runner.run_one(cfg("stratified", "stratified"), keep_model=True)
-        mc = hparams.doremi_config(m, S, paper_scale, reference_model=reference_model_path(ref, runner))
-        proxy = runner.run_one(cfg("doremi-proxy", "doremi_proxy", mc))
+        mc, proxy = doremi_proxy(runner, cfg("stratified", "stratified"), lambda ref: cfg(
+            "doremi-proxy", "doremi_proxy", hparams.doremi_config(m, S, paper_scale, reference_model=ref)))
         p = proxy["policy"]["average_weights"]
         res = runner.run_one(cfg("doremi", mc={"proportions": p}))
         return MethodOutcome(method, setting, seed, res, p, 2, 2 * S, {"proxy_history": proxy["policy"]["history"],
@@ -232,6 +231,23 @@ def reference_model_path(result: dict, runner: Runner) -> str:
     names its reference this way, so its run id (and cached result) is the same wherever the repository lives."""
     run = RunDir.from_result(result, runner.runs_dir)
     return f"{run.path.name}/{run.model_path.name}"  # the proxy's policy checks that the file exists
+
+
+def doremi_proxy(runner: Runner, reference_cfg: RunConfig, proxy_cfg) -> tuple[dict, dict]:
+    """(method_config, result) of DoReMi's proxy run, ``proxy_cfg(reference path)`` being its config.
+
+    The reference's weights are needed only to train the proxy: when the proxy has finished (e.g. in the committed
+    result cache of a fresh clone), its result is returned without retraining the reference for its weights."""
+    from .executors import cached_result
+
+    ref = cached_result(reference_cfg, runner.runs_dir, resolve_auto=True)
+    if ref is not None:
+        cfg = proxy_cfg(reference_model_path(ref, runner))
+        if (done := cached_result(cfg, runner.runs_dir, resolve_auto=True)) is not None:
+            return cfg.method_config, done
+    ref = runner.run_one(reference_cfg, keep_model=True)
+    cfg = proxy_cfg(reference_model_path(ref, runner))
+    return cfg.method_config, runner.run_one(cfg)
 
 
 def _val_curve(result: dict, runner: Runner) -> list[list[float]]:

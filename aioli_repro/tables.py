@@ -17,7 +17,7 @@ from scipy import stats
 
 from . import hparams
 from .config import ConfigError
-from .methods import NotCachedError, Runner, reference_model_path, run_method
+from .methods import NotCachedError, Runner, doremi_proxy, run_method
 from .profiles import check_study_parameters, get_profile, profile_config
 
 BASELINES = ("grid", "dml", "skillit", "doremi", "doge")
@@ -277,9 +277,9 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
         p = skillit_weights(G, np.ones(m), mc["eta"])
     elif method == "doremi":
         short = budget // 2
-        ref = runner.run_one(cfg("doremi-reference", "stratified", steps=short), keep_model=True)
-        mc = hparams.doremi_config(m, short, profile == "paper", reference_model=reference_model_path(ref, runner))
-        proxy = runner.run_one(cfg("doremi-proxy", "doremi_proxy", mc, steps=short))
+        mc, proxy = doremi_proxy(runner, cfg("doremi-reference", "stratified", steps=short), lambda ref: cfg(
+            "doremi-proxy", "doremi_proxy", hparams.doremi_config(m, short, profile == "paper", reference_model=ref),
+            steps=short))
         p = np.array(proxy["policy"]["average_weights"])
         alone = runner.run_one(cfg("doremi-restricted", mc={"proportions": p.tolist()}))
     elif method == "doge":

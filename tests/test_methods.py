@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from aioli_repro import hparams
+from aioli_repro import train as train_mod
 from aioli_repro.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from aioli_repro.laws import fit_static_law, optimal_mixture
 from aioli_repro.methods import METHODS, Runner, run_method
@@ -67,14 +68,19 @@ def test_proxy_methods_train_their_final_run_on_the_proxy_average(outcomes):
     assert G.shape == (2, 2) and np.all(np.diag(G) > 0)
 
 
-def test_doremi_names_its_reference_relative_to_the_runs_directory(outcomes, tiny_profile, tmp_path):
+def test_doremi_names_its_reference_relative_to_the_runs_directory(outcomes, tiny_profile, tmp_path, monkeypatch):
     """The proxy's run id must not hold this machine's path: a clone elsewhere then finds the committed result."""
     out, runner = outcomes
     ref = out["doremi"].details["proxy_config"]["method_config"]["reference_model"]
     assert not Path(ref).is_absolute() and (Path(runner.runs_dir) / ref).is_file()
     moved = tmp_path / "elsewhere"
     shutil.copytree(runner.runs_dir, moved)
+    for weights in moved.glob("*/model.safetensors"):
+        weights.unlink()  # a clone has results only: the reference is not retrained for weights the proxy won't use
+    trained = []
+    monkeypatch.setattr(train_mod, "_train_locked", lambda cfg, *a, **k: trained.append(cfg.name))
     again = run_method("doremi", SETTING, tiny_profile, 0, Runner(jobs=1, runs_dir=moved, progress=False))
+    assert trained == []
     assert again.details["proxy_config"] == out["doremi"].details["proxy_config"]
     assert sorted(p.name for p in moved.glob("doremi-proxy-*")) == sorted(
         p.name for p in Path(runner.runs_dir).glob("doremi-proxy-*"))  # same run id: found, not trained again
