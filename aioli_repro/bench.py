@@ -225,8 +225,11 @@ def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
         if not report.exists():
             raise FileNotFoundError(f"{report} not found: run `python -m aioli_repro bench` first, or pass peak_gflops")
         peak_gflops = json.loads(report.read_text())["matmul_peak_gflops"]
+    cache = result_cache_dir()
+    if cache is None:
+        raise ValueError("the result cache is off (AIOLI_RESULT_CACHE=off): there are no finished runs to read")
     rows = []
-    for path in sorted((result_cache_dir() or Path("results/run_cache")).glob("*.json")):
+    for path in sorted(cache.glob("*.json")):
         res = json.loads(path.read_text())["result"]
         c = res["config"]
         if (c["model"]["preset"], c["data"]["context_length"], c["train"]["batch_size"], c["train"]["steps"]) != (

@@ -106,10 +106,9 @@ def claim_c2(runs: pd.DataFrame) -> Claim:
     if all_six:
         verdict, why = NOT_REPRODUCED, f"{all_six} beat stratified on every setting"
     elif missing or partial:
-        verdict, why = INCONCLUSIVE, ("no baseline that has run everywhere wins everywhere, but "
-                                      + "; ".join(x for x in (f"{', '.join(missing)} not run yet" if missing else "",
-                                                              f"{', '.join(partial)} not on every setting yet"
-                                                              if partial else "") if x))
+        gaps = ([f"{', '.join(missing)} not run yet"] if missing else []) + (
+            [f"{', '.join(partial)} not on every setting yet"] if partial else [])
+        verdict, why = INCONCLUSIVE, "no baseline that has run everywhere wins everywhere, but " + "; ".join(gaps)
     elif seeds < 2:
         verdict, why = INCONCLUSIVE, "no baseline wins everywhere, but with one seed the counts are noise"
     else:

@@ -260,6 +260,7 @@ def branch_children(parent_cfg: RunConfig, steps: int | Iterable[int], P, horizo
     groups = tuple(parent_cfg.data.groups)
     if P.ndim != 2 or P.shape[1] != len(groups):
         raise ValueError(f"P must be (n mixtures, {len(groups)} groups), got shape {P.shape}")
+    cached = None  # {t: the children's results} when every child has finished
     if parent_result is not None:
         points = _branch_points(parent_result, runner, ts, local_only=True)
         if points is None:
@@ -268,14 +269,15 @@ def branch_children(parent_cfg: RunConfig, steps: int | Iterable[int], P, horizo
         prefix = _prefix_config(parent_cfg, ts[-1])
         parent_result = cached_result(prefix, runner.runs_dir, resolve_auto=True)
         points = _branch_points(parent_result, runner, ts) if parent_result is not None else None
-        if points is None or not _all_cached(parent_result, ts, P, horizon, runner):
+        cached = _cached_children(parent_result, ts, P, horizon, runner) if points is not None else None
+        if cached is None:
             parent_result = run_configs([prefix], runner, keep_steps=tuple(ts))[0]  # trains only what is missing
             points = _branch_points(parent_result, runner, ts, local_only=True)
     run_cfg = RunConfig.from_dict(parent_result["config"])
     out: dict[int, Branches] = {}
     for t in ts:
-        kids = [child_config(run_cfg, parent_result["run_id"], t, p, horizon) for p in P]
-        results = run_configs(kids, runner)
+        results = cached[t] if cached is not None else run_configs(
+            [child_config(run_cfg, parent_result["run_id"], t, p, horizon) for p in P], runner)
         out[t] = Branches(parent=parent_result, step=t, horizon=horizon, groups=groups, P=P,
                           L_prev=np.array([points[t]["val_loss"][g] for g in groups]),
                           L_next=np.array([[r["val_loss"][g] for g in groups] for r in results]),
@@ -303,10 +305,16 @@ def _branch_points(parent_result: dict, runner: Runner, ts: list[int], local_onl
     return {t: recorded[str(t)] for t in ts}
 
 
-def _all_cached(parent_result: dict, ts: list[int], P: np.ndarray, horizon: int, runner: Runner) -> bool:
+def _cached_children(parent_result: dict, ts: list[int], P: np.ndarray, horizon: int, runner: Runner):
+    """{t: the results of the children at break step t} if every child has finished, else None."""
     run_cfg = RunConfig.from_dict(parent_result["config"])
-    return all(cached_result(child_config(run_cfg, parent_result["run_id"], t, p, horizon), runner.runs_dir,
-                             resolve_auto=True) is not None for t in ts for p in P)
+    out = {}
+    for t in ts:
+        out[t] = [cached_result(child_config(run_cfg, parent_result["run_id"], t, p, horizon), runner.runs_dir,
+                                resolve_auto=True) for p in P]
+        if any(r is None for r in out[t]):
+            return None
+    return out
 
 
 def parent_indices(P, n_parents: int) -> list[int]:

@@ -203,7 +203,7 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
                              {"graph": G.tolist()})
 
     if method == "doremi":
-        mc, proxy = doremi_proxy(runner, cfg("stratified", "stratified"), lambda ref: cfg(
+        proxy = doremi_proxy(runner, cfg("stratified", "stratified"), lambda ref: cfg(
             "doremi-proxy", "doremi_proxy", hparams.doremi_config(m, S, paper_scale, reference_model=ref)))
         p = proxy["policy"]["average_weights"]
         res = runner.run_one(cfg("doremi", mc={"proportions": p}))
@@ -233,8 +233,8 @@ def reference_model_path(result: dict, runner: Runner) -> str:
     return f"{run.path.name}/{run.model_path.name}"  # the proxy's policy checks that the file exists
 
 
-def doremi_proxy(runner: Runner, reference_cfg: RunConfig, proxy_cfg) -> tuple[dict, dict]:
-    """(method_config, result) of DoReMi's proxy run, ``proxy_cfg(reference path)`` being its config.
+def doremi_proxy(runner: Runner, reference_cfg: RunConfig, proxy_cfg) -> dict:
+    """The result of DoReMi's proxy run, ``proxy_cfg(reference path)`` being its config.
 
     The reference's weights are needed only to train the proxy: when the proxy has finished (e.g. in the committed
     result cache of a fresh clone), its result is returned without retraining the reference for its weights."""
@@ -244,10 +244,9 @@ def doremi_proxy(runner: Runner, reference_cfg: RunConfig, proxy_cfg) -> tuple[d
     if ref is not None:
         cfg = proxy_cfg(reference_model_path(ref, runner))
         if (done := cached_result(cfg, runner.runs_dir, resolve_auto=True)) is not None:
-            return cfg.method_config, done
+            return done
     ref = runner.run_one(reference_cfg, keep_model=True)
-    cfg = proxy_cfg(reference_model_path(ref, runner))
-    return cfg.method_config, runner.run_one(cfg)
+    return runner.run_one(proxy_cfg(reference_model_path(ref, runner)))
 
 
 def _val_curve(result: dict, runner: Runner) -> list[list[float]]:

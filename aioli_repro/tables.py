@@ -277,7 +277,7 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
         p = skillit_weights(G, np.ones(m), mc["eta"])
     elif method == "doremi":
         short = budget // 2
-        mc, proxy = doremi_proxy(runner, cfg("doremi-reference", "stratified", steps=short), lambda ref: cfg(
+        proxy = doremi_proxy(runner, cfg("doremi-reference", "stratified", steps=short), lambda ref: cfg(
             "doremi-proxy", "doremi_proxy", hparams.doremi_config(m, short, profile == "paper", reference_model=ref),
             steps=short))
         p = np.array(proxy["policy"]["average_weights"])
