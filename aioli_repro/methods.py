@@ -168,7 +168,14 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
         return profile_config(profile, groups, pol, seed, mc, name=f"{name}", **kw)
 
     if method == "stratified":
-        res = runner.run_one(cfg("stratified", "stratified"), keep_model=True)  # also DoReMi's reference
+        from .executors import cached_result
+
+        # Stratified is also DoReMi's reference, so a run trained here keeps its weights. A finished run without them
+        # (a fresh clone's committed result) is not trained again for them: only an unfinished DoReMi proxy needs
+        # them, and doremi_proxy asks for them itself.
+        c = cfg("stratified", "stratified")
+        res = (None if runner.cached_only else cached_result(c, runner.runs_dir, resolve_auto=True)) \
+            or runner.run_one(c, keep_model=True)
         return MethodOutcome(method, setting, seed, res, [1 / m] * m, 0, 0)
 
     if method in ("grid", "dml"):
@@ -182,10 +189,10 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
             return MethodOutcome(method, setting, seed, results[best], P[best].tolist(), len(results),
                                  len(results) * S, details)
         fit = fit_static_law(P, L_val, seed=seed)
-        p_star = optimal_mixture(fit, seed=seed)
-        res = runner.run_one(cfg("dml", mc={"proportions": p_star.tolist()}))
+        p_star = config_mixture(optimal_mixture(fit, seed=seed))
+        res = runner.run_one(cfg("dml", mc={"proportions": p_star}))
         details["law"] = fit.to_dict()
-        return MethodOutcome(method, setting, seed, res, p_star.tolist(), len(results), len(results) * S, details)
+        return MethodOutcome(method, setting, seed, res, p_star, len(results), len(results) * S, details)
 
     if method == "skillit":
         graph_steps = overrides.get("graph_steps", S)
@@ -224,6 +231,17 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
     res = runner.run_one(cfg(method, "aioli", mc))
     return MethodOutcome(method, setting, seed, res, _avg_proportions(res), 0, 0,
                          {"history": res["policy"]["history"]})
+
+
+def config_mixture(p, decimals: int = 6) -> list[float]:
+    """A computed mixture (DML's fitted optimum) as it enters a run's config, and so its run id: rounded to
+    ``decimals`` and renormalised. The optimiser's last bits depend on the BLAS thread count (measured: entries of
+    1e-17 vs 1e-18 on the seven-group fit with 1 vs 2 threads), and a run's identity must not, or a clone that renders
+    with other threads trains the run again."""
+    q = np.round(np.clip(np.asarray(p, dtype=float), 0.0, None), decimals)
+    if not np.isfinite(q).all() or q.sum() <= 0:
+        raise ValueError(f"not a mixture: {p!r}")
+    return (q / q.sum()).tolist()
 
 
 def reference_model_path(result: dict, runner: Runner) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One short check of the paper-scale path on a GPU: everything measured in one go, written to OUT/gpu_check.json.
 
-    python scripts/gpu_check.py OUT                        # on a CUDA machine: about 5-7 minutes
+    python scripts/gpu_check.py OUT                        # on a CUDA machine: about 4 minutes (H200, 2026-11-30)
     python scripts/gpu_check.py OUT --device cpu --preset tiny --compile-backend eager   # what the CPU test runs
 
 Phases (each is timed and recorded; a phase that fails records its error and the next one still runs):
@@ -20,8 +20,8 @@ Phases (each is timed and recorded; a phase that fails records its error and the
    arxiv/stackexchange analogues), so it needs no network; then the run's final validation and test evaluation.
 5. ``share``: K runs at once sharing the one GPU (one process per run, the local executor with jobs = K) of the
    ``full`` profile's recipe (1M-parameter model, context 256, batch 8), for each K in ``--share-jobs``: wall time,
-   aggregate training tokens/s, and the resulting estimate for the ``full`` profile (measured at about 16 CPU-hours
-   on the project's 2-core VM at 13,103 tokens/s).
+   aggregate training tokens/s, and the resulting estimate for the ``full`` profile (its training tokens over that
+   rate; about 34 hours on the project's 2-core VM).
 """
 
 from __future__ import annotations
@@ -52,13 +52,20 @@ PEAK_BF16_TFLOPS: list[tuple[str, float]] = [
     (r"RTX 4090", 165.2), (r"RTX 3090", 71.0),
     (r"MI300X", 1307.4), (r"MI250X", 383.0),
 ]
-CPU_REFERENCE = {"tokens_per_s": 13_103, "full_profile_hours": 16.0,
-                 "what": "the 1m preset on the project's 2-core AMD EPYC VM (README, 2026-11-29)"}
+# The full profile's size, from the README's cost count: about 250 run-equivalents per seed (Table 2's sweeps and
+# proxies, the restricted budget, the ablations, the law studies), 3 seeds, each run 1,000 steps of 8 x 256 tokens.
+# Its estimate on a GPU is those training tokens over the measured aggregate rate of K runs at once; each share run
+# is a whole full-profile run (start-up, 1,000 steps, the final evaluation on the full splits), so the rate carries
+# those overheads as the real profile does.
+FULL_PROFILE = {"run_equivalents": 750, "tokens_per_run": 1000 * 8 * 256}
+CPU_REFERENCE = {"tokens_per_s": 2 * 6_700, "full_profile_hours": 34.0,
+                 "what": "the full profile on the project's 2-core AMD EPYC VM: two runs at once, median in-run "
+                         "6.7k tokens/s each (bench --in-runs, README, 2026-11-29)"}
 
 PRESETS = {
     # model, context, batch, vocabularies to time, throughput steps, smoke steps, share recipe
     "paper": dict(model="pythia-160m", context=2048, batch=8, vocabs=(50277, 50304), warmup=3, steps=20,
-                  smoke_steps=48, share_profile="full", share_steps=200),
+                  smoke_steps=48, share_profile="full", share_steps=1000),
     "tiny": dict(model="tiny", context=32, batch=8, vocabs=(512,), warmup=1, steps=3,
                  smoke_steps=36, share_profile=None, share_steps=10),
 }
@@ -287,7 +294,8 @@ def phase_share(device, preset: dict, args, runs_root: Path) -> list[dict]:
         if preset["share_profile"] == "full":
             speedup = row["train_tokens_per_s_total"] / CPU_REFERENCE["tokens_per_s"]
             row["speedup_vs_2core_cpu"] = speedup
-            row["full_profile_estimate_min"] = 60 * CPU_REFERENCE["full_profile_hours"] / speedup
+            row["full_profile_estimate_min"] = (FULL_PROFILE["run_equivalents"] * FULL_PROFILE["tokens_per_run"]
+                                                / row["train_tokens_per_s_total"] / 60)
         print(f"[gpu_check] share: {jobs} runs at once x {steps} steps in {wall:.1f} s, "
               f"{row['train_tokens_per_s_total']:,.0f} training tokens/s in all"
               + (f", full profile ~{row['full_profile_estimate_min']:.0f} min" if "full_profile_estimate_min" in row

@@ -86,6 +86,26 @@ def test_doremi_names_its_reference_relative_to_the_runs_directory(outcomes, tin
         p.name for p in Path(runner.runs_dir).glob("doremi-proxy-*"))  # same run id: found, not trained again
 
 
+def test_a_clone_with_results_but_no_weights_trains_nothing_for_any_method(outcomes, tiny_profile, tmp_path,
+                                                                             monkeypatch):
+    """What a fresh clone has: finished results, no model weights. Stratified (also DoReMi's reference) once asked
+    for its weights and so was trained again on every clone; now no method trains anything to re-render."""
+    out, runner = outcomes
+    moved = tmp_path / "clone"
+    shutil.copytree(runner.runs_dir, moved)
+    removed = list(moved.glob("*/model.safetensors"))
+    assert removed  # the stratified reference kept its weights when it was trained
+    for weights in removed:
+        weights.unlink()
+    trained = []
+    monkeypatch.setattr(train_mod, "_train_locked", lambda cfg, *a, **k: trained.append(cfg.name))
+    clone = Runner(jobs=1, runs_dir=moved, progress=False)
+    again = {m: run_method(m, SETTING, tiny_profile, 0, clone) for m in METHODS}
+    assert trained == []
+    for m, o in again.items():
+        assert o.final["run_id"] == out[m].final["run_id"] and o.proportions == pytest.approx(out[m].proportions), m
+
+
 def test_reruns_hit_the_cache(outcomes, tiny_profile):
     out, runner = outcomes
     again = run_method("dml", SETTING, tiny_profile, 0, runner)
@@ -116,3 +136,18 @@ def test_settings_map_every_paper_group_to_its_analogue():
     assert [s.label for s in hparams.SETTINGS.values()] == ["A/SE", "GH/C4", "B/SE", "A/B/SE", "CC/GH/W", "SlimPajama"]
     assert hparams.SETTINGS["slimpajama"].groups == ("latex", "books", "kerneldocs", "webdocs", "code", "pydocs",
                                                      "dictionary")
+
+
+def test_a_fitted_mixture_enters_a_config_without_its_last_bits():
+    """Measured on the quick seven-group DML fit: 1 vs 2 BLAS threads gave entries of 1.9e-17 vs 2.6e-17 where the
+    optimum is 0, so the run id changed and a clone rendering with other threads trained the run again."""
+    from aioli_repro.methods import config_mixture
+
+    two_threads = [2.6160881441413676e-17, 0.0, 0.19460741096191528, 0.0, 0.8053925890380847, 1.33e-18, 7.58e-18]
+    one_thread = [1.9326711644816395e-17, 0.0, 0.19460741096191528, 0.0, 0.8053925890380847, 3.16e-18, 7.57e-19]
+    assert config_mixture(two_threads) == config_mixture(one_thread)
+    q = config_mixture(two_threads)
+    assert sum(q) == pytest.approx(1, abs=1e-12) and q[0] == 0 and q[2] == pytest.approx(0.194607, abs=1e-6)
+    for bad in ([0.0, 0.0], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="not a mixture"):
+            config_mixture(bad)
