@@ -47,8 +47,9 @@ PROFILES: dict[str, Profile] = {
         notes={"sweep_points": 4},
     ),
     "quick": Profile(
-        "quick", "Pipeline demonstration: every table and figure from one seed in about half an hour on 2 cores "
-                 "(a 300k-parameter model, 200 steps of 8 x 128 tokens); not evidence for or against the paper.",
+        "quick", "Pipeline demonstration: every table and figure from one seed (a 300k-parameter model, 200 steps of "
+                 "8 x 128 tokens; over an hour from scratch on 2 cores, minutes to re-render from the committed run "
+                 "cache); not evidence for or against the paper.",
         DataConfig(context_length=128), ModelConfig("300k"),
         TrainConfig(steps=200, eval_every=50, checkpoint_every=100, test_max_sequences=256,
                     **{**_CPU_TRAIN, "warmup_steps": 20}),

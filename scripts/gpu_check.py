@@ -62,6 +62,11 @@ CPU_REFERENCE = {"tokens_per_s": 2 * 6_700, "full_profile_hours": 34.0,
                  "what": "the full profile on the project's 2-core AMD EPYC VM: two runs at once, median in-run "
                          "6.7k tokens/s each (bench --in-runs, README, 2026-11-29)"}
 
+
+def full_profile_minutes(tokens_per_s: float) -> float:
+    """The full profile's training tokens over an aggregate training rate, in minutes."""
+    return FULL_PROFILE["run_equivalents"] * FULL_PROFILE["tokens_per_run"] / tokens_per_s / 60
+
 PRESETS = {
     # model, context, batch, vocabularies to time, throughput steps, smoke steps, share recipe
     "paper": dict(model="pythia-160m", context=2048, batch=8, vocabs=(50277, 50304), warmup=3, steps=20,
@@ -294,8 +299,7 @@ def phase_share(device, preset: dict, args, runs_root: Path) -> list[dict]:
         if preset["share_profile"] == "full":
             speedup = row["train_tokens_per_s_total"] / CPU_REFERENCE["tokens_per_s"]
             row["speedup_vs_2core_cpu"] = speedup
-            row["full_profile_estimate_min"] = (FULL_PROFILE["run_equivalents"] * FULL_PROFILE["tokens_per_run"]
-                                                / row["train_tokens_per_s_total"] / 60)
+            row["full_profile_estimate_min"] = full_profile_minutes(row["train_tokens_per_s_total"])
         print(f"[gpu_check] share: {jobs} runs at once x {steps} steps in {wall:.1f} s, "
               f"{row['train_tokens_per_s_total']:,.0f} training tokens/s in all"
               + (f", full profile ~{row['full_profile_estimate_min']:.0f} min" if "full_profile_estimate_min" in row
