@@ -151,3 +151,25 @@ def test_a_fitted_mixture_enters_a_config_without_its_last_bits():
     for bad in ([0.0, 0.0], [float("nan"), 1.0]):
         with pytest.raises(ValueError, match="not a mixture"):
             config_mixture(bad)
+
+
+def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_stratified(tiny_profile, tmp_path,
+                                                                                         monkeypatch):
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("aioli_lp_cost",
+                                                  Path(__file__).parents[1] / "scripts" / "aioli_lp_cost.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setitem(hparams.SETTINGS, SETTING.key, SETTING)
+    assert mod.main(["--profile", tiny_profile, "--setting", SETTING.key, "--seeds", "0", "1", "--jobs", "1",
+                     "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    df = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}.csv")
+    assert list(df["seed"]) == [0, 1] and (df["learn_params_steps"] > 0).all()
+    summary = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_summary.csv")
+    assert summary["mean"].iloc[2] == pytest.approx((df["aioli"] - df["aioli_eta0"]).mean())
+    # eta = 0: LearnParams ran, and the mixture never left uniform (Aioli's own did)
+    assert (df["aioli_eta0_max_dev"] < 1e-12).all() and (df["aioli_max_dev"] > 0).all()
+    assert df["aioli_eta0_run_id"].nunique() == 2
