@@ -111,6 +111,10 @@ class RunDir:
                 keep.append(line)
         atomic_write_bytes(path, "".join(k + "\n" for k in keep).encode())
 
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replace metrics.jsonl by ``records`` (a finished run's own, kept when it is trained again for weights)."""
+        atomic_write_bytes(self.path / "metrics.jsonl", "".join(canonical_json(r) + "\n" for r in records).encode())
+
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
         if not path.exists():

@@ -227,14 +227,20 @@ def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool
     try:
         if (done := finished()) is not None:  # finished by another process while we waited
             return done
+        # A finished run trained again only for what its result does not hold (final weights, branch states) keeps
+        # its first result and metrics: the retrain is equivalent but not bitwise equal (thread counts change float
+        # sums), and the committed copy is what every clone renders from, so it must not move under this machine.
+        previous = run.read_result()
+        previous = (previous, run.read_metrics()) if previous is not None else None
         run.write_config(fingerprints)
         return _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step, set(keep_steps),
-                             runs_dir)
+                             runs_dir, previous)
     finally:
         run.release()
 
 
-def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step, keep_steps, runs_dir):
+def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step, keep_steps, runs_dir,
+                  previous=None):
     t = cfg.train
     end = t.stop_at or t.steps
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()  # bf16 is 15-30x slower on AVX2 CPUs
@@ -400,6 +406,11 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
 
         save_model(model, str(run.model_path))
     faults.hit("result", end)
+    if previous is not None:
+        first, first_metrics = previous
+        run.write_metrics(first_metrics)
+        result = {**first, **({"branch_points": {**(first.get("branch_points") or {}), **result["branch_points"]}}
+                              if keep_steps else {})}
     run.write_result(result)
     run.remove_checkpoint()
     return run.read_result()

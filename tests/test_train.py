@@ -224,6 +224,35 @@ def test_committed_result_cache_restores_a_run_finished_elsewhere(tiny_cfg, tmp_
     assert calls and again["test_loss"] == first["test_loss"]
 
 
+def test_a_run_trained_again_for_its_weights_keeps_its_first_result(tiny_cfg, tmp_path, monkeypatch):
+    """A clone has committed results but no weights; a retrain for them (e.g. DoReMi's reference) is equivalent but
+    not bitwise equal. Its first result and metrics stay, here and in the cache, so every clone renders the same
+    tables; only the weights are new."""
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_cfg(steps=10)
+    first = train(cfg, runs_dir=tmp_path / "clone", progress=False)
+    first_metrics = RunDir.from_result(first, tmp_path / "clone").read_metrics()
+    build = train_mod.build_model
+
+    def perturbed(*a, **k):  # stands in for another thread count: same run id, slightly different floats
+        model = build(*a, **k)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1e-3 * torch.randn_like(p))
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", perturbed)
+    calls = []
+    again = train(cfg, runs_dir=tmp_path / "clone", progress=False, keep_model=True, on_step=calls.append)
+    run = RunDir.from_result(again, tmp_path / "clone")
+    assert calls and run.model_path.is_file()  # it did train, and kept the weights
+    assert again == first and run.read_metrics() == first_metrics
+    cached = json.loads(run.cache_path.read_text())
+    assert cached["result"] == first and cached["metrics"] == first_metrics
+    monkeypatch.setattr(train_mod, "build_model", build)
+    assert train(cfg, runs_dir=tmp_path / "clone", progress=False, keep_model=True, on_step=calls.append) == first
+
+
 def test_fused_loss_trains_like_the_plain_loss_under_its_own_run_id(tiny_cfg, tmp_path):
     plain = tiny_cfg(steps=6)
     fused = tiny_cfg(steps=6, fused_loss=True)
