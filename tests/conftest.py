@@ -21,6 +21,16 @@ TINY_TOKENIZER = ASSETS / "tiny_tokenizer"
 TINY_GROUPS = ("code", "changelogs", "licenses")
 
 
+def load_script(name: str):
+    """A script of scripts/ (not a package) imported as a module, so its functions can be tested."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ASSETS.parents[1] / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # One token cache per test session (building it is the slow part); run dirs per test.

@@ -2,7 +2,6 @@
 cores), the run id of the new option, and scripts/gpu_check.py end to end with the tiny preset."""
 
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -15,7 +14,7 @@ import torch
 from aioli_repro.config import CODE_VERSION, ConfigError, canonical_json, run_id
 from aioli_repro.train import train
 
-from .conftest import TINY_CORPUS, TINY_TOKENIZER
+from .conftest import TINY_CORPUS, TINY_TOKENIZER, load_script
 
 REPO = TINY_CORPUS.parents[2]
 
@@ -70,10 +69,7 @@ def test_cuda_training_with_pinned_batches_and_compile(tiny_cfg, runs_dir):
 
 
 def _gpu_check_module():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("gpu_check")
 
 
 def test_the_full_profile_estimate_agrees_with_the_cpu_cost_count():

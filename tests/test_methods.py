@@ -13,7 +13,7 @@ from aioli_repro.laws import fit_static_law, optimal_mixture
 from aioli_repro.methods import METHODS, Runner, run_method
 from aioli_repro.profiles import PROFILES, Profile
 
-from .conftest import TINY_CORPUS, TINY_TOKENIZER
+from .conftest import TINY_CORPUS, TINY_TOKENIZER, load_script
 
 SETTING = hparams.Setting("tiny", "C/L", ("github", "wikipedia"), ("code", "licenses"))
 
@@ -68,17 +68,25 @@ def test_proxy_methods_train_their_final_run_on_the_proxy_average(outcomes):
     assert G.shape == (2, 2) and np.all(np.diag(G) > 0)
 
 
+def _clone_without_weights(runner, dest, monkeypatch):
+    """What a clone has: ``runner``'s finished runs copied to ``dest`` without their weights. Returns ``dest`` and
+    the list that records the name of every run trained from then on."""
+    shutil.copytree(runner.runs_dir, dest)
+    removed = list(dest.glob("*/model.safetensors"))
+    assert removed  # the stratified reference kept its weights when it was trained
+    for weights in removed:
+        weights.unlink()
+    trained = []
+    monkeypatch.setattr(train_mod, "_train_locked", lambda cfg, *a, **k: trained.append(cfg.name))
+    return dest, trained
+
+
 def test_doremi_names_its_reference_relative_to_the_runs_directory(outcomes, tiny_profile, tmp_path, monkeypatch):
     """The proxy's run id must not hold this machine's path: a clone elsewhere then finds the committed result."""
     out, runner = outcomes
     ref = out["doremi"].details["proxy_config"]["method_config"]["reference_model"]
     assert not Path(ref).is_absolute() and (Path(runner.runs_dir) / ref).is_file()
-    moved = tmp_path / "elsewhere"
-    shutil.copytree(runner.runs_dir, moved)
-    for weights in moved.glob("*/model.safetensors"):
-        weights.unlink()  # a clone has results only: the reference is not retrained for weights the proxy won't use
-    trained = []
-    monkeypatch.setattr(train_mod, "_train_locked", lambda cfg, *a, **k: trained.append(cfg.name))
+    moved, trained = _clone_without_weights(runner, tmp_path / "elsewhere", monkeypatch)
     again = run_method("doremi", SETTING, tiny_profile, 0, Runner(jobs=1, runs_dir=moved, progress=False))
     assert trained == []
     assert again.details["proxy_config"] == out["doremi"].details["proxy_config"]
@@ -91,14 +99,7 @@ def test_a_clone_with_results_but_no_weights_trains_nothing_for_any_method(outco
     """What a fresh clone has: finished results, no model weights. Stratified (also DoReMi's reference) once asked
     for its weights and so was trained again on every clone; now no method trains anything to re-render."""
     out, runner = outcomes
-    moved = tmp_path / "clone"
-    shutil.copytree(runner.runs_dir, moved)
-    removed = list(moved.glob("*/model.safetensors"))
-    assert removed  # the stratified reference kept its weights when it was trained
-    for weights in removed:
-        weights.unlink()
-    trained = []
-    monkeypatch.setattr(train_mod, "_train_locked", lambda cfg, *a, **k: trained.append(cfg.name))
+    moved, trained = _clone_without_weights(runner, tmp_path / "clone", monkeypatch)
     clone = Runner(jobs=1, runs_dir=moved, progress=False)
     again = {m: run_method(m, SETTING, tiny_profile, 0, clone) for m in METHODS}
     assert trained == []
@@ -155,14 +156,9 @@ def test_a_fitted_mixture_enters_a_config_without_its_last_bits():
 
 def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_stratified(tiny_profile, tmp_path,
                                                                                          monkeypatch):
-    import importlib.util
-
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("aioli_lp_cost",
-                                                  Path(__file__).parents[1] / "scripts" / "aioli_lp_cost.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("aioli_lp_cost")
     monkeypatch.setitem(hparams.SETTINGS, SETTING.key, SETTING)
     assert mod.main(["--profile", tiny_profile, "--setting", SETTING.key, "--seeds", "0", "1", "--jobs", "1",
                      "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 0
