@@ -167,6 +167,30 @@ class RunDir:
             entry = {"result": result, "metrics": self.read_metrics()}
             atomic_write_json(self.cache_path, {**entry, "sha256": config_digest(entry)})
 
+    # A finished run trained again for what its result does not hold (weights, branch states) keeps its first result.
+    # That result is set aside here for the retrain's duration, so an interrupted retrain still finds it even where
+    # result.json no longer verifies (its metrics are rewritten) and the result cache is off.
+    @property
+    def first_result_path(self) -> Path:
+        return self.path / "first_result.json"
+
+    def keep_first_result(self, result: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
+        if not self.first_result_path.exists():
+            atomic_write_json(self.first_result_path, {"result": result, "metrics": metrics})
+
+    def read_first_result(self) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        if not self.first_result_path.exists():
+            return None
+        try:
+            kept = json.loads(self.first_result_path.read_text())
+            return kept["result"], kept["metrics"]
+        except (OSError, ValueError, KeyError, TypeError):
+            print(f"[runs] {self.first_result_path} is unreadable; the retrain's own result will stand")
+            return None
+
+    def drop_first_result(self) -> None:
+        self.first_result_path.unlink(missing_ok=True)
+
     def _restore_from_cache(self) -> dict[str, Any] | None:
         """A run finished elsewhere (its compact copy is committed): rebuild result.json and metrics.jsonl here."""
         path = self.cache_path

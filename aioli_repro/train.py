@@ -231,7 +231,9 @@ def train(cfg: RunConfig, runs_dir=None, progress: bool = True, keep_model: bool
         # its first result and metrics: the retrain is equivalent but not bitwise equal (thread counts change float
         # sums), and the committed copy is what every clone renders from, so it must not move under this machine.
         previous = run.read_result()
-        previous = (previous, run.read_metrics()) if previous is not None else None
+        previous = (previous, run.read_metrics()) if previous is not None else run.read_first_result()
+        if previous is not None:
+            run.keep_first_result(*previous)
         run.write_config(fingerprints)
         return _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step, set(keep_steps),
                              runs_dir, previous)
@@ -412,5 +414,6 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         result = {**first, **({"branch_points": {**(first.get("branch_points") or {}), **result["branch_points"]}}
                               if keep_steps else {})}
     run.write_result(result)
+    run.drop_first_result()
     run.remove_checkpoint()
     return run.read_result()

@@ -253,6 +253,36 @@ def test_a_run_trained_again_for_its_weights_keeps_its_first_result(tiny_cfg, tm
     assert train(cfg, runs_dir=tmp_path / "clone", progress=False, keep_model=True, on_step=calls.append) == first
 
 
+def test_an_interrupted_retrain_keeps_the_first_result_without_the_cache(tiny_cfg, tmp_path, monkeypatch):
+    """The retrain rewrites metrics.jsonl, so result.json stops verifying; with the result cache off, only the copy
+    set aside in first_result.json can give the first result back after an interruption."""
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", "off")
+    cfg = tiny_cfg(steps=10, checkpoint_every=4)
+    first = train(cfg, runs_dir=tmp_path, progress=False)
+    run = RunDir.from_result(first, tmp_path)
+    first_metrics = run.read_metrics()
+    build = train_mod.build_model
+
+    def perturbed(*a, **k):  # another thread count: same run id, slightly different floats
+        model = build(*a, **k)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1e-3 * torch.randn_like(p))
+        return model
+
+    def interrupt(step):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "build_model", perturbed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, runs_dir=tmp_path, progress=False, keep_model=True, on_step=interrupt)
+    assert run.first_result_path.is_file() and run.read_result() is None  # result.json no longer verifies
+    again = train(cfg, runs_dir=tmp_path, progress=False, keep_model=True)
+    assert again == first and run.read_metrics() == first_metrics and run.model_path.is_file()
+    assert not run.first_result_path.exists()  # set aside only for the retrain's duration
+
+
 def test_fused_loss_trains_like_the_plain_loss_under_its_own_run_id(tiny_cfg, tmp_path):
     plain = tiny_cfg(steps=6)
     fused = tiny_cfg(steps=6, fused_loss=True)
