@@ -48,7 +48,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         "quick", "Pipeline demonstration: every table and figure from one seed (a 300k-parameter model, 200 steps of "
-                 "8 x 128 tokens; over an hour from scratch on 2 cores, minutes to re-render from the committed run "
+                 "8 x 128 tokens; about 50 minutes from scratch on 2 cores, minutes to re-render from the committed run "
                  "cache); not evidence for or against the paper.",
         DataConfig(context_length=128), ModelConfig("300k"),
         TrainConfig(steps=200, eval_every=50, checkpoint_every=100, test_max_sequences=256,
