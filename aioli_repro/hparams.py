@@ -14,7 +14,9 @@ Scaling to a budget of S steps (CPU profiles), written down once here:
   per round of mixture training and make LearnParams' evaluations dominate the cost). R never exceeds S.
 * Skill-it keeps η and the window, and its rounds keep their share of the run: update_steps = round(U_paper·S/S_paper).
 * DoReMi's log-weights move by μ·excess per step, so μ·S is kept: μ = μ_paper · S_paper / S.
-* DoGE's move by score/μ with score ∝ lr, so (lr/μ)·S is kept: μ = μ_paper · (lr / lr_paper) · (S_paper / S).
+* DoGE's log-weights move by score/μ per step with score ∝ lr, so (lr/μ)·S is kept: μ = μ_paper · (lr / lr_paper) ·
+  (S / S_paper). (Until 2026-11-30 the last factor was inverted, S_paper / S, which made μ 25x too large for 2 and
+  3 groups and 1,600x for 7 at 1,000 steps, and DoGE's mixtures stayed at uniform.)
 """
 
 from __future__ import annotations
@@ -121,5 +123,5 @@ def doremi_config(m: int, steps: int, paper_scale: bool = False, **overrides) ->
 def doge_config(m: int, steps: int, lr: float, paper_scale: bool = False, **overrides) -> dict:
     p = dict(DOGE_PAPER[_paper_key(m)])
     if not paper_scale:
-        p["mu"] = p["mu"] * (lr / PAPER_LR) * PAPER_STEPS[_paper_key(m)] / steps
+        p["mu"] = p["mu"] * (lr / PAPER_LR) * steps / PAPER_STEPS[_paper_key(m)]
     return {**p, **overrides}

@@ -129,8 +129,20 @@ def test_scaling_reproduces_the_paper_configs_at_the_paper_budget():
     lp = 2 * c["lp_rounds"] * c["lp_steps"]
     assert c["lp_steps"] == 1 and lp / c["update_steps"] <= 0.128 + 1e-9 and 1000 / c["update_steps"] <= 20
     assert hparams.doremi_config(2, 1000)["mu"] == pytest.approx(0.05)
-    assert hparams.doge_config(2, 1000, 3e-3)["mu"] == pytest.approx(0.3)
+    assert hparams.doge_config(2, 1000, 3e-3)["mu"] == pytest.approx(0.012)
     assert hparams.skillit_config(2, 1000)["update_steps"] == 100
+
+
+@pytest.mark.parametrize("m", [2, 3, 7])
+@pytest.mark.parametrize("steps,lr", [(200, 3e-3), (1000, 3e-3), (1000, 1e-3), (20000, 5e-4)])
+def test_scaled_proxies_move_their_weights_as_far_as_the_paper_over_a_run(m, steps, lr):
+    """The scaling rule's invariant, not a pinned value: over a whole run DoReMi's log-weights can move mu*S*excess
+    and DoGE's S*(score bound 5 lr)/mu, so mu*S and (lr/mu)*S must equal the paper's."""
+    s_paper = hparams.PAPER_STEPS[m]
+    doremi, doge = hparams.doremi_config(m, steps), hparams.doge_config(m, steps, lr)
+    assert doremi["mu"] * steps == pytest.approx(hparams.DOREMI_PAPER[m]["mu"] * s_paper)
+    assert lr / doge["mu"] * steps == pytest.approx(hparams.PAPER_LR / hparams.DOGE_PAPER[m]["mu"] * s_paper)
+    assert hparams.doge_config(m, steps, lr, paper_scale=True)["mu"] == hparams.DOGE_PAPER[m]["mu"]
 
 
 def test_settings_map_every_paper_group_to_its_analogue():
