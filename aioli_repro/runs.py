@@ -37,9 +37,11 @@ def default_runs_dir() -> Path:
 
 def result_cache_dir() -> Path | None:
     """Committed copies of finished runs' results and metrics (small JSON files, no weights), so tables re-render
-    and long studies continue across sittings and machines. ``AIOLI_RESULT_CACHE=off`` disables it."""
+    and long studies continue across sittings and machines. ``AIOLI_RESULT_CACHE=off`` (or ``0``, ``false``, ``no``)
+    disables it; any other value is the cache's directory."""
     value = os.environ.get("AIOLI_RESULT_CACHE", str(REPO_ROOT / "results" / "run_cache"))
-    return None if value == "off" else Path(value)
+    # "0" is a switch, not a directory: it once made a folder named 0 in the working directory.
+    return None if value.strip().lower() in ("off", "0", "false", "no", "") else Path(value)
 
 
 class RunLockedError(RuntimeError):

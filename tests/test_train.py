@@ -291,3 +291,13 @@ def test_fused_loss_trains_like_the_plain_loss_under_its_own_run_id(tiny_cfg, tm
     assert a["run_id"] != b["run_id"]
     for g in a["val_loss"]:
         assert b["val_loss"][g] == pytest.approx(a["val_loss"][g], abs=1e-4)
+
+
+@pytest.mark.parametrize("value", ["off", "0", "false", "No", ""])
+def test_the_result_cache_switches_off_without_becoming_a_folder(value, monkeypatch, tmp_path):
+    from aioli_repro.runs import result_cache_dir
+
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", value)
+    assert result_cache_dir() is None
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(tmp_path / "cache"))
+    assert result_cache_dir() == tmp_path / "cache"
