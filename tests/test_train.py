@@ -224,6 +224,17 @@ def test_committed_result_cache_restores_a_run_finished_elsewhere(tiny_cfg, tmp_
     assert calls and again["test_loss"] == first["test_loss"]
 
 
+def _perturbed(build):
+    """``build_model`` with slightly moved weights: stands in for another thread count (same run id, other floats)."""
+    def perturbed(*a, **k):
+        model = build(*a, **k)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1e-3 * torch.randn_like(p))
+        return model
+    return perturbed
+
+
 def test_a_run_trained_again_for_its_weights_keeps_its_first_result(tiny_cfg, tmp_path, monkeypatch):
     """A clone has committed results but no weights; a retrain for them (e.g. DoReMi's reference) is equivalent but
     not bitwise equal. Its first result and metrics stay, here and in the cache, so every clone renders the same
@@ -233,15 +244,7 @@ def test_a_run_trained_again_for_its_weights_keeps_its_first_result(tiny_cfg, tm
     first = train(cfg, runs_dir=tmp_path / "clone", progress=False)
     first_metrics = RunDir.from_result(first, tmp_path / "clone").read_metrics()
     build = train_mod.build_model
-
-    def perturbed(*a, **k):  # stands in for another thread count: same run id, slightly different floats
-        model = build(*a, **k)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(1e-3 * torch.randn_like(p))
-        return model
-
-    monkeypatch.setattr(train_mod, "build_model", perturbed)
+    monkeypatch.setattr(train_mod, "build_model", _perturbed(build))
     calls = []
     again = train(cfg, runs_dir=tmp_path / "clone", progress=False, keep_model=True, on_step=calls.append)
     run = RunDir.from_result(again, tmp_path / "clone")
@@ -261,20 +264,11 @@ def test_an_interrupted_retrain_keeps_the_first_result_without_the_cache(tiny_cf
     first = train(cfg, runs_dir=tmp_path, progress=False)
     run = RunDir.from_result(first, tmp_path)
     first_metrics = run.read_metrics()
-    build = train_mod.build_model
-
-    def perturbed(*a, **k):  # another thread count: same run id, slightly different floats
-        model = build(*a, **k)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(1e-3 * torch.randn_like(p))
-        return model
-
     def interrupt(step):
         if step == 6:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod, "build_model", perturbed)
+    monkeypatch.setattr(train_mod, "build_model", _perturbed(train_mod.build_model))
     with pytest.raises(KeyboardInterrupt):
         train(cfg, runs_dir=tmp_path, progress=False, keep_model=True, on_step=interrupt)
     assert run.first_result_path.is_file() and run.read_result() is None  # result.json no longer verifies
