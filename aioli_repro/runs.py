@@ -178,17 +178,21 @@ class RunDir:
 
     def keep_first_result(self, result: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
         if not self.first_result_path.exists():
-            atomic_write_json(self.first_result_path, {"result": result, "metrics": metrics})
+            kept = {"result": result, "metrics": metrics}
+            atomic_write_json(self.first_result_path, {**kept, "sha256": config_digest(kept)})
 
     def read_first_result(self) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         if not self.first_result_path.exists():
             return None
         try:
             kept = json.loads(self.first_result_path.read_text())
-            return kept["result"], kept["metrics"]
-        except (OSError, ValueError, KeyError, TypeError):
-            print(f"[runs] {self.first_result_path} is unreadable; the retrain's own result will stand")
-            return None
+            # Unlike a cache entry, this file is never committed, so a missing checksum is no excuse.
+            if "sha256" in kept and _seal_ok(kept, "sha256") and kept["result"].get("run_id") == self.id:
+                return kept["result"], kept["metrics"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        print(f"[runs] {self.first_result_path} is unreadable or corrupt; the retrain's own result will stand")
+        return None
 
     def drop_first_result(self) -> None:
         self.first_result_path.unlink(missing_ok=True)

@@ -277,6 +277,28 @@ def test_an_interrupted_retrain_keeps_the_first_result_without_the_cache(tiny_cf
     assert not run.first_result_path.exists()  # set aside only for the retrain's duration
 
 
+def test_a_tampered_first_result_is_not_trusted(tiny_cfg, tmp_path, monkeypatch):
+    """first_result.json carries its own checksum: a damaged copy must not stand in for the first result."""
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", "off")
+    cfg = tiny_cfg(steps=10, checkpoint_every=4)
+    run = RunDir.from_result(train(cfg, runs_dir=tmp_path, progress=False), tmp_path)
+
+    def interrupt(step):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "build_model", _perturbed(train_mod.build_model))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, runs_dir=tmp_path, progress=False, keep_model=True, on_step=interrupt)
+    assert run.read_first_result() is not None
+    kept = json.loads(run.first_result_path.read_text())
+    kept["result"]["test_loss"] = {k: v - 1.0 for k, v in kept["result"]["test_loss"].items()}
+    run.first_result_path.write_text(json.dumps(kept))
+    assert run.read_first_result() is None
+    again = train(cfg, runs_dir=tmp_path, progress=False, keep_model=True)
+    assert again["test_loss"] != kept["result"]["test_loss"]
+
+
 def test_fused_loss_trains_like_the_plain_loss_under_its_own_run_id(tiny_cfg, tmp_path):
     plain = tiny_cfg(steps=6)
     fused = tiny_cfg(steps=6, fused_loss=True)
