@@ -145,6 +145,30 @@ def test_scaled_proxies_move_their_weights_as_far_as_the_paper_over_a_run(m, ste
     assert hparams.doge_config(m, steps, lr, paper_scale=True)["mu"] == hparams.DOGE_PAPER[m]["mu"]
 
 
+@pytest.mark.parametrize("m", [2, 3, 7])
+@pytest.mark.parametrize("steps", [40, 200, 1000, 5000, 40000])
+def test_scaled_round_schedules_keep_the_papers_shape(m, steps):
+    """Invariants of the round-based methods' scaling, not pinned values. Skill-it keeps its number of rounds (so
+    its η moves the mixture as often as in the paper). Aioli's rounds fit in the run, number at most 20 (or the
+    paper's count, if that is larger at the paper's budget), and spend at most the paper's share δ of each round in
+    LearnParams; both keep the paper's η, which is scale-free because A^t is normalised before the update."""
+    s_paper = hparams.PAPER_STEPS[m]
+    skillit, paper = hparams.skillit_config(m, steps), hparams.SKILLIT_PAPER[m]
+    assert skillit["eta"] == paper["eta"] and skillit["window"] == paper["window"]
+    exact = paper["update_steps"] * steps / s_paper  # the round length that keeps the paper's count exactly
+    if exact >= 1:  # otherwise one step per round is the floor
+        assert abs(skillit["update_steps"] - exact) <= 0.5
+    aioli, paper = hparams.aioli_config(m, steps), hparams.AIOLI_PAPER[m]
+    assert aioli["eta"] == paper["eta"] and aioli["ema"] == paper["ema"] and aioli["lp_rounds"] == paper["lp_rounds"]
+    assert 1 <= aioli["update_steps"] <= steps
+    rounds, paper_rounds = steps / aioli["update_steps"], s_paper / paper["update_steps"]
+    assert rounds <= max(20, paper_rounds if steps >= s_paper else 20) + 1e-9
+    share = m * aioli["lp_rounds"] * aioli["lp_steps"] / aioli["update_steps"]
+    paper_share = m * paper["lp_rounds"] * paper["lp_steps"] / paper["update_steps"]
+    assert share <= paper_share + 1e-9 or aioli["update_steps"] == steps
+    assert aioli["lp_eval_sequences"] >= 1
+
+
 def test_settings_map_every_paper_group_to_its_analogue():
     assert [s.label for s in hparams.SETTINGS.values()] == ["A/SE", "GH/C4", "B/SE", "A/B/SE", "CC/GH/W", "SlimPajama"]
     assert hparams.SETTINGS["slimpajama"].groups == ("latex", "books", "kerneldocs", "webdocs", "code", "pydocs",
