@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_env.sh
 echo "[tests] ruff"
-python -m ruff check aioli_repro tests scripts
+python -m ruff check aioli_repro tests scripts notebooks/*.ipynb  # source notebooks, not the executed copies
 echo "[tests] pytest"
 python -m pytest "$@"

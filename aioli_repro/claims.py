@@ -118,12 +118,14 @@ def claim_c2(runs: pd.DataFrame) -> Claim:
 
 def claim_c3(static: pd.DataFrame, dynamic: pd.DataFrame | None) -> Claim:
     st = static[static.setting == "all"].iloc[0]
-    ours = f"static log-linear R² {st.r2:.3f} in-sample, {st.loo_r2:.3f} leave-one-mixture-out (MSE {st.mse:.1e})"
+    ours = f"static log-linear R² {st.r2:.3f} in-sample, {st.loo_r2:.3f} leave-one-mixture-out (MSE {st.mse:.1e}" + (
+        f"; {st.fits} fits, {st.seeds} seed(s))" if "seeds" in st else ")")
     ok = st.r2 >= 0.94 and st.loo_r2 >= 0.5
     bad = st.r2 < 0.8
     if dynamic is not None:
         dy = dynamic[dynamic.setting == "all"].iloc[0]
-        ours += f"; dynamic linear R² {dy.r2:.3f} in-sample, {dy.loo_r2:.3f} leave-one-out (MSE {dy.mse:.1e})"
+        ours += f"; dynamic linear R² {dy.r2:.3f} in-sample, {dy.loo_r2:.3f} leave-one-out (MSE {dy.mse:.1e}" + (
+            f"; {dy.fits} fits, {dy.seeds} seed(s))" if "seeds" in dy else ")")
         ok = ok and dy.r2 >= 0.90 and dy.loo_r2 >= 0.5
         bad = bad or dy.r2 < 0.7
     if ok:

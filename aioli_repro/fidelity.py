@@ -53,7 +53,7 @@ from . import hparams
 from .config import ConfigError, RunConfig, canonical_json
 from .executors import cached_result
 from .laws import DynamicLawFit, fit_dynamic_law, fit_method_scale, fit_static_law, similarity_parts
-from .methods import Runner, run_method, sweep
+from .methods import NotCachedError, Runner, run_method, sweep
 from .profiles import check_study_parameters, get_profile, profile_config
 from .runs import RunDir
 
@@ -161,6 +161,20 @@ def _runner(runner: Runner | None, jobs: int = 1) -> Runner:
     return runner or Runner(jobs=jobs, progress=False)
 
 
+def _not_finished(runner: Runner, missing: list[str], what: str) -> None:
+    """Inside ``except NotCachedError``: a runner that only reads the cache notes the unfinished part of a study
+    (which is then left out of it); any other runner lets the error through."""
+    if not runner.cached_only:
+        raise
+    missing.append(what)
+
+
+def _check_found(rows: list, missing: list[str], study: str) -> None:
+    if missing and not rows:
+        raise NotCachedError(f"no part of the {study} study is in the run cache yet ({len(missing)} parts "
+                             "missing); run it without cached_only")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Running many runs, and branching children off a parent
 # ----------------------------------------------------------------------------------------------------------------------
@@ -175,6 +189,8 @@ def run_configs(cfgs: Sequence[RunConfig], runner: Runner, keep_steps: tuple[int
     cfgs = list(cfgs)
     if not cfgs:
         return []
+    if runner.cached_only:  # read the cache, train nothing (raises NotCachedError for a run nobody finished)
+        return runner.run(cfgs)
     if runner.jobs > 1 and len(cfgs) > 1 and not keep_steps:
         return runner.run(cfgs)
     from .train import load_data, train
@@ -271,6 +287,8 @@ def branch_children(parent_cfg: RunConfig, steps: int | Iterable[int], P, horizo
         points = _branch_points(parent_result, runner, ts) if parent_result is not None else None
         cached = _cached_children(parent_result, ts, P, horizon, runner) if points is not None else None
         if cached is None:
+            if runner.cached_only:
+                raise NotCachedError(f"not in the run cache: {prefix.name} or its children at steps {ts}")
             parent_result = run_configs([prefix], runner, keep_steps=tuple(ts))[0]  # trains only what is missing
             points = _branch_points(parent_result, runner, ts, local_only=True)
     run_cfg = RunConfig.from_dict(parent_result["config"])
@@ -364,6 +382,8 @@ class LawStudy:
     fits: dict = field(repr=False)
     """Study key -> the fit (StaticLawFit or DynamicLawFit)."""
     profile: str = ""
+    missing: list = field(default_factory=list)
+    """With a runner that only reads the cache: the (setting, seed) parts left out because they have not finished."""
 
     def summary(self) -> pd.DataFrame:
         """Mean R^2 and MSE per setting, in sample and leave-one-mixture-out, and over everything ('all')."""
@@ -379,7 +399,9 @@ class StaticLawStudy(LawStudy):
 def _summary(table: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     per = table.groupby(["setting", "label"], sort=False)[cols].mean().reset_index()
     per["fits"] = table.groupby(["setting", "label"], sort=False).size().values
-    allrow = {"setting": "all", "label": "all", **table[cols].mean().to_dict(), "fits": len(table)}
+    per["seeds"] = table.groupby(["setting", "label"], sort=False)["seed"].nunique().values
+    allrow = {"setting": "all", "label": "all", **table[cols].mean().to_dict(), "fits": len(table),
+              "seeds": table["seed"].nunique()}
     return pd.concat([per, pd.DataFrame([allrow])], ignore_index=True)
 
 
@@ -392,11 +414,15 @@ def static_law_study(settings: Iterable[str | hparams.Setting], profile: str, se
     profile's five sweeps 8, 16 and 64 starts gave the same in-sample and leave-one-out R^2 to 4 decimals, and 64 made
     this study the slowest part of re-rendering notebook 01 (about 30 s per setting against 8 s)."""
     runner = _runner(runner)
-    rows, pts, fits = [], [], {}
+    rows, pts, fits, missing = [], [], {}, []
     for s in settings:
         st = _setting(s)
         for seed in study_seeds(profile, seeds):
-            groups, _, P, L = _sweep_losses(st, profile, seed, runner)
+            try:
+                groups, _, P, L = _sweep_losses(st, profile, seed, runner)
+            except NotCachedError:
+                _not_finished(runner, missing, f"{st.label}/seed {seed}")
+                continue
             fit = fit_static_law(P, L, loo=True, n_starts=n_starts, seed=seed)
             fits[(st.key, seed)] = fit
             pred = fit.predict(P)
@@ -408,7 +434,8 @@ def static_law_study(settings: Iterable[str | hparams.Setting], profile: str, se
                     pts.append({"setting": st.key, "label": st.label, "seed": seed, "mixture": k,
                                 "p": P[k].tolist(), "p1": P[k, 0], "group": g, "observed": L[k, i],
                                 "predicted": pred[k, i]})
-    return StaticLawStudy(pd.DataFrame(rows), pd.DataFrame(pts), fits, profile)
+    _check_found(rows, missing, "static-law")
+    return StaticLawStudy(pd.DataFrame(rows), pd.DataFrame(pts), fits, profile, missing)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -432,15 +459,19 @@ def dynamic_law_study(settings: Iterable[str | hparams.Setting], profile: str, s
     S = get_profile(profile).train.steps
     t = break_step(S, break_fraction)
     h = default_horizon(S) if horizon is None else int(horizon)
-    rows, pts, fits = [], [], {}
+    rows, pts, fits, missing = [], [], {}, []
     for s in settings:
         st = _setting(s)
         for seed in study_seeds(profile, seeds):
             groups = _groups(st, profile)
             cfgs = sweep(profile, groups, seed)
             P = np.array([c.method_config["proportions"] for c in cfgs], dtype=float)
-            for k in parent_indices(P, n_parents):
-                br = branch_children(cfgs[k], t, P, h, runner)[t]
+            try:  # every parent of this (setting, seed) first, so that a part left out is left out whole
+                branches = {k: branch_children(cfgs[k], t, P, h, runner)[t] for k in parent_indices(P, n_parents)}
+            except NotCachedError:
+                _not_finished(runner, missing, f"{st.label}/seed {seed}")
+                continue
+            for k, br in branches.items():
                 fit = br.fit(loo=True)
                 fits[(st.key, seed, k)] = fit
                 pred = fit.predict(P, br.L_prev)
@@ -455,7 +486,8 @@ def dynamic_law_study(settings: Iterable[str | hparams.Setting], profile: str, s
                                     "parent_p": parent_p, "child": j, "p": P[j].tolist(), "p1": P[j, 0],
                                     "group": g, "L_t": br.L_prev[i], "observed": br.L_next[j, i],
                                     "predicted": pred[j, i]})
-    return DynamicLawStudy(pd.DataFrame(rows), pd.DataFrame(pts), fits, profile)
+    _check_found(rows, missing, "dynamic-law")
+    return DynamicLawStudy(pd.DataFrame(rows), pd.DataFrame(pts), fits, profile, missing)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -539,6 +571,8 @@ class FidelityStudy:
     matrices: dict = field(repr=False)
     """(method, setting, seed) -> {"A_true", "M", "scale", "P", "L_prev", "L_next"}."""
     profile: str = ""
+    missing: list = field(default_factory=list)
+    """With a runner that only reads the cache: the (method, setting, seed) parts left out as unfinished."""
 
     def summary(self) -> pd.DataFrame:
         """One dot per (method, setting): sim and improvement averaged over seeds."""
@@ -596,21 +630,30 @@ def fidelity_study(settings: Iterable[str | hparams.Setting], profile: str, seed
         fractions = dict.fromkeys(fractions, float(break_fraction))
     elif break_fraction:
         fractions.update(break_fraction)
-    rows, mats = [], {}
+    for method in methods:
+        if method not in fractions:
+            raise ValueError(f"no break fraction for method {method!r}")
+    rows, mats, missing = [], {}, []
     for s in settings:
         st = _setting(s)
         groups = _groups(st, profile)
         for seed in study_seeds(profile, seeds):
-            strat = run_method("stratified", st, profile, seed, runner).final
+            try:
+                strat = run_method("stratified", st, profile, seed, runner).final
+            except NotCachedError:
+                _not_finished(runner, missing, f"stratified/{st.label}/seed {seed}")
+                continue
             P = np.array([c.method_config["proportions"] for c in sweep(profile, groups, seed)], dtype=float)
             for method in methods:
-                if method not in fractions:
-                    raise ValueError(f"no break fraction for method {method!r}")
-                outcome = run_method(method, st, profile, seed, runner)
-                full_history = _trajectory_history(method, outcome)
-                t = fidelity_break_step(full_history, S, fractions[method], h)
-                traj = trajectory_config(method, st, profile, seed, runner, outcome)
-                br = branch_children(traj, t, P, h, runner)[t]
+                try:
+                    outcome = run_method(method, st, profile, seed, runner)
+                    full_history = _trajectory_history(method, outcome)
+                    t = fidelity_break_step(full_history, S, fractions[method], h)
+                    traj = trajectory_config(method, st, profile, seed, runner, outcome)
+                    br = branch_children(traj, t, P, h, runner)[t]
+                except NotCachedError:
+                    _not_finished(runner, missing, f"{method}/{st.label}/seed {seed}")
+                    continue
                 hist = br.policy_summary.get("history", [])
                 _check_same_trajectory(method, hist, full_history, t)
                 M = method_matrix(method, hist, t)
@@ -642,7 +685,8 @@ def fidelity_study(settings: Iterable[str | hparams.Setting], profile: str, seed
                     "stratified_ppl": strat["avg_test_perplexity"], "method_ppl": ppl,
                     "improvement": strat["avg_test_perplexity"] - ppl,
                 })
-    return FidelityStudy(pd.DataFrame(rows), mats, profile)
+    _check_found(rows, missing, "fidelity")
+    return FidelityStudy(pd.DataFrame(rows), mats, profile, missing)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -665,6 +709,8 @@ class OrderingStudy:
     summary: pd.DataFrame
     """One row per (setting, seed, break step): the group favoured by the column sums and by the diagonal."""
     profile: str = ""
+    missing: list = field(default_factory=list)
+    """With a runner that only reads the cache: the (setting, seed) parts left out as unfinished."""
 
     def changes(self) -> pd.DataFrame:
         """Per (setting, seed): does the favoured group change over training, and does the diagonal ever disagree
@@ -689,14 +735,18 @@ def colsum_ordering_study(settings: Iterable[str | hparams.Setting], profile: st
     ts = sorted({break_step(S, f) for f in fractions})
     if ts[-1] + h > S:
         raise ValueError(f"the last break step {ts[-1]} + horizon {h} passes the end of the run ({S})")
-    rows, summ = [], []
+    rows, summ, missing = [], [], []
     for s in settings:
         st = _setting(s)
         groups = _groups(st, profile)
         for seed in study_seeds(profile, seeds):
             P = np.array([c.method_config["proportions"] for c in sweep(profile, groups, seed)], dtype=float)
             strat_cfg = profile_config(profile, groups, "stratified", seed, None, name="stratified")
-            branches = branch_children(strat_cfg, ts, P, h, runner)
+            try:
+                branches = branch_children(strat_cfg, ts, P, h, runner)
+            except NotCachedError:
+                _not_finished(runner, missing, f"{st.label}/seed {seed}")
+                continue
             for t in ts:
                 fit = branches[t].fit()
                 cs, dg = fit.A.sum(axis=0), np.diag(fit.A)
@@ -710,7 +760,8 @@ def colsum_ordering_study(settings: Iterable[str | hparams.Setting], profile: st
                 summ.append({"setting": st.key, "label": st.label, "seed": seed, "break_step": t,
                              "favoured_colsum": fav, "favoured_diagonal": fav_d, "diagonal_agrees": fav == fav_d,
                              "colsum": np.round(cs, 6).tolist()})
-    return OrderingStudy(pd.DataFrame(rows), pd.DataFrame(summ), profile)
+    _check_found(rows, missing, "column-sum ordering")
+    return OrderingStudy(pd.DataFrame(rows), pd.DataFrame(summ), profile, missing)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

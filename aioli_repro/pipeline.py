@@ -70,7 +70,7 @@ def main(argv=None) -> int:
                     help="independent training runs executed in parallel (default: the profile's, see profiles.py)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (number prefix or name)")
     ap.add_argument("--cached-only", action="store_true",
-                    help="train nothing: re-render, from finished runs only, the notebooks that can (04-07), listing "
+                    help="train nothing: re-render, from finished runs only, the notebooks that can (01-07), listing "
                          "what is not finished yet; the others are skipped (e.g. between sittings of the full profile)")
     args = ap.parse_args(argv)
     todo = notebooks(args.only)
@@ -104,9 +104,11 @@ def main(argv=None) -> int:
     # Per-notebook timings of the latest invocation that ran each notebook (a sitting may run only some).
     previous = json.loads(log.read_text()).get("notebooks", {}) if log.exists() else {}
     for name, seconds in timings.items():
-        previous[name] = {"seconds": round(seconds, 1), "jobs": args.jobs, "date": time.strftime("%Y-%m-%d %H:%M")}
+        previous[name] = {"seconds": round(seconds, 1), "jobs": args.jobs, "date": time.strftime("%Y-%m-%d %H:%M"),
+                          "cached_only": args.cached_only}  # a re-render from the cache, not a training sitting
     atomic_write_json(log, {"profile": args.profile, "notebooks": previous,
-                            "last_invocation": {"jobs": args.jobs, "total_s": total, "notebooks": list(timings)}})
+                            "last_invocation": {"jobs": args.jobs, "total_s": total, "notebooks": list(timings),
+                                                "cached_only": args.cached_only}})
     print(f"[run_all] all {len(todo)} notebooks done in {total:.0f} s; results in results/{args.profile}/, "
           f"figures in figures/{args.profile}/, executed notebooks in {out_dir.relative_to(REPO_ROOT)}/")
     return 0

@@ -114,6 +114,7 @@ def test_static_law_study_tables_and_figure(tiny, runner, tmp_path):
     assert study.points.query("setting == 'tiny2' and group == 'code'")["p"].tolist() == P
     summ = study.summary()
     assert list(summ["setting"]) == ["tiny2", "tiny3", "all"] and summ["fits"].tolist() == [2, 3, 5]
+    assert summ["seeds"].tolist() == [1, 1, 1]
     fidelity.plot_static_law(study, tmp_path / "static.png")
     assert (tmp_path / "static.png").stat().st_size > 0
 
@@ -227,3 +228,31 @@ def test_colsum_ordering_study(tiny, runner, tmp_path):
     assert ch["favoured_over_time"].iloc[0].count("->") == 2
     fidelity.plot_colsum_ordering(study, tmp_path / "ord.png")
     assert (tmp_path / "ord.png").stat().st_size > 0
+
+
+def test_cached_only_studies_render_the_finished_part_and_train_nothing(tiny, runner, monkeypatch):
+    """A sitting of the long profile renders notebooks 01-03 from the runs finished so far: with a runner that only
+    reads the cache, each study keeps its finished (setting, seed) parts exactly and lists the others."""
+    import aioli_repro.train as train_mod
+    from aioli_repro.methods import NotCachedError
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached_only study trained a run")
+
+    monkeypatch.setattr(train_mod, "_train_locked", no_training)
+    reader = Runner(jobs=1, runs_dir=runner.runs_dir, progress=False, cached_only=True)
+    first = fidelity.static_law_study([SET2, SET3], tiny, runner=runner, n_starts=8)  # finished above
+    part = fidelity.static_law_study([SET2, SET3], tiny, seeds=[0, 1], runner=reader, n_starts=8)
+    assert part.table.equals(first.table) and part.missing == ["C/L/seed 1", "C/Ch/L/seed 1"]
+    dyn = fidelity.dynamic_law_study([SET2, SET3], tiny, seeds=[1, 0], runner=reader, n_parents=2)
+    assert set(dyn.table["seed"]) == {0} and len(dyn.table) == 2 * 2 + 2 * 3 and len(dyn.missing) == 2
+    fid = fidelity.fidelity_study([SET2, SET3], tiny, runner=reader)
+    assert set(fid.table["setting"]) == {"tiny2"} and len(fid.table) == len(fidelity.ONLINE_METHODS)
+    assert fid.missing == ["stratified/C/Ch/L/seed 0"]
+    order = fidelity.colsum_ordering_study([SET2], tiny, seeds=[0, 1], runner=reader, fractions=(0.25, 0.5, 0.75))
+    assert set(order.table["seed"]) == {0} and order.missing == ["C/L/seed 1"]
+    for study in (fidelity.static_law_study, fidelity.dynamic_law_study, fidelity.colsum_ordering_study):
+        with pytest.raises(NotCachedError, match="no part of the"):
+            study([SET2], tiny, seeds=[7], runner=reader)
+    with pytest.raises(AssertionError, match="trained a run"):  # the ordinary runner still trains what is missing
+        fidelity.static_law_study([SET2], tiny, seeds=[7], runner=runner)
