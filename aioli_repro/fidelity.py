@@ -630,6 +630,7 @@ def fidelity_study(settings: Iterable[str | hparams.Setting], profile: str, seed
         fractions = dict.fromkeys(fractions, float(break_fraction))
     elif break_fraction:
         fractions.update(break_fraction)
+    methods = list(methods)
     for method in methods:
         if method not in fractions:
             raise ValueError(f"no break fraction for method {method!r}")
