@@ -195,7 +195,11 @@ def claim_c7(pairs: pd.DataFrame) -> Claim:
 def claim_c8(runs: pd.DataFrame) -> Claim:
     if any(m not in set(runs.method) for m in tables.ABLATIONS):
         return _pending("C8", "06_ablations (both ablations)")
-    d = tables.differences(runs)
+    d = tables.complete_cells(tables.differences(runs), tables.ABLATIONS)  # cells where all three have finished
+    per_seed = d.groupby("seed")["setting"].nunique()  # and, like the table's CI, seeds that have all those settings
+    d = d[d.seed.isin(per_seed[per_seed == d.setting.nunique()].index)]
+    if d.empty:
+        return _pending("C8", "06_ablations (both ablations)")
     means = d.groupby("method")["diff"].mean()
     seeds = d.seed.nunique()
     gaps = {}
@@ -204,7 +208,8 @@ def claim_c8(runs: pd.DataFrame) -> Claim:
         b = d[d.method == abl].set_index(["setting", "seed"])["diff"]
         gaps[abl] = tables.paired_ci((b - a).groupby(level="seed").mean())
     ours = ", ".join(f"{m} {means.get(m, np.nan):+.3f}" for m in tables.ABLATIONS) + "; " + ", ".join(
-        f"{k} - aioli {v[0]:+.3f}" + ("" if np.isnan(v[1]) else f" [{v[1]:+.3f}, {v[2]:+.3f}]") for k, v in gaps.items())
+        f"{k} - aioli {v[0]:+.3f}" + ("" if np.isnan(v[1]) else f" [{v[1]:+.3f}, {v[2]:+.3f}]") for k, v in gaps.items()) \
+        + f" ({d.setting.nunique()} settings, {seeds} seed(s))"
     if seeds < 2:
         verdict, why = INCONCLUSIVE, "one seed: no confidence interval"
     elif all(v[1] > 0 for v in gaps.values()) and all(means[m] < 0 for m in tables.ABLATIONS):

@@ -307,18 +307,32 @@ def restricted_summary(df: pd.DataFrame) -> dict:
             "paper": PAPER_RESTRICTED}
 
 
+def complete_cells(diffs: pd.DataFrame, methods) -> pd.DataFrame:
+    """The rows of ``differences(...)`` for ``methods`` restricted to the (setting, seed) cells where every one of
+    them has finished (paired against stratified), so that a comparison between them never mixes cells: a sitting
+    of the long profile may have finished Aioli on a seed where an ablation has not run yet."""
+    d = diffs[diffs.method.isin(methods) & diffs["diff"].notna()]
+    n = d.groupby(["setting", "seed"])["method"].nunique()
+    full = n[n == len(set(methods))].index
+    return d[d.set_index(["setting", "seed"]).index.isin(full)]
+
+
 def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean difference from stratified per setting and overall for Aioli and its two ablations."""
-    diffs = differences(df)
+    """Mean difference from stratified per setting and overall for Aioli and its two ablations, over the (setting,
+    seed) cells where all of them have finished; the CI is over the seeds that have every one of those settings."""
+    present = [m for m in ABLATIONS if m in set(df.method)]
+    diffs = complete_cells(differences(df), present)
+    order = [s for s in hparams.SETTINGS if s in set(diffs.setting)]
     rows = []
-    for method in [m for m in ABLATIONS if m in set(diffs.method)]:
+    for method in present:
         d = diffs[diffs.method == method]
-        per_setting = d.groupby("setting")["diff"].mean()
-        mean, lo, hi = paired_ci(d.groupby("seed")["diff"].mean()) if d.seed.nunique() > 1 else \
-            (float(per_setting.mean()), np.nan, np.nan)
+        per_setting = d.groupby("setting")["diff"].mean().reindex(order)
+        per_seed = d.groupby("seed")
+        seed_means = per_seed["diff"].mean()[per_seed["setting"].nunique() == len(order)]
+        mean, lo, hi = paired_ci(seed_means)
         row = {"method": method, **{hparams.SETTINGS[s].label: round(v, 3) for s, v in per_setting.items()},
                "mean over settings": round(float(per_setting.mean()), 3),
                "95% CI (over seeds)": "" if np.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]",
-               "paper": PAPER_ABLATIONS[method]}
+               "seeds": len(seed_means), "paper": PAPER_ABLATIONS[method]}
         rows.append(row)
     return pd.DataFrame(rows)

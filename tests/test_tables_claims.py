@@ -103,6 +103,25 @@ def test_claim_c8_waits_for_both_ablations():
                                   "aioli_diagonal": [-0.6, -0.5]})).verdict != claims.NOT_RUN
 
 
+def test_ablations_compare_only_cells_where_all_three_have_finished():
+    """Mid-sitting, Aioli may have finished a (setting, seed) where an ablation has not: such a cell must not enter
+    the comparison, or a gap between Aioli and an ablation would mix different seeds and settings."""
+    done = _runs({"aioli": [-1.0, -1.2, -0.9], "aioli_static": [-0.5, -0.6, -0.4],
+                  "aioli_diagonal": [-0.7, -0.8, -0.6]})
+    ref_table, ref_claim = tables.ablation_table(done), claims.claim_c8(done)
+    assert list(ref_table.columns[1:3]) == ["A/SE", "GH/C4"] and ref_table["seeds"].tolist() == [3, 3, 3]
+    # Aioli alone on a third setting and a fourth seed (wildly off), an ablation missing on one cell:
+    extra = _runs({"aioli": [50.0] * 4}, settings=("book_stackexchange",))
+    extra = pd.concat([extra, _runs({"aioli": [0, 0, 0, 60.0]}, settings=("arxiv_stackexchange",)).query("seed == 3")])
+    partial = pd.concat([done, extra], ignore_index=True)
+    assert tables.ablation_table(partial).equals(ref_table)
+    assert claims.claim_c8(partial) == ref_claim
+    gap = done[~((done.method == "aioli_static") & (done.seed == 2) & (done.setting == "github_c4"))]
+    t = tables.ablation_table(gap).set_index("method")
+    assert t.loc["aioli", "GH/C4"] == pytest.approx(-1.1) and t["seeds"].tolist() == [2, 2, 2]
+    assert "(2 settings, 2 seed(s))" in claims.claim_c8(gap).ours  # seed 2 lacks GH/C4
+
+
 def test_build_claims_marks_the_tables_a_profile_has_not_produced(tmp_path, monkeypatch):
     monkeypatch.setattr(claims, "results_dir", lambda profile: tmp_path / profile)
     (tmp_path / "full").mkdir()
