@@ -205,3 +205,6 @@ def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_str
     # eta = 0: LearnParams ran, and the mixture never left uniform (Aioli's own did)
     assert (df["aioli_eta0_max_dev"] < 1e-12).all() and (df["aioli_max_dev"] > 0).all()
     assert df["aioli_eta0_run_id"].nunique() == 2
+    by_step = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_by_step.csv", index_col="step")
+    assert by_step.index.tolist() == [8, 16, 24] and by_step.shape[1] == 2  # every evaluation after step 0
+    assert by_step.notna().all().all() and (by_step.abs() < 5).all().all()
