@@ -9,6 +9,10 @@ by what Aioli loses, the loss comes from the schedule, not from the mixture Aiol
 
 Besides the test perplexities (``aioli_lp_cost_SETTING.csv`` and its paired summary), it writes the gap in mean
 validation loss to stratified at every evaluation (``..._by_step.csv``): when in the run the loss is paid.
+
+``--lp-start T`` adds a third run per seed, eta = 0 with LearnParams held back for the first T steps (the uniform
+mixture is trained first, through Aioli's ``prior``/``prior_steps``; the rounds after it keep their length). If that
+run does not lose, the loss comes from LearnParams' first blocks, early in the run, rather than from its share of it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--setting", default="slimpajama")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
     ap.add_argument("--jobs", type=int, default=None, help="default: the profile's")
+    ap.add_argument("--lp-start", type=int, default=0,
+                    help="also run eta = 0 with LearnParams from this step on (0: do not)")
     ap.add_argument("--cached-only", action="store_true", help="train nothing; fail if a run is missing")
     ap.add_argument("--out", default=None, help="folder for the CSVs (default: results/PROFILE)")
     ap.add_argument("--runs-dir", default=None, help="default: the project's runs directory")
@@ -59,44 +65,61 @@ def main(argv=None) -> int:
     st = hparams.get_setting(args.setting)
     groups = st.paper_groups if prof.data.corpus == "slimpajama" else st.groups
     m, S = len(groups), prof.train.steps
+    if not 0 <= args.lp_start < S:
+        raise SystemExit(f"--lp-start must lie in [0, {S}), got {args.lp_start}")
     seeds = args.seeds if args.seeds is not None else list(prof.seeds)
     runner = Runner(jobs=args.jobs or prof.jobs, runs_dir=args.runs_dir, progress=False,
                     cached_only=args.cached_only)
-    frozen = [profile_config(args.profile, groups, "aioli", seed, hparams.aioli_config(m, S, eta=0.0),
-                             name="aioli-eta0") for seed in seeds]
-    frozen_res = runner.run(frozen)  # the new runs first, in parallel; the others are normally cached
+    variants = {"aioli_eta0": ("aioli-eta0", hparams.aioli_config(m, S, eta=0.0))}
+    if args.lp_start:
+        variants["aioli_eta0_late"] = (f"aioli-eta0-lp{args.lp_start}", hparams.aioli_config(
+            m, S, eta=0.0, prior=[1.0 / m] * m, prior_steps=args.lp_start))
+    cfgs = [profile_config(args.profile, groups, "aioli", seed, mc, name=name)
+            for name, mc in variants.values() for seed in seeds]
+    done = runner.run(cfgs)  # the new runs first, in parallel; the others are normally cached
+    runs = {(col, seed): done[i * len(seeds) + k] for i, col in enumerate(variants) for k, seed in enumerate(seeds)}
     rows, curves = [], []
-    for seed, fr in zip(seeds, frozen_res):
+    for seed in seeds:
         strat = run_method("stratified", st, args.profile, seed, runner).final
         aioli = run_method("aioli", st, args.profile, seed, runner).final
-        rows.append({"setting": st.key, "label": st.label, "seed": seed,
-                     "stratified": strat["avg_test_perplexity"], "aioli": aioli["avg_test_perplexity"],
-                     "aioli_eta0": fr["avg_test_perplexity"], "learn_params_steps": fr["learn_params_steps"],
-                     "steps": fr["steps"], "aioli_eta0_run_id": fr["run_id"],
-                     # how far each run's mixture ever moved from uniform (0 for the frozen one, by construction)
-                     "aioli_eta0_max_dev": _max_deviation(fr, m), "aioli_max_dev": _max_deviation(aioli, m)})
+        fr = runs[("aioli_eta0", seed)]
+        row = {"setting": st.key, "label": st.label, "seed": seed,
+               "stratified": strat["avg_test_perplexity"], "aioli": aioli["avg_test_perplexity"],
+               "aioli_eta0": fr["avg_test_perplexity"], "learn_params_steps": fr["learn_params_steps"],
+               "steps": fr["steps"], "aioli_eta0_run_id": fr["run_id"],
+               # how far each run's mixture ever moved from uniform (0 for the frozen one, by construction)
+               "aioli_eta0_max_dev": _max_deviation(fr, m), "aioli_max_dev": _max_deviation(aioli, m)}
+        if args.lp_start:
+            late = runs[("aioli_eta0_late", seed)]
+            row.update(aioli_eta0_late=late["avg_test_perplexity"], late_learn_params_steps=late["learn_params_steps"],
+                       late_lp_start=args.lp_start, aioli_eta0_late_run_id=late["run_id"],
+                       aioli_eta0_late_max_dev=_max_deviation(late, m))
+        rows.append(row)
         # When is the loss paid? The gap in mean validation loss to stratified at every evaluation of the run.
         base = _val_curve(strat, runner.runs_dir)
-        for col, res in (("aioli", aioli), ("aioli_eta0", fr)):
+        for col, res in [("aioli", aioli)] + [(c, runs[(c, seed)]) for c in variants]:
             curve = _val_curve(res, runner.runs_dir)
             curves += [{"seed": seed, "run": col, "step": t, "val_loss_minus_stratified": curve[t] - base[t]}
                        for t in sorted(curve) if t in base and t > 0]
     df = pd.DataFrame(rows)
     summary = []
-    for col in ("aioli", "aioli_eta0"):
+    for col in ("aioli", *variants):
         mean, lo, hi = paired_ci(df[col] - df["stratified"])
         summary.append({"compared": f"{col} - stratified", "mean": mean, "ci_low": lo, "ci_high": hi,
                         "seeds": len(df)})
-    mean, lo, hi = paired_ci(df["aioli"] - df["aioli_eta0"])
-    summary.append({"compared": "aioli - aioli_eta0", "mean": mean, "ci_low": lo, "ci_high": hi, "seeds": len(df)})
+    pairs = [("aioli", "aioli_eta0")] + ([("aioli_eta0", "aioli_eta0_late")] if args.lp_start else [])
+    for a, b in pairs:
+        mean, lo, hi = paired_ci(df[a] - df[b])
+        summary.append({"compared": f"{a} - {b}", "mean": mean, "ci_low": lo, "ci_high": hi, "seeds": len(df)})
     out = Path(args.out) if args.out else REPO / "results" / args.profile
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / f"aioli_lp_cost_{st.key}.csv", index=False)
-    pd.DataFrame(summary).to_csv(out / f"aioli_lp_cost_{st.key}_summary.csv", index=False)
+    suffix = f"_lp{args.lp_start}" if args.lp_start else ""  # the plain diagnosis keeps its own files
+    df.to_csv(out / f"aioli_lp_cost_{st.key}{suffix}.csv", index=False)
+    pd.DataFrame(summary).to_csv(out / f"aioli_lp_cost_{st.key}{suffix}_summary.csv", index=False)
     by_step = pd.DataFrame(curves).pivot_table(index="step", columns="run", values="val_loss_minus_stratified",
-                                               aggfunc="mean")
+                                               aggfunc="mean")[["aioli", *variants]]
     by_step.columns = [f"{c} - stratified (mean val loss, nats; mean over seeds)" for c in by_step.columns]
-    by_step.round(4).to_csv(out / f"aioli_lp_cost_{st.key}_by_step.csv")
+    by_step.round(4).to_csv(out / f"aioli_lp_cost_{st.key}{suffix}_by_step.csv")
     print(df.to_string(index=False))
     print(pd.DataFrame(summary).to_string(index=False))
     print(by_step.round(4).to_string())
