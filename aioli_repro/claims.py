@@ -218,6 +218,8 @@ def claim_c8(runs: pd.DataFrame) -> Claim:
         verdict, why = NOT_REPRODUCED, "an ablation is significantly better than full Aioli"
     else:
         verdict, why = INCONCLUSIVE, "the differences between Aioli and its ablations are within noise"
+        if means["aioli"] >= 0:
+            why += "; Aioli itself shows no gain over stratified here, so there is no gain for them to keep"
     return Claim("C8", *_CLAIMS["C8"], ours, verdict, why)
 
 

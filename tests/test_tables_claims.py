@@ -103,6 +103,15 @@ def test_claim_c8_waits_for_both_ablations():
                                   "aioli_diagonal": [-0.6, -0.5]})).verdict != claims.NOT_RUN
 
 
+def test_claim_c8_says_when_aioli_has_no_gain_to_keep():
+    none = claims.claim_c8(_runs({"aioli": [0.5, 0.4, 0.6], "aioli_static": [0.3, 0.6, 0.5],
+                                  "aioli_diagonal": [0.6, 0.5, 0.4]}))
+    assert none.verdict == claims.INCONCLUSIVE and "no gain for them to keep" in none.why
+    some = claims.claim_c8(_runs({"aioli": [-0.5, -0.4, -0.6], "aioli_static": [-0.3, -0.6, -0.5],
+                                  "aioli_diagonal": [-0.6, -0.5, -0.4]}))
+    assert some.verdict == claims.INCONCLUSIVE and "no gain" not in some.why
+
+
 def test_ablations_compare_only_cells_where_all_three_have_finished():
     """Mid-sitting, Aioli may have finished a (setting, seed) where an ablation has not: such a cell must not enter
     the comparison, or a gap between Aioli and an ablation would mix different seeds and settings."""
