@@ -256,21 +256,29 @@ def test_a_run_trained_again_for_its_weights_keeps_its_first_result(tiny_cfg, tm
     assert train(cfg, runs_dir=tmp_path / "clone", progress=False, keep_model=True, on_step=calls.append) == first
 
 
-def test_an_interrupted_retrain_keeps_the_first_result_without_the_cache(tiny_cfg, tmp_path, monkeypatch):
-    """The retrain rewrites metrics.jsonl, so result.json stops verifying; with the result cache off, only the copy
-    set aside in first_result.json can give the first result back after an interruption."""
+def _interrupted_retrain(cfg, runs_dir, monkeypatch):
+    """Train ``cfg`` with the result cache off, then start a retrain for its weights and interrupt it at step 6.
+    Returns the first result, its metrics and the run's directory."""
     monkeypatch.setenv("AIOLI_RESULT_CACHE", "off")
-    cfg = tiny_cfg(steps=10, checkpoint_every=4)
-    first = train(cfg, runs_dir=tmp_path, progress=False)
-    run = RunDir.from_result(first, tmp_path)
+    first = train(cfg, runs_dir=runs_dir, progress=False)
+    run = RunDir.from_result(first, runs_dir)
     first_metrics = run.read_metrics()
+
     def interrupt(step):
         if step == 6:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_mod, "build_model", _perturbed(train_mod.build_model))
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, runs_dir=tmp_path, progress=False, keep_model=True, on_step=interrupt)
+        train(cfg, runs_dir=runs_dir, progress=False, keep_model=True, on_step=interrupt)
+    return first, first_metrics, run
+
+
+def test_an_interrupted_retrain_keeps_the_first_result_without_the_cache(tiny_cfg, tmp_path, monkeypatch):
+    """The retrain rewrites metrics.jsonl, so result.json stops verifying; with the result cache off, only the copy
+    set aside in first_result.json can give the first result back after an interruption."""
+    cfg = tiny_cfg(steps=10, checkpoint_every=4)
+    first, first_metrics, run = _interrupted_retrain(cfg, tmp_path, monkeypatch)
     assert run.first_result_path.is_file() and run.read_result() is None  # result.json no longer verifies
     again = train(cfg, runs_dir=tmp_path, progress=False, keep_model=True)
     assert again == first and run.read_metrics() == first_metrics and run.model_path.is_file()
@@ -279,17 +287,8 @@ def test_an_interrupted_retrain_keeps_the_first_result_without_the_cache(tiny_cf
 
 def test_a_tampered_first_result_is_not_trusted(tiny_cfg, tmp_path, monkeypatch):
     """first_result.json carries its own checksum: a damaged copy must not stand in for the first result."""
-    monkeypatch.setenv("AIOLI_RESULT_CACHE", "off")
     cfg = tiny_cfg(steps=10, checkpoint_every=4)
-    run = RunDir.from_result(train(cfg, runs_dir=tmp_path, progress=False), tmp_path)
-
-    def interrupt(step):
-        if step == 6:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_mod, "build_model", _perturbed(train_mod.build_model))
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, runs_dir=tmp_path, progress=False, keep_model=True, on_step=interrupt)
+    _, _, run = _interrupted_retrain(cfg, tmp_path, monkeypatch)
     assert run.read_first_result() is not None
     kept = json.loads(run.first_result_path.read_text())
     kept["result"]["test_loss"] = {k: v - 1.0 for k, v in kept["result"]["test_loss"].items()}
