@@ -116,16 +116,19 @@ def claim_c2(runs: pd.DataFrame) -> Claim:
     return Claim("C2", *_CLAIMS["C2"], ours, verdict, why)
 
 
+def _fit_note(row) -> str:
+    """A law summary's MSE, with its fits and seeds where the summary records them (older ones do not)."""
+    return f"MSE {row.mse:.1e}" + (f"; {row.fits} fits, {row.seeds} seed(s)" if "seeds" in row else "")
+
+
 def claim_c3(static: pd.DataFrame, dynamic: pd.DataFrame | None) -> Claim:
     st = static[static.setting == "all"].iloc[0]
-    ours = f"static log-linear R² {st.r2:.3f} in-sample, {st.loo_r2:.3f} leave-one-mixture-out (MSE {st.mse:.1e}" + (
-        f"; {st.fits} fits, {st.seeds} seed(s))" if "seeds" in st else ")")
+    ours = f"static log-linear R² {st.r2:.3f} in-sample, {st.loo_r2:.3f} leave-one-mixture-out ({_fit_note(st)})"
     ok = st.r2 >= 0.94 and st.loo_r2 >= 0.5
     bad = st.r2 < 0.8
     if dynamic is not None:
         dy = dynamic[dynamic.setting == "all"].iloc[0]
-        ours += f"; dynamic linear R² {dy.r2:.3f} in-sample, {dy.loo_r2:.3f} leave-one-out (MSE {dy.mse:.1e}" + (
-            f"; {dy.fits} fits, {dy.seeds} seed(s))" if "seeds" in dy else ")")
+        ours += f"; dynamic linear R² {dy.r2:.3f} in-sample, {dy.loo_r2:.3f} leave-one-out ({_fit_note(dy)})"
         ok = ok and dy.r2 >= 0.90 and dy.loo_r2 >= 0.5
         bad = bad or dy.r2 < 0.7
     if ok:
@@ -195,9 +198,8 @@ def claim_c7(pairs: pd.DataFrame) -> Claim:
 def claim_c8(runs: pd.DataFrame) -> Claim:
     if any(m not in set(runs.method) for m in tables.ABLATIONS):
         return _pending("C8", "06_ablations (both ablations)")
-    d = tables.complete_cells(tables.differences(runs), tables.ABLATIONS)  # cells where all three have finished
-    per_seed = d.groupby("seed")["setting"].nunique()  # and, like the table's CI, seeds that have all those settings
-    d = d[d.seed.isin(per_seed[per_seed == d.setting.nunique()].index)]
+    # Cells where all three have finished, and, like the table's CI, the seeds that have all those settings.
+    d = tables.whole_seeds(tables.complete_cells(tables.differences(runs), tables.ABLATIONS))
     if d.empty:
         return _pending("C8", "06_ablations (both ablations)")
     means = d.groupby("method")["diff"].mean()

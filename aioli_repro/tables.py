@@ -317,6 +317,12 @@ def complete_cells(diffs: pd.DataFrame, methods) -> pd.DataFrame:
     return d[d.set_index(["setting", "seed"]).index.isin(full)]
 
 
+def whole_seeds(d: pd.DataFrame) -> pd.DataFrame:
+    """The rows of seeds that have every setting present in ``d`` (a CI over seeds must not mix setting subsets)."""
+    per_seed = d.groupby("seed")["setting"].nunique()
+    return d[d.seed.isin(per_seed[per_seed == d.setting.nunique()].index)]
+
+
 def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean difference from stratified per setting and overall for Aioli and its two ablations, over the (setting,
     seed) cells where all of them have finished; the CI is over the seeds that have every one of those settings."""
@@ -327,9 +333,8 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     for method in present:
         d = diffs[diffs.method == method]
         per_setting = d.groupby("setting")["diff"].mean().reindex(order)
-        per_seed = d.groupby("seed")
-        seed_means = per_seed["diff"].mean()[per_seed["setting"].nunique() == len(order)]
-        mean, lo, hi = paired_ci(seed_means)
+        seed_means = whole_seeds(d).groupby("seed")["diff"].mean()
+        _, lo, hi = paired_ci(seed_means)
         row = {"method": method, **{hparams.SETTINGS[s].label: round(v, 3) for s, v in per_setting.items()},
                "mean over settings": round(float(per_setting.mean()), 3),
                "95% CI (over seeds)": "" if np.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]",
