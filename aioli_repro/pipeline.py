@@ -18,6 +18,7 @@ from pathlib import Path
 from .corpus import REPO_ROOT
 from .profiles import PROFILES
 from .token_store import atomic_write_json
+from .usage import read_used, runs_cost
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -38,11 +39,16 @@ def accepts_cached_only(path: Path) -> bool:
     return "cached_only" in pm.inspect_notebook(str(path))
 
 
-def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only: bool = False) -> float | None:
+def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only: bool = False,
+                 used_log: Path | None = None) -> float | None:
     """Execute one notebook; its wall time, or None when ``cached_only`` finds none of its runs finished (the
-    notebook is then skipped, and an executed copy from an earlier invocation is kept)."""
+    notebook is then skipped, and an executed copy from an earlier invocation is kept). With ``used_log``, every run
+    the notebook reads or trains appends its id to that file (see :mod:`aioli_repro.usage`)."""
     import papermill as pm
 
+    if used_log is not None:
+        used_log.unlink(missing_ok=True)
+        os.environ["AIOLI_USED_RUNS"] = str(used_log)  # the kernel and its training workers inherit it
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
     t = time.perf_counter()
@@ -61,6 +67,30 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
         raise SystemExit(f"\n[run_all] FAILED: notebook {path.name}, cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
                          f"[run_all] The executed notebook with the traceback is {target}") from None
     return time.perf_counter() - t
+
+
+def write_logs(profile: str, jobs: int, cached_only: bool, timings: dict[str, float], used: dict[str, list[str]],
+               total: float) -> None:
+    """Update ``results/<profile>/run_all_timings.json`` and ``used_runs.json`` for the notebooks just executed; the
+    entries of notebooks this invocation did not run are kept (a sitting may run only some).
+
+    Each notebook's timing also says how many runs it used and the training seconds they recorded: its cost on a
+    fresh clone without the committed result cache, measured even by a re-render that trained nothing."""
+    folder = REPO_ROOT / "results" / profile
+    folder.mkdir(parents=True, exist_ok=True)
+    log, used_path = folder / "run_all_timings.json", folder / "used_runs.json"
+    previous = json.loads(log.read_text()).get("notebooks", {}) if log.exists() else {}
+    used_before = json.loads(used_path.read_text()) if used_path.exists() else {}
+    for name, seconds in timings.items():
+        cost = runs_cost(used.get(name, []))
+        previous[name] = {"seconds": round(seconds, 1), "jobs": jobs, "date": time.strftime("%Y-%m-%d %H:%M"),
+                          "cached_only": cached_only,  # a re-render from the cache, not a training sitting
+                          "runs_used": cost["runs"], "runs_recorded_train_s": cost["recorded_s"]}
+        used_before[name] = sorted(used.get(name, []))
+    atomic_write_json(log, {"profile": profile, "notebooks": previous,
+                            "last_invocation": {"jobs": jobs, "total_s": total, "notebooks": list(timings),
+                                                "cached_only": cached_only}})
+    atomic_write_json(used_path, dict(sorted(used_before.items())))
 
 
 def main(argv=None) -> int:
@@ -91,24 +121,20 @@ def main(argv=None) -> int:
         os.environ.setdefault("AIOLI_RESULT_CACHE", str(REPO_ROOT / "runs" / "smoke_result_cache"))
     out_dir = NOTEBOOKS / "executed" / args.profile
     print(f"[run_all] profile {args.profile} ({args.jobs} run(s) at once): {PROFILES[args.profile].description}")
-    timings = {}
+    timings, used = {}, {}
+    used_log = REPO_ROOT / "runs" / "logs" / f"used_runs_{args.profile}.txt"
+    used_log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i, nb in enumerate(todo, 1):
         print(f"[run_all] ({i}/{len(todo)}) {nb.name} ...", flush=True)
-        seconds = run_notebook(nb, args.profile, args.jobs, out_dir, args.cached_only)
+        seconds = run_notebook(nb, args.profile, args.jobs, out_dir, args.cached_only, used_log)
         if seconds is not None:
             timings[nb.name] = seconds
+            used[nb.name] = read_used(used_log) if used_log.exists() else []
             print(f"[run_all] ({i}/{len(todo)}) {nb.name} done in {seconds:.0f} s", flush=True)
+    os.environ.pop("AIOLI_USED_RUNS", None)
     total = time.perf_counter() - t0
-    log = REPO_ROOT / "results" / args.profile / "run_all_timings.json"
-    # Per-notebook timings of the latest invocation that ran each notebook (a sitting may run only some).
-    previous = json.loads(log.read_text()).get("notebooks", {}) if log.exists() else {}
-    for name, seconds in timings.items():
-        previous[name] = {"seconds": round(seconds, 1), "jobs": args.jobs, "date": time.strftime("%Y-%m-%d %H:%M"),
-                          "cached_only": args.cached_only}  # a re-render from the cache, not a training sitting
-    atomic_write_json(log, {"profile": args.profile, "notebooks": previous,
-                            "last_invocation": {"jobs": args.jobs, "total_s": total, "notebooks": list(timings),
-                                                "cached_only": args.cached_only}})
+    write_logs(args.profile, args.jobs, args.cached_only, timings, used, total)
     print(f"[run_all] all {len(todo)} notebooks done in {total:.0f} s; results in results/{args.profile}/, "
           f"figures in figures/{args.profile}/, executed notebooks in {out_dir.relative_to(REPO_ROOT)}/")
     return 0

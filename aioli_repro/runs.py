@@ -44,6 +44,19 @@ def result_cache_dir() -> Path | None:
     return None if value.strip().lower() in ("off", "0", "false", "no", "") else Path(value)
 
 
+def note_used(run_id: str) -> None:
+    """Append ``run_id`` to the file named by ``AIOLI_USED_RUNS``, if set: the runs a render read or trained, so
+    ``scripts/cache_usage.py`` can sum what they cost and list the cached runs no table uses any more. One short
+    ``O_APPEND`` write per run, so the parallel workers of a study can share the file."""
+    path = os.environ.get("AIOLI_USED_RUNS")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (run_id + "\n").encode())
+        finally:
+            os.close(fd)
+
+
 class RunLockedError(RuntimeError):
     """Another process is computing this run."""
 
@@ -129,6 +142,12 @@ class RunDir:
         return None if root is None else root / f"{self.id[:20]}.json"
 
     def read_result(self) -> dict[str, Any] | None:
+        res = self._read_result()
+        if res is not None:
+            note_used(self.id)
+        return res
+
+    def _read_result(self) -> dict[str, Any] | None:
         path = self.path / "result.json"
         if not path.exists():
             return self._restore_from_cache()
@@ -165,6 +184,7 @@ class RunDir:
             result["metrics_sha256"] = sha256_file(self.path / "metrics.jsonl")
         result["sha256"] = config_digest(result)
         atomic_write_json(self.path / "result.json", result)
+        note_used(self.id)
         if self.cache_path is not None:
             entry = {"result": result, "metrics": self.read_metrics()}
             atomic_write_json(self.cache_path, {**entry, "sha256": config_digest(entry)})

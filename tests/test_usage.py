@@ -1,0 +1,78 @@
+"""Run records of a render: which runs a notebook used, what they recorded for training, which cached runs are unused."""
+
+import json
+
+import pytest
+
+from aioli_repro import pipeline
+from aioli_repro.profiles import profile_config
+from aioli_repro.train import train
+from aioli_repro.usage import ID_CHARS, matches_recipe, read_used, runs_cost, unused_cache_entries
+
+
+def test_a_run_read_or_trained_is_logged_and_its_recorded_seconds_summed(tiny_cfg, tmp_path, monkeypatch):
+    log, cache = tmp_path / "used.txt", tmp_path / "cache"
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(cache))
+    monkeypatch.setenv("AIOLI_USED_RUNS", str(log))
+    first = train(tiny_cfg(steps=6), runs_dir=tmp_path / "a", progress=False)  # trained
+    train(tiny_cfg(steps=6), runs_dir=tmp_path / "a", progress=False)  # read back from its run directory
+    train(tiny_cfg(steps=6), runs_dir=tmp_path / "b", progress=False)  # restored from the result cache
+    other = train(tiny_cfg(steps=4), runs_dir=tmp_path / "a", progress=False)
+    lines = log.read_text().split()
+    assert lines.count(first["run_id"]) >= 3 and other["run_id"] in lines
+    assert read_used(log) == [first["run_id"][:ID_CHARS], other["run_id"][:ID_CHARS]]
+
+    cost = runs_cost(read_used(log) + ["f" * ID_CHARS], cache=cache, runs_dir=tmp_path / "a")
+    expected = sum(r["wall_time_s"] + r["eval_time_s"] for r in (first, other))
+    assert cost["runs"] == 2 and cost["recorded_s"] == pytest.approx(expected, abs=0.1) and expected > 0
+    assert list(cost["by_method_s"]) == ["static"] and cost["not_found"] == ["f" * ID_CHARS]
+    # Without the cache the run directories answer.
+    assert runs_cost(read_used(log), cache=tmp_path / "none", runs_dir=tmp_path / "a")["runs"] == 2
+
+
+def test_without_the_variable_nothing_is_logged(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("AIOLI_USED_RUNS", raising=False)
+    train(tiny_cfg(steps=4), runs_dir=tmp_path / "a", progress=False)
+    assert not list(tmp_path.glob("*.txt"))
+
+
+def test_a_garbled_run_record_is_refused(tmp_path):
+    (tmp_path / "used.txt").write_text("0123456789abcdef0123456789\nnot-a-run-id-at-all-really\n")
+    with pytest.raises(ValueError, match="not a run id"):
+        read_used(tmp_path / "used.txt")
+
+
+def _entry(cache, rid, cfg):
+    cache.mkdir(exist_ok=True)
+    (cache / f"{rid}.json").write_text(json.dumps({"result": {"config": cfg.to_dict(), "name": cfg.name}}))
+
+
+def test_unused_entries_are_those_of_the_recipe_no_notebook_read(tmp_path):
+    groups = ("latex", "pydocs")
+    quick = profile_config("quick", groups, "stratified", seed=0)
+    assert matches_recipe(quick.to_dict(), "quick")
+    assert matches_recipe(profile_config("quick", groups, "aioli", seed=3, steps=40).to_dict(), "quick")
+    assert not matches_recipe(profile_config("full", groups).to_dict(), "quick")
+    assert not matches_recipe(profile_config("quick", groups, lr=1e-3).to_dict(), "quick")  # another recipe
+    cache = tmp_path / "cache"
+    _entry(cache, "a" * ID_CHARS, quick)
+    _entry(cache, "b" * ID_CHARS, quick)
+    _entry(cache, "c" * ID_CHARS, profile_config("full", groups))
+    (cache / f"{'d' * ID_CHARS}.json").write_text("{broken")
+    assert [p.stem for p in unused_cache_entries("quick", ["a" * 64], cache)] == ["b" * ID_CHARS]
+    assert [p.stem for p in unused_cache_entries("full", [], cache)] == ["c" * ID_CHARS]
+
+
+def test_run_all_records_each_notebooks_runs_and_keeps_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("AIOLI_RUNS", str(tmp_path / "runs"))
+    folder = tmp_path / "results" / "smoke"
+    folder.mkdir(parents=True)
+    (folder / "run_all_timings.json").write_text(json.dumps({"notebooks": {"00_a.ipynb": {"seconds": 1.0}}}))
+    (folder / "used_runs.json").write_text(json.dumps({"00_a.ipynb": ["e" * ID_CHARS]}))
+    pipeline.write_logs("smoke", 2, True, {"01_b.ipynb": 5.0}, {"01_b.ipynb": ["f" * ID_CHARS]}, 6.0)
+    timings = json.loads((folder / "run_all_timings.json").read_text())
+    assert timings["notebooks"]["00_a.ipynb"] == {"seconds": 1.0}
+    assert timings["notebooks"]["01_b.ipynb"]["runs_used"] == 0  # its run is in no cache here
+    assert json.loads((folder / "used_runs.json").read_text()) == {"00_a.ipynb": ["e" * ID_CHARS],
+                                                                     "01_b.ipynb": ["f" * ID_CHARS]}
