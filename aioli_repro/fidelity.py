@@ -111,7 +111,7 @@ AIOLI_ROUNDS_AVERAGED = 4  # the m = 3 notebook's choice (the m = 2 notebook ave
 
 _M23_SETTINGS = ("arxiv_stackexchange", "github_c4", "book_stackexchange", "arxiv_book_stackexchange",
                  "commoncrawl_github_wikipedia")
-_SMOKE_SETTINGS = {"static": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
+_SMALL_SETTINGS = {"static": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
                    "dynamic": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
                    "fidelity": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
                    "ordering": ("github_c4",)}
@@ -124,11 +124,11 @@ _SMOKE_SETTINGS = {"static": ("arxiv_stackexchange", "arxiv_book_stackexchange")
 
 def default_settings(profile: str, study: str) -> tuple[str, ...]:
     """The settings a study uses by default under ``profile``: the five 2- and 3-group settings of the paper, or,
-    under the ``smoke`` profile (CI), one 2-group and one 3-group setting (GH/C4 alone for the ordering study)."""
-    if study not in _SMOKE_SETTINGS:
-        raise ValueError(f"unknown study {study!r}; choose one of {sorted(_SMOKE_SETTINGS)}")
-    get_profile(profile)
-    return _SMOKE_SETTINGS[study] if profile == "smoke" else _M23_SETTINGS
+    for a profile with ``small_studies`` (smoke, quick), one 2-group and one 3-group setting (GH/C4 alone for the
+    ordering study)."""
+    if study not in _SMALL_SETTINGS:
+        raise ValueError(f"unknown study {study!r}; choose one of {sorted(_SMALL_SETTINGS)}")
+    return _SMALL_SETTINGS[study] if get_profile(profile).small_studies else _M23_SETTINGS
 
 
 def study_seeds(profile: str, seeds: Iterable[int] | None = None) -> tuple[int, ...]:

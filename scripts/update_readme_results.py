@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aioli_repro.hparams import SETTINGS  # noqa: E402
+from aioli_repro.profiles import get_profile, profile_settings  # noqa: E402
 from aioli_repro.tables import TABLE2_METHODS  # noqa: E402
 
 
@@ -37,9 +38,11 @@ def section(profile: str) -> str:
            f"`./run_all.sh --profile {profile}`; every number below is read from `results/{profile}/` by "
            "`scripts/update_readme_results.py`."]
     if profile in ("smoke", "quick"):
-        out.append(f"\n> The `{profile}` profile is a **pipeline demonstration**: one seed of a 300k-parameter model "
-                   "trained for a few hundred steps. Its numbers show that every table and figure regenerates; they "
-                   "are not evidence for or against the paper (see the verdicts' reasons).")
+        p = get_profile(profile)
+        out.append(f"\n> The `{profile}` profile is a **pipeline demonstration**: one seed of a {p.model.preset}-parameter "
+                   f"model trained for {p.train.steps} steps on {len(profile_settings(profile))} settings. Its numbers "
+                   "show that every table and figure regenerates; they are not evidence for or against the paper (see "
+                   "the verdicts' reasons).")
     missing = [nb for nb in ("01", "02", "03", "04", "05", "06") if not list(res.glob(f"{nb}_*"))]
     if missing:
         out.append(f"\n**Not yet run for this profile:** notebooks {', '.join(missing)} (their tables appear here "
@@ -57,7 +60,7 @@ def section(profile: str) -> str:
             cover.setdefault("; ".join(f"{', '.join(labels)} with seeds {list(seeds)}"
                                        for seeds, labels in by_seeds.items()), []).append(m)
         seed_sets = {tuple(sorted(set(df[df.setting == k].seed))) for k in set(df.setting)}
-        complete = not methods_left and len(set(df.setting)) == len(SETTINGS) and len(cover) == 1 and len(
+        complete = not methods_left and set(df.setting) >= set(profile_settings(profile)) and len(cover) == 1 and len(
             seed_sets) == 1
         if not complete:
             out.append("\n**Table 2 so far covers** " + " | ".join(f"{', '.join(ms)}: {what}"

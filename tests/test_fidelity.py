@@ -92,7 +92,8 @@ def test_break_steps_horizons_and_parents():
 def test_default_settings_depend_on_the_profile_through_the_package():
     assert len(fidelity.default_settings("smoke", "static")) == 2
     assert fidelity.default_settings("smoke", "ordering") == ("github_c4",)
-    assert len(fidelity.default_settings("quick", "fidelity")) == 5
+    assert len(fidelity.default_settings("full", "fidelity")) == 5
+    assert fidelity.default_settings("quick", "fidelity") == fidelity.default_settings("smoke", "fidelity")
     assert fidelity.study_seeds("full") == (0, 1, 2) and fidelity.study_seeds("full", [4]) == (4,)
     line = fidelity.paper_line("static R²", 0.95, 0.991)
     assert "0.950" in line and "0.991" in line and "below" in line

@@ -76,3 +76,19 @@ def test_run_all_records_each_notebooks_runs_and_keeps_the_others(tmp_path, monk
     assert timings["notebooks"]["01_b.ipynb"]["runs_used"] == 0  # its run is in no cache here
     assert json.loads((folder / "used_runs.json").read_text()) == {"00_a.ipynb": ["e" * ID_CHARS],
                                                                      "01_b.ipynb": ["f" * ID_CHARS]}
+
+
+def test_the_notebook_generators_reproduce_the_committed_notebooks(tmp_path):
+    """notebooks/*.ipynb are written by scripts/notebooks/make_*.py; a notebook edited by hand drifts from its
+    generator, and the next regeneration silently undoes the edit. Regenerate into a scratch folder and compare."""
+    import subprocess
+    import sys
+
+    repo = pipeline.REPO_ROOT
+    (tmp_path / "notebooks").mkdir()
+    for script in sorted((repo / "scripts" / "notebooks").glob("make_*.py")):
+        subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, capture_output=True)
+    made = sorted(p.name for p in (tmp_path / "notebooks").glob("*.ipynb"))
+    assert made == [p.name for p in pipeline.notebooks()]
+    drifted = [n for n in made if (tmp_path / "notebooks" / n).read_bytes() != (repo / "notebooks" / n).read_bytes()]
+    assert not drifted, f"regenerate with scripts/notebooks/make_*.py (or port the edit into it): {drifted}"

@@ -11,6 +11,7 @@ profile = "quick"   # smoke | quick | full | paper (see aioli_repro/profiles.py)
 jobs = 1            # parallel training runs
 seeds = None        # None: the profile's seeds
 settings = None     # None: fidelity.default_settings(profile, "{study}"){extra}
+cached_only = False  # True: train nothing; fit the finished (setting, seed) parts and list the others{extra2}
 '''
 
 SETUP = '''
@@ -25,7 +26,7 @@ from aioli_repro.report import figures_dir, results_dir
 pd.set_option("display.precision", 4)
 RESULTS, FIGURES = results_dir(profile), figures_dir(profile)
 settings = settings or fidelity.default_settings(profile, "{study}")
-runner = Runner(jobs=jobs, progress=False)
+runner = Runner(jobs=jobs, progress=False, cached_only=cached_only)
 print(get_profile(profile).description)
 print("settings:", list(settings), "| seeds:", fidelity.study_seeds(profile, seeds))
 '''
@@ -47,11 +48,13 @@ official notebooks do not report. The sweep runs are the same cached runs grid s
 
 **Paper:** R² = 0.991 for the static law (average with the dynamic law: MSE 0.0005, R² 0.969).
 '''),
-    ("params", PARAMS.format(study="static", extra=": the 2- and 3-group settings")),
+    ("params", PARAMS.format(study="static", extra=": the 2- and 3-group settings", extra2="")),
     ("code", SETUP.format(study="static")),
     ("md", "## Sweeps and fits"),
     ("code", '''
 study = fidelity.static_law_study(settings, profile, seeds, runner)
+if study.missing:
+    print(f"not finished yet, left out ({len(study.missing)}):", ", ".join(study.missing))
 study.table.to_csv(RESULTS / "01_static_law.csv", index=False)
 summary = study.summary()
 summary.to_csv(RESULTS / "01_static_law_summary.csv", index=False)
@@ -99,7 +102,7 @@ training loop starts from the saved state (parents are prefix runs that stop at 
 
 **Paper:** R² = 0.947 (parents broken at step 2000 of 5,000; 100-step children).
 '''),
-    ("params", PARAMS.format(study="dynamic", extra="\nn_parents = 3      # parent mixtures per setting and seed")),
+    ("params", PARAMS.format(study="dynamic", extra="", extra2="\nn_parents = 3      # parent mixtures per setting and seed")),
     ("code", SETUP.format(study="dynamic") + '''S = get_profile(profile).train.steps
 print(f"break step t = {fidelity.break_step(S, fidelity.DYNAMIC_BREAK_FRACTION)} of S = {S}, "
       f"children's horizon h = {fidelity.default_horizon(S)} steps")
@@ -107,6 +110,8 @@ print(f"break step t = {fidelity.break_step(S, fidelity.DYNAMIC_BREAK_FRACTION)}
     ("md", "## Parents, children and fits"),
     ("code", '''
 study = fidelity.dynamic_law_study(settings, profile, seeds, runner, n_parents=n_parents)
+if study.missing:
+    print(f"not finished yet, left out ({len(study.missing)}):", ", ".join(study.missing))
 study.table.to_csv(RESULTS / "02_dynamic_law.csv", index=False)
 summary = study.summary()
 summary.to_csv(RESULTS / "02_dynamic_law_summary.csv", index=False)
@@ -157,14 +162,20 @@ final runs are the cached ones the perplexity table uses).
 lowest similarity is well above the other methods'. Paper C5: the ordering of A^{t*}'s column sums changes over
 training (GH/C4: GitHub first, then C4), and the diagonal alone gives the wrong ordering there.
 '''),
-    ("params", PARAMS.format(study="fidelity", extra="\nordering_settings = None   # None: fidelity.default_settings(profile, \"ordering\")\n"
+    ("params", PARAMS.format(study="fidelity", extra="", extra2="\nordering_settings = None   # None: fidelity.default_settings(profile, \"ordering\")\n"
                              "methods = (\"skillit\", \"doremi\", \"doge\", \"aioli\")\n"
                              "break_fraction = None   # None: 0.2 of S for Aioli and Skill-it, 0.1 for DoReMi and DoGE")),
     ("code", SETUP.format(study="fidelity") + '''ordering_settings = ordering_settings or fidelity.default_settings(profile, "ordering")
 '''),
     ("md", "## sim(Ã^t, A^{t*}) for each method, setting and seed"),
     ("code", '''
+# Both studies first, so that a render from the cache (cached_only) writes nothing unless both have a finished part.
 study = fidelity.fidelity_study(settings, profile, seeds, methods, runner, break_fraction=break_fraction)
+if study.missing:
+    print(f"not finished yet, left out ({len(study.missing)}):", ", ".join(study.missing))
+ordering = fidelity.colsum_ordering_study(ordering_settings, profile, seeds, runner)
+if ordering.missing:
+    print(f"not finished yet, left out ({len(ordering.missing)}):", ", ".join(ordering.missing))
 study.table.to_csv(RESULTS / "03_fidelity.csv", index=False)
 study.table[["method", "label", "seed", "break_step", "horizon", "records_used", "scale", "sim", "cos", "spearman",
              "sim_diag", "A_true_r2", "trained_first_true", "trained_first_method", "improvement"]]
@@ -184,7 +195,6 @@ print(fidelity.fidelity_reading(study))
 '''),
     ("md", "## How A^{t*}'s ranking of the groups moves along the stratified trajectory"),
     ("code", '''
-ordering = fidelity.colsum_ordering_study(ordering_settings, profile, seeds, runner)
 ordering.table.to_csv(RESULTS / "03_colsum_ordering.csv", index=False)
 changes = ordering.changes()
 changes.to_csv(RESULTS / "03_colsum_ordering_changes.csv", index=False)

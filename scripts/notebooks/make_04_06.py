@@ -11,7 +11,7 @@ import seaborn as sns
 
 from aioli_repro import hparams, tables
 from aioli_repro.profiles import check_study_parameters, get_profile, profile_settings
-from aioli_repro.report import figures_dir, results_dir, write_json
+from aioli_repro.report import figures_dir, results_dir
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
@@ -25,7 +25,7 @@ PARAMS = """
 profile = "quick"   # smoke | quick | full | paper
 jobs = 1            # independent (method, setting, seed) studies run in parallel processes
 seeds = None        # None: the profile's seeds
-settings = None     # None: the profile's settings (all six of the paper, two in smoke)
+settings = None     # None: the profile's settings (all six of the paper; three in quick, two in smoke)
 cached_only = False  # True: train nothing; show the finished (method, setting, seed) studies, list the others
 """
 
@@ -91,7 +91,7 @@ learned mixture p_init and then adapts (exponentiated gradient restarts from uni
 The paper: Aioli improves the method in 28 of 30 (method, setting) pairs, by 1.202 perplexity on average, at most 12.012.
 """),
 ("params", PARAMS),
-("code", COMMON_IMPORTS),
+("code", COMMON_IMPORTS.replace("results_dir\n", "results_dir, write_json\n")),  # 05 also writes a JSON summary,
 ("code", """
 pairs = tables.run_grid(tables.BASELINES, settings, profile, seeds, jobs=jobs, budget="restricted",
                         cached_only=cached_only)
