@@ -141,3 +141,17 @@ def test_build_claims_marks_the_tables_a_profile_has_not_produced(tmp_path, monk
     assert got["C9"] == claims.NOT_TESTED
     md = claims.claims_markdown(claims.build_claims("full"), "full")
     assert "needs notebook 01_static_mixing_law" in md
+
+
+def test_studies_that_reuse_runs_are_taken_after_the_studies_that_compute_them():
+    from aioli_repro.tables import REUSES, TABLE2_METHODS, study_order
+
+    settings, seeds = ["arxiv_stackexchange", "github_c4", "slimpajama"], [0, 1]
+    order = study_order(TABLE2_METHODS, settings, seeds)
+    assert sorted(order) == sorted((m, s, k) for k in seeds for s in settings for m in TABLE2_METHODS)
+    for user, source in REUSES.items():  # DML after every grid search, DoReMi after every stratified run
+        assert min(i for i, t in enumerate(order) if t[0] == user) > max(i for i, t in enumerate(order)
+                                                                          if t[0] == source)
+    independent = [t for t in order if t[0] not in REUSES]
+    assert independent[:len(TABLE2_METHODS) - 2] == [(m, "arxiv_stackexchange", 0) for m in TABLE2_METHODS
+                                                     if m not in REUSES]
