@@ -53,7 +53,7 @@ from . import hparams
 from .config import ConfigError, RunConfig, canonical_json
 from .executors import cached_result
 from .laws import DynamicLawFit, fit_dynamic_law, fit_method_scale, fit_static_law, similarity_parts
-from .methods import NotCachedError, Runner, run_method, sweep
+from .methods import NotCachedError, Runner, run_method, setting_groups, sweep
 from .profiles import check_study_parameters, get_profile, profile_config
 from .runs import RunDir
 
@@ -154,7 +154,7 @@ def _setting(setting: str | hparams.Setting) -> hparams.Setting:
 
 
 def _groups(st: hparams.Setting, profile: str) -> tuple[str, ...]:
-    return st.paper_groups if get_profile(profile).data.corpus == "slimpajama" else st.groups
+    return setting_groups(st, profile)
 
 
 def _runner(runner: Runner | None, jobs: int = 1) -> Runner:

@@ -138,6 +138,13 @@ def _avg_proportions(result: dict) -> list[float]:
     return (w @ P / max(w.sum(), 1)).tolist() if w.sum() else P[-1].tolist()
 
 
+def setting_groups(setting: str | hparams.Setting, profile: str) -> tuple[str, ...]:
+    """The groups a setting trains on under ``profile``: SlimPajama's own domains for a SlimPajama profile, else their
+    embedded-corpus analogues."""
+    st = setting if isinstance(setting, hparams.Setting) else hparams.get_setting(setting)
+    return tuple(st.paper_groups if get_profile(profile).data.corpus == "slimpajama" else st.groups)
+
+
 def sweep(profile: str, groups, seed: int, steps: int | None = None, n: int | None = None) -> list[RunConfig]:
     """Static runs over the sweep mixtures (shared by grid search, DML and the mixing-law fits). The number of
     mixtures is the paper's (9 for two groups, 10 otherwise) unless the profile caps it (``notes['sweep_points']``)."""
@@ -160,7 +167,7 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
     prof = get_profile(profile)
     st = setting if isinstance(setting, hparams.Setting) else hparams.get_setting(setting)
     setting = st.key
-    groups = st.paper_groups if prof.data.corpus == "slimpajama" else st.groups
+    groups = setting_groups(st, profile)
     m, S = len(groups), prof.train.steps
     paper_scale = profile == "paper"
 

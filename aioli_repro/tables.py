@@ -134,6 +134,12 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
                 done = tqdm(done, total=len(futures), desc=f"{desc} on slurm", unit="method")
             rows = [f.result() for f in done]
     else:
+        if not cached_only and ex_cfg.jobs > 1 and {"grid", "dml"} & set(methods):
+            # Each study trains its runs one after another inside one worker, so the sweeps (9-10 runs per setting
+            # and seed) would end on a single busy worker. Train every sweep of the sitting first, as one flat queue
+            # that keeps all workers busy; the studies then find them finished.
+            sweeps = [c for seed in seeds for s in settings for c in study_sweep(s, profile, seed, budget)]
+            Runner(runs_dir=runs_dir, progress=progress, executor=ex_cfg).run(sweeps)
         ex = make_executor(ex_cfg, runs_dir)
         args = [(m, s, profile, seed, runs_dir, budget, cached_only) for m, s, seed in tasks]
         if ex.in_process and progress:
@@ -245,6 +251,20 @@ class RestrictedPlan:
     """S_init as a share of S: the released scripts define PRIOR_STEPS = 250 of 5,000."""
 
 
+def study_sweep(setting: str, profile: str, seed: int, budget: str = "unrestricted",
+                plan: RestrictedPlan = RestrictedPlan()) -> list:
+    """The sweep runs grid search and DML share in a study: full length, or, under the restricted budget, each of
+    0.5·S / n steps."""
+    from .methods import setting_groups, sweep
+
+    groups = setting_groups(setting, profile)
+    cfgs = sweep(profile, groups, seed)
+    if budget == "restricted":
+        short = int(plan.budget_fraction * get_profile(profile).train.steps) // len(cfgs)
+        cfgs = sweep(profile, groups, seed, steps=short)
+    return cfgs
+
+
 def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: Runner,
                     plan: RestrictedPlan = RestrictedPlan()) -> dict:
     """(a) the method's proportions learned within 0.5·S extra steps, used alone; (b) Aioli starting from them.
@@ -255,12 +275,12 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
     initial mixture exp(η·G·1), the static part of its schedule).
     """
     from .laws import fit_static_law, optimal_mixture
-    from .methods import _val_curve, config_mixture, sweep
+    from .methods import _val_curve, config_mixture, setting_groups
     from .policies.skillit import skillit_weights, skills_graph
 
     prof = get_profile(profile)
     st = hparams.get_setting(setting)
-    groups = st.paper_groups if prof.data.corpus == "slimpajama" else st.groups
+    groups = setting_groups(st, profile)
     m, S = len(groups), prof.train.steps
     budget = int(plan.budget_fraction * S)
 
@@ -268,9 +288,7 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
         return profile_config(profile, groups, pol, seed, mc, name=name, **kw)
 
     if method in ("grid", "dml"):
-        sweep_cfgs = sweep(profile, groups, seed)
-        short = budget // len(sweep_cfgs)
-        sweep_cfgs = sweep(profile, groups, seed, steps=short)
+        sweep_cfgs = study_sweep(setting, profile, seed, "restricted", plan)
         res = runner.run(sweep_cfgs)
         P = np.array([c.method_config["proportions"] for c in sweep_cfgs])
         L = np.array([[r["val_loss"][g] for g in groups] for r in res])

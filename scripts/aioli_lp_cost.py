@@ -57,13 +57,13 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from aioli_repro import hparams
-    from aioli_repro.methods import Runner, run_method
+    from aioli_repro.methods import Runner, run_method, setting_groups
     from aioli_repro.profiles import get_profile, profile_config
     from aioli_repro.tables import paired_ci
 
     prof = get_profile(args.profile)
     st = hparams.get_setting(args.setting)
-    groups = st.paper_groups if prof.data.corpus == "slimpajama" else st.groups
+    groups = setting_groups(st, args.profile)
     m, S = len(groups), prof.train.steps
     if not 0 <= args.lp_start < S:
         raise SystemExit(f"--lp-start must lie in [0, {S}), got {args.lp_start}")

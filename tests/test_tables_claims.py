@@ -155,3 +155,62 @@ def test_studies_that_reuse_runs_are_taken_after_the_studies_that_compute_them()
     independent = [t for t in order if t[0] not in REUSES]
     assert independent[:len(TABLE2_METHODS) - 2] == [(m, "arxiv_stackexchange", 0) for m in TABLE2_METHODS
                                                      if m not in REUSES]
+
+
+class _RecordingRunner:
+    """Records the configs each ``run`` call asks for, then stops the caller (nothing trains)."""
+
+    calls: list = []
+
+    def __init__(self, *a, **k):
+        self.cached_only, self.runs_dir = False, "unused"
+
+    def run(self, cfgs, keep_model=False):
+        _RecordingRunner.calls.append([c.to_dict() for c in cfgs])
+        raise _Stop
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("budget", ["unrestricted", "restricted"])
+def test_the_prefetched_sweep_is_the_one_grid_and_dml_train(budget):
+    from aioli_repro.methods import run_method
+
+    _RecordingRunner.calls = []
+    with pytest.raises(_Stop):
+        if budget == "restricted":
+            tables.restricted_pair("dml", "arxiv_book_stackexchange", "smoke", 1, _RecordingRunner())
+        else:
+            run_method("dml", "arxiv_book_stackexchange", "smoke", 1, _RecordingRunner())
+    expected = [c.to_dict() for c in tables.study_sweep("arxiv_book_stackexchange", "smoke", 1, budget)]
+    assert _RecordingRunner.calls == [expected] and len(expected) >= 5
+
+
+def test_run_grid_trains_every_sweep_as_one_queue_before_the_studies(monkeypatch):
+    import aioli_repro.executors as executors
+
+    class NoStudies:  # the studies' executor: every study "not finished", so run_grid stops after the prefetch
+        in_process = False
+
+        def map(self, fn, args, **k):
+            return [None] * len(args)
+
+    class Prefetch(_RecordingRunner):
+        def run(self, cfgs, keep_model=False):
+            _RecordingRunner.calls.append([c.to_dict() for c in cfgs])
+            return []
+
+    _RecordingRunner.calls = []
+    monkeypatch.setattr(tables, "Runner", Prefetch)
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: NoStudies())
+    settings, seeds = ["arxiv_stackexchange", "arxiv_book_stackexchange"], [0, 1]
+    with pytest.raises(tables.NotCachedError):
+        tables.run_grid(["stratified", "grid", "dml"], settings, "smoke", seeds, jobs=2, progress=False)
+    expected = [c.to_dict() for k in seeds for s in settings for c in tables.study_sweep(s, "smoke", k)]
+    assert _RecordingRunner.calls == [expected]
+    _RecordingRunner.calls = []  # one worker, or no sweep method: nothing to prefetch
+    with pytest.raises(tables.NotCachedError):
+        tables.run_grid(["stratified", "aioli"], settings, "smoke", seeds, jobs=2, progress=False)
+    assert _RecordingRunner.calls == []
