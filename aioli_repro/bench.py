@@ -203,6 +203,44 @@ def aioli_overhead(profile: str = "full", settings=("arxiv_stackexchange", "arxi
     return report
 
 
+def doge_gradients(preset: str = "1m", context: int = 256, batch: int = 8, group_counts=(2, 3, 7), repeats: int = 5,
+                   threads: int = 1, out: str | Path = "results/bench/benchmark_doge_gradients.json") -> dict:
+    """Seconds per DoGE step for its per-group gradients: one forward and backward pass per group's sequences
+    (``group_gradients``, used since 2026-11-30) against one full-batch graph differentiated once per group
+    (``full_graph_group_gradients``, before). Both are timed alternately in this process, on the full profile's
+    model and batch with a stratified batch of m groups; the ratio is what matters on a shared VM."""
+    import statistics
+
+    from .model import build_model
+    from .policies.doge import full_graph_group_gradients, group_gradients
+
+    torch.set_num_threads(threads)
+    model = build_model(preset, 4096, context, 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    tokens = torch.randint(0, 4096, (batch, context + 1), generator=torch.Generator().manual_seed(0))
+    rows = []
+    for m in group_counts:
+        groups = torch.arange(batch) % m
+        times = {"per_group": [], "full_graph": []}
+        for r in range(repeats + 1):  # the first round warms up
+            for name, fn in (("per_group", group_gradients), ("full_graph", full_graph_group_gradients)):
+                t = time.perf_counter()
+                fn(model, tokens, groups, m, params)
+                if r:
+                    times[name].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"m": m, "per_group_s": med["per_group"], "full_graph_s": med["full_graph"],
+                     "speedup": med["full_graph"] / med["per_group"]})
+        print(f"DoGE gradients, {preset}, batch {batch} x {context}, m={m}: per group {med['per_group']:.3f} s, "
+              f"full graph {med['full_graph']:.3f} s, speed-up {rows[-1]['speedup']:.2f}x", flush=True)
+    report = {"date": time.strftime("%Y-%m-%d"), "preset": preset, "context": context, "batch": batch,
+              "threads": threads, "repeats": repeats, "rows": rows}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
 def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
                       speed_report: str | Path = "results/bench/benchmark_speed.json",
                       out: str | Path | None = "results/bench/in_run_throughput.csv"):

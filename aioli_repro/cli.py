@@ -141,6 +141,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="instead: wall-time ratio of Aioli to stratified at equal steps (profile full, 3 settings)")
     b.add_argument("--profile", default="full",
                    help="with --overhead: the profile whose recipe is timed; with --in-runs: whose runs are read")
+    b.add_argument("--doge", action="store_true",
+                   help="instead: seconds per DoGE step for its per-group gradients, per-group passes against one "
+                        "full-batch graph (results/bench/benchmark_doge_gradients.json)")
     b.add_argument("--in-runs", action="store_true",
                    help="instead: throughput and MFU of the profile's finished real runs, read from the result cache "
                         "(results/bench/in_run_throughput.csv; trains nothing)")
@@ -205,9 +208,11 @@ def _dispatch(args) -> int:
         print(f"saved a {args.vocab_size}-token byte-level BPE to {out}")
         return 0
     if args.command == "bench":
-        from .bench import aioli_overhead, in_run_throughput, run_benchmark
+        from .bench import aioli_overhead, doge_gradients, in_run_throughput, run_benchmark
 
-        if args.in_runs:
+        if args.doge:
+            doge_gradients(**({"out": args.out} if args.out else {}))
+        elif args.in_runs:
             in_run_throughput(args.profile, **({"out": args.out} if args.out else {}))
         elif args.overhead:
             aioli_overhead(args.profile, **({"out": args.out} if args.out else {}))
