@@ -209,19 +209,22 @@ def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_str
     by_step = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_by_step.csv", index_col="step")
     assert by_step.index.tolist() == [8, 16, 24] and by_step.shape[1] == 2  # every evaluation after step 0
     assert by_step.notna().all().all() and (by_step.abs() < 5).all().all()
-    # --lp-start: a third run per seed holds LearnParams back for the first steps; the first two are reused.
+    # --lp-start: two more runs per seed (eta = 0, and Aioli itself) hold LearnParams back for the first steps; the
+    # first two are reused.
     assert mod.main(["--profile", tiny_profile, "--setting", SETTING.key, "--seeds", "0", "1", "--jobs", "1",
                      "--lp-start", "8", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 0
     late = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_lp8.csv")
     assert late.drop(columns=[c for c in late.columns if "late" in c]).equals(df)
     assert (late["aioli_eta0_late_max_dev"] < 1e-12).all() and late["aioli_eta0_late_run_id"].nunique() == 2
     assert (late["late_learn_params_steps"] > 0).all()
-    late_runs = sorted((tmp_path / "runs").glob("aioli-eta0-lp8-*/metrics.jsonl"))
-    assert len(late_runs) == 2
+    assert (late["aioli_late_max_dev"] > 0).all() and late["aioli_late_run_id"].nunique() == 2  # Aioli's mixture moves
+    late_runs = sorted((tmp_path / "runs").glob("aioli-*lp8-*/metrics.jsonl"))
+    assert len(late_runs) == 4
     for metrics in late_runs:
         kinds = [json.loads(line) for line in metrics.read_text().splitlines()]
         assert min(r["step"] for r in kinds if r.get("kind") == "learn_params") >= 8  # none in the first 8 steps
     summary = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_lp8_summary.csv")
-    assert summary["compared"].tolist()[-1] == "aioli_eta0 - aioli_eta0_late"
+    assert summary["compared"].tolist()[-2:] == ["aioli_eta0 - aioli_eta0_late", "aioli - aioli_late"]
+    assert summary["mean"].iloc[-1] == pytest.approx((late["aioli"] - late["aioli_late"]).mean())
     with pytest.raises(SystemExit, match="--lp-start"):
         mod.main(["--profile", tiny_profile, "--setting", SETTING.key, "--lp-start", "24"])
