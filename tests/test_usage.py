@@ -9,6 +9,8 @@ from aioli_repro.profiles import profile_config
 from aioli_repro.train import train
 from aioli_repro.usage import ID_CHARS, matches_recipe, read_used, runs_cost, unused_cache_entries
 
+from .conftest import load_script
+
 
 def test_a_run_read_or_trained_is_logged_and_its_recorded_seconds_summed(tiny_cfg, tmp_path, monkeypatch):
     log, cache = tmp_path / "used.txt", tmp_path / "cache"
@@ -92,3 +94,31 @@ def test_the_notebook_generators_reproduce_the_committed_notebooks(tmp_path):
     assert made == [p.name for p in pipeline.notebooks()]
     drifted = [n for n in made if (tmp_path / "notebooks" / n).read_bytes() != (repo / "notebooks" / n).read_bytes()]
     assert not drifted, f"regenerate with scripts/notebooks/make_*.py (or port the edit into it): {drifted}"
+
+
+def test_cache_usage_prunes_only_unused_entries_of_the_recipe_and_only_after_a_full_render(tmp_path, monkeypatch,
+                                                                                          capsys):
+    mod = load_script("cache_usage")
+    monkeypatch.setattr(mod, "REPO_ROOT", tmp_path)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(cache))
+    monkeypatch.setenv("AIOLI_RUNS", str(tmp_path / "runs"))
+    quick = profile_config("quick", ("latex", "pydocs"), "stratified", seed=0)
+    for rid in ("a", "b"):
+        _entry(cache, rid * ID_CHARS, quick)
+    _entry(cache, "c" * ID_CHARS, profile_config("full", ("latex", "pydocs")))
+    folder = tmp_path / "results" / "quick"
+    folder.mkdir(parents=True)
+    names = [p.name for p in pipeline.notebooks()]
+    (folder / "run_all_timings.json").write_text(json.dumps({"notebooks": {n: {"seconds": 1.0} for n in names}}))
+    used = {n: [] for n in names[1:]}  # the first notebook has no run record yet
+    used[names[1]] = ["a" * ID_CHARS]
+    (folder / "used_runs.json").write_text(json.dumps(used))
+    with pytest.raises(SystemExit, match="refusing to prune"):
+        mod.main(["--profile", "quick", "--prune"])
+    assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "b", "c"]
+    used[names[0]] = []
+    (folder / "used_runs.json").write_text(json.dumps(used))
+    assert mod.main(["--profile", "quick", "--prune"]) == 0
+    assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "c"]  # b: the quick recipe, unused; c: another recipe
+    assert "pruned 1 entries" in capsys.readouterr().out
