@@ -230,7 +230,8 @@ def claim_c11(runs: pd.DataFrame | None, overhead: dict | None) -> Claim:
         f"{int(runs[runs.method == 'aioli'].extra_runs.max())} extra runs"
     if overhead:
         ratios = ", ".join(f"{r['setting']} {r['ratio']:.2f}x" for r in overhead["rows"])
-        ours = f"{extra}; wall time of an Aioli run over a stratified run of equal length: {ratios}"
+        ours = (f"{extra}; wall time of an Aioli run over a stratified run of equal length "
+                f"({overhead.get('profile', '?')} recipe, `bench --overhead`): {ratios}")
     else:
         ours = f"{extra}; overhead not measured (run `python -m aioli_repro bench --overhead`)"
     return Claim("C11", "Aioli needs no extra training runs; its cost is LearnParams' evaluations",

@@ -214,3 +214,12 @@ def test_run_grid_trains_every_sweep_as_one_queue_before_the_studies(monkeypatch
     with pytest.raises(tables.NotCachedError):
         tables.run_grid(["stratified", "aioli"], settings, "smoke", seeds, jobs=2, progress=False)
     assert _RecordingRunner.calls == []
+
+
+def test_c11_names_the_recipe_its_overhead_was_measured_under():
+    runs = pd.DataFrame({"method": ["aioli", "dml"], "extra_runs": [0, 9]})
+    overhead = {"profile": "full", "rows": [{"setting": "A/SE", "ratio": 1.03}, {"setting": "SlimPajama", "ratio": 1.01}]}
+    c = claims.claim_c11(runs, overhead)
+    assert c.verdict == claims.REPRODUCED and "(full recipe" in c.ours and "A/SE 1.03x, SlimPajama 1.01x" in c.ours
+    assert claims.claim_c11(runs.assign(extra_runs=[1, 9]), overhead).verdict == claims.NOT_REPRODUCED
+    assert "not measured" in claims.claim_c11(runs, None).ours
