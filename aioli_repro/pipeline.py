@@ -63,6 +63,9 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
         if cached_only and e.ename == "NotCachedError":
             target.unlink(missing_ok=True)
             print(f"[run_all] {path.name}: none of its runs has finished under this profile yet; skipped")
+            from .report import NONE_FINISHED, not_finished
+
+            not_finished(profile, path.stem, [NONE_FINISHED])
             return None
         raise SystemExit(f"\n[run_all] FAILED: notebook {path.name}, cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
                          f"[run_all] The executed notebook with the traceback is {target}") from None
@@ -91,6 +94,16 @@ def write_logs(profile: str, jobs: int, cached_only: bool, timings: dict[str, fl
                             "last_invocation": {"jobs": jobs, "total_s": total, "notebooks": list(timings),
                                                 "cached_only": cached_only}})
     atomic_write_json(used_path, dict(sorted(used_before.items())))
+
+
+def not_finished_summary(profile: str, stems: list[str]) -> str:
+    """One line: how many parts each of these notebooks left out at its latest render (empty when none)."""
+    path = REPO_ROOT / "results" / profile / "not_finished.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    from .report import NONE_FINISHED
+
+    return "; ".join(f"{stem[:2]} all" if record[stem] == [NONE_FINISHED] else f"{stem[:2]} {len(record[stem])} part(s)"
+                     for stem in stems if record.get(stem))
 
 
 def main(argv=None) -> int:
@@ -135,6 +148,9 @@ def main(argv=None) -> int:
     os.environ.pop("AIOLI_USED_RUNS", None)
     total = time.perf_counter() - t0
     write_logs(args.profile, args.jobs, args.cached_only, timings, used, total)
+    left = not_finished_summary(args.profile, [p.stem for p in todo])
+    if left:
+        print(f"[run_all] not finished yet under {args.profile} (results/{args.profile}/not_finished.json): {left}")
     print(f"[run_all] all {len(todo)} notebooks done in {total:.0f} s; results in results/{args.profile}/, "
           f"figures in figures/{args.profile}/, executed notebooks in {out_dir.relative_to(REPO_ROOT)}/")
     return 0

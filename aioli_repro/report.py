@@ -14,6 +14,7 @@ import pandas as pd
 from .corpus import REPO_ROOT, FolderCorpus
 from .profiles import get_profile
 from .runs import RunDir, default_runs_dir
+from .token_store import atomic_write_json
 
 
 def results_dir(profile: str) -> Path:
@@ -56,3 +57,22 @@ def run_metrics(result: dict, runs_dir=None) -> pd.DataFrame:
 def write_json(obj, path: Path) -> Path:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
     return path
+
+
+NONE_FINISHED = "every study (none has finished)"
+"""The ``not_finished`` entry of a notebook that a render from the cache skipped altogether."""
+
+
+def not_finished(profile: str, notebook: str, missing: list[str]) -> None:
+    """Say which parts of a notebook's studies a render from the cache left out (``cached_only``), and record them in
+    ``results/<profile>/not_finished.json`` under the notebook's name, so ``run_all.sh`` can sum up what a long profile
+    still has to train. A render with nothing missing clears the notebook's entry."""
+    if missing:
+        print(f"not finished yet, left out ({len(missing)}):", ", ".join(missing))
+    path = results_dir(profile) / "not_finished.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.pop(notebook, None)
+    if missing:
+        record[notebook] = list(missing)
+    if record or path.exists():
+        atomic_write_json(path, dict(sorted(record.items())))

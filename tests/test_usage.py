@@ -122,3 +122,21 @@ def test_cache_usage_prunes_only_unused_entries_of_the_recipe_and_only_after_a_f
     assert mod.main(["--profile", "quick", "--prune"]) == 0
     assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "c"]  # b: the quick recipe, unused; c: another recipe
     assert "pruned 1 entries" in capsys.readouterr().out
+
+
+def test_unfinished_parts_are_recorded_per_notebook_and_summed_up(tmp_path, monkeypatch, capsys):
+    from aioli_repro import report
+
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    report.not_finished("full", "04_perplexity_comparison", ["grid/A/SE/seed 1", "dml/A/SE/seed 1"])
+    report.not_finished("full", "05_restricted_budget", [report.NONE_FINISHED])
+    report.not_finished("full", "06_ablations", [])
+    assert "left out (2): grid/A/SE/seed 1, dml/A/SE/seed 1" in capsys.readouterr().out
+    path = tmp_path / "results" / "full" / "not_finished.json"
+    assert list(json.loads(path.read_text())) == ["04_perplexity_comparison", "05_restricted_budget"]
+    stems = ["04_perplexity_comparison", "05_restricted_budget", "06_ablations"]
+    assert pipeline.not_finished_summary("full", stems) == "04 2 part(s); 05 all"
+    report.not_finished("full", "04_perplexity_comparison", [])  # finished since: its entry goes
+    assert pipeline.not_finished_summary("full", stems) == "05 all"
+    assert pipeline.not_finished_summary("quick", stems) == ""

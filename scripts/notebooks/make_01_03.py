@@ -21,7 +21,7 @@ import pandas as pd
 from aioli_repro import fidelity
 from aioli_repro.methods import Runner
 from aioli_repro.profiles import get_profile
-from aioli_repro.report import figures_dir, results_dir
+from aioli_repro.report import figures_dir, not_finished, results_dir
 
 pd.set_option("display.precision", 4)
 RESULTS, FIGURES = results_dir(profile), figures_dir(profile)
@@ -53,8 +53,7 @@ official notebooks do not report. The sweep runs are the same cached runs grid s
     ("md", "## Sweeps and fits"),
     ("code", '''
 study = fidelity.static_law_study(settings, profile, seeds, runner)
-if study.missing:
-    print(f"not finished yet, left out ({len(study.missing)}):", ", ".join(study.missing))
+not_finished(profile, "01_static_mixing_law", study.missing)
 study.table.to_csv(RESULTS / "01_static_law.csv", index=False)
 summary = study.summary()
 summary.to_csv(RESULTS / "01_static_law_summary.csv", index=False)
@@ -110,8 +109,7 @@ print(f"break step t = {fidelity.break_step(S, fidelity.DYNAMIC_BREAK_FRACTION)}
     ("md", "## Parents, children and fits"),
     ("code", '''
 study = fidelity.dynamic_law_study(settings, profile, seeds, runner, n_parents=n_parents)
-if study.missing:
-    print(f"not finished yet, left out ({len(study.missing)}):", ", ".join(study.missing))
+not_finished(profile, "02_dynamic_mixing_law", study.missing)
 study.table.to_csv(RESULTS / "02_dynamic_law.csv", index=False)
 summary = study.summary()
 summary.to_csv(RESULTS / "02_dynamic_law_summary.csv", index=False)
@@ -171,11 +169,9 @@ training (GH/C4: GitHub first, then C4), and the diagonal alone gives the wrong 
     ("code", '''
 # Both studies first, so that a render from the cache (cached_only) writes nothing unless both have a finished part.
 study = fidelity.fidelity_study(settings, profile, seeds, methods, runner, break_fraction=break_fraction)
-if study.missing:
-    print(f"not finished yet, left out ({len(study.missing)}):", ", ".join(study.missing))
 ordering = fidelity.colsum_ordering_study(ordering_settings, profile, seeds, runner)
-if ordering.missing:
-    print(f"not finished yet, left out ({len(ordering.missing)}):", ", ".join(ordering.missing))
+not_finished(profile, "03_method_fidelity", [f"fidelity {x}" for x in study.missing]
+             + [f"ordering {x}" for x in ordering.missing])
 study.table.to_csv(RESULTS / "03_fidelity.csv", index=False)
 study.table[["method", "label", "seed", "break_step", "horizon", "records_used", "scale", "sim", "cos", "spearman",
              "sim_diag", "A_true_r2", "trained_first_true", "trained_first_method", "improvement"]]

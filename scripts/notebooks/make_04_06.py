@@ -11,7 +11,7 @@ import seaborn as sns
 
 from aioli_repro import hparams, tables
 from aioli_repro.profiles import check_study_parameters, get_profile, profile_settings
-from aioli_repro.report import figures_dir, results_dir
+from aioli_repro.report import figures_dir, not_finished, results_dir
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
@@ -46,8 +46,7 @@ are what can reproduce.
 ("code", """
 methods = tables.table2_methods(methods)
 runs = tables.run_grid(methods, settings, profile, seeds, jobs=jobs, cached_only=cached_only)
-if runs.attrs["missing"]:
-    print(f"not finished yet, left out ({len(runs.attrs['missing'])}):", ", ".join(runs.attrs["missing"]))
+not_finished(profile, "04_perplexity_comparison", runs.attrs["missing"])
 runs.to_csv(RESULTS / "04_runs.csv", index=False)
 t2 = tables.table2(runs)
 t2.to_csv(RESULTS / "04_table2.csv", index=False)
@@ -95,8 +94,7 @@ The paper: Aioli improves the method in 28 of 30 (method, setting) pairs, by 1.2
 ("code", """
 pairs = tables.run_grid(tables.BASELINES, settings, profile, seeds, jobs=jobs, budget="restricted",
                         cached_only=cached_only)
-if pairs.attrs["missing"]:
-    print(f"not finished yet, left out ({len(pairs.attrs['missing'])}):", ", ".join(pairs.attrs["missing"]))
+not_finished(profile, "05_restricted_budget", pairs.attrs["missing"])
 pairs.to_csv(RESULTS / "05_restricted_runs.csv", index=False)
 table3 = pairs.groupby(["label", "method"])[["method_ppl", "aioli_ppl", "improvement"]].mean().round(3)
 table3.to_csv(RESULTS / "05_table3.csv")
@@ -135,8 +133,7 @@ Differences from stratified in average test perplexity, per setting and averaged
 ("code", """
 runs = tables.run_grid(("stratified",) + tables.ABLATIONS, settings, profile, seeds, jobs=jobs,
                        cached_only=cached_only)
-if runs.attrs["missing"]:
-    print(f"not finished yet, left out ({len(runs.attrs['missing'])}):", ", ".join(runs.attrs["missing"]))
+not_finished(profile, "06_ablations", runs.attrs["missing"])
 runs.to_csv(RESULTS / "06_runs.csv", index=False)
 abl = tables.ablation_table(runs)
 abl.to_csv(RESULTS / "06_ablations.csv", index=False)
