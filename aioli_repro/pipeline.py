@@ -55,8 +55,9 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
     params = {"profile": profile, "jobs": jobs, **({"cached_only": True} if cached_only else {})}
     target = out.with_name(out.stem + ".running.ipynb") if cached_only else out
     try:
+        # The notebooks' own progress bars (tqdm, on stderr) reach the terminal as they run; tables stay in the notebook.
         pm.execute_notebook(str(path), str(target), parameters=params, kernel_name="python3",
-                            cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+                            cwd=str(NOTEBOOKS), progress_bar=False, log_output=False, stderr_file=sys.stderr)
         if target != out:
             os.replace(target, out)
     except pm.PapermillExecutionError as e:
@@ -132,6 +133,9 @@ def main(argv=None) -> int:
         # CI's smoke runs are throwaway: keep their results out of the committed run cache (results/run_cache),
         # so a clean clone really trains them instead of re-rendering cached numbers.
         os.environ.setdefault("AIOLI_RESULT_CACHE", str(REPO_ROOT / "runs" / "smoke_result_cache"))
+    # In a kernel without ipywidgets, tqdm.auto warns that it falls back to text bars, once per notebook: the text bars
+    # are what run_all forwards to the terminal, so the warning is only noise there.
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found"]))
     out_dir = NOTEBOOKS / "executed" / args.profile
     print(f"[run_all] profile {args.profile} ({args.jobs} run(s) at once): {PROFILES[args.profile].description}")
     timings, used = {}, {}
