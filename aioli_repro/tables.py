@@ -148,7 +148,9 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
             rows = [_task(*a) for a in tqdm(args, desc=desc, unit="method")]
         else:
             rows = ex.map(_task, args, desc=f"{desc} x{ex_cfg.jobs}", progress=progress)
-        missing = [f"{m}/{s}/seed {seed}" for (m, s, seed), row in zip(tasks, rows) if row is None]
+        by_task = dict(zip(tasks, rows))  # reported in the natural order (seed, setting, method), not the queue's
+        missing = [f"{m}/{s}/seed {seed}" for seed in seeds for s in settings for m in methods
+                   if by_task[(m, s, seed)] is None]
     found = [r for r in rows if r is not None]
     if not found:
         raise NotCachedError(f"no {budget} study of {profile} with these methods, settings and seeds is in the run "
