@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aioli_repro.hparams import SETTINGS  # noqa: E402
+from aioli_repro.pipeline import not_finished_summary, notebooks  # noqa: E402
 from aioli_repro.profiles import get_profile, profile_settings  # noqa: E402
 from aioli_repro.tables import TABLE2_METHODS  # noqa: E402
 
@@ -47,6 +48,10 @@ def section(profile: str) -> str:
     if missing:
         out.append(f"\n**Not yet run for this profile:** notebooks {', '.join(missing)} (their tables appear here "
                    "once `./run_all.sh` has finished them; every finished run is cached, so it resumes).")
+    left = not_finished_summary(profile, [nb.stem for nb in notebooks()])
+    if left:
+        out.append(f"\n**Parts not finished yet** at the latest render from the run cache "
+                   f"(`results/{profile}/not_finished.json` lists them): {left}.")
     runs = res / "04_runs.csv"
     if runs.exists():  # a long profile may have run Table 2 on part of its methods, settings or seeds so far
         df = pd.read_csv(runs)
