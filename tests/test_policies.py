@@ -255,3 +255,36 @@ def test_doge_group_gradients_equal_differentiating_one_full_batch_graph(fused):
     assert torch.count_nonzero(grads[1]) == 0 and torch.count_nonzero(grads[0]) > 0
     assert torch.allclose(grads, ref_grads, atol=1e-6, rtol=1e-4), float((grads - ref_grads).abs().max())
     assert all(float(grads[j].norm()) <= 1 + 1e-6 for j in (0, 2))
+
+
+@pytest.mark.parametrize("m,eta", [(2, 0.2), (3, 0.1), (7, 1.0)])
+def test_the_released_update_keeps_every_proportion_in_its_band(m, eta):
+    from aioli_repro.policies.aioli import eg_band, eg_update, normalize_interaction
+
+    low, high = eg_band(m, eta)
+    uniform = np.full(m, 1 / m)
+    rng = np.random.default_rng(m)
+    E = None
+    for _ in range(200):  # any losses: random A^t, normalised, EMA'd as released (γ = 0.1)
+        A_bar = normalize_interaction(rng.normal(size=(m, m)) * rng.exponential(10))
+        E = A_bar if E is None else 0.9 * A_bar + 0.1 * E
+        p = eg_update(uniform, E, eta)
+        assert low - 1e-12 <= p.min() and p.max() <= high + 1e-12
+    corner = np.zeros((m, m))
+    corner[:, 0] = 1 / m  # all the mass in one column: the band's ends are reached
+    p = eg_update(uniform, corner, eta)
+    assert p[0] == pytest.approx(high) and p[1:] == pytest.approx(low)
+
+
+def test_reach_summary_reads_spreads_and_extremes_from_a_runs_history():
+    from aioli_repro.policies.aioli import reach_summary
+
+    history = [{"proportions": [0.5, 0.5]},
+               {"proportions": [0.52, 0.48], "A_normalized": [[0.4, 0.1], [0.3, 0.2]]},  # colsums 0.7, 0.3
+               {"proportions": [0.47, 0.53], "A_normalized": [[0.2, 0.3], [0.2, 0.3]]}]  # colsums 0.4, 0.6
+    res = {"policy": {"history": history}, "groups": ["a", "b"], "config": {"method_config": {"eta": 0.2}}}
+    r = reach_summary([res, res])
+    assert r["m"] == 2 and r["runs"] == 2 and r["rounds"] == 4
+    assert r["colsum_spread_median"] == pytest.approx(0.3) and r["colsum_spread_max"] == pytest.approx(0.4)
+    assert (r["p_min"], r["p_max"]) == (0.47, 0.53) and r["max_dev_from_uniform"] == pytest.approx(0.03)
+    assert r["band_low"] == pytest.approx(0.4502, abs=1e-4)

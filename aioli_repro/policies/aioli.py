@@ -68,6 +68,38 @@ def eg_update(base: np.ndarray, A_bar: np.ndarray, eta: float) -> np.ndarray:
     return softmax(np.log(np.asarray(base, dtype=float)) + eta * np.asarray(A_bar).sum(axis=0))
 
 
+def eg_band(m: int, eta: float) -> tuple[float, float]:
+    """The proportions the released (EMA) form can reach from a uniform base: [1, e^η] / (e^η + m - 1).
+
+    Each Ā is non-negative with unit total, so is their EMA E, and p = softmax(η · colsum(E)) with colsum(E) >= 0
+    summing to 1. A group's proportion is largest when its column holds all the mass and smallest when another's
+    does. With the released η: [0.450, 0.550] for m = 2 (η 0.2), [0.322, 0.356] for m = 3 (η 0.1), [0.115, 0.312]
+    for m = 7 (η 1), however the losses move."""
+    e = float(np.exp(eta))
+    return 1.0 / (e + m - 1), e / (e + m - 1)
+
+
+def reach_summary(results: list[dict]) -> dict:
+    """How far Aioli runs (finished results of one setting) moved their mixture, against :func:`eg_band`: the spread
+    of colsum(Ā^t) per round (max - min; what η multiplies), and the extreme proportions reached."""
+    spreads, props = [], []
+    for res in results:
+        for rec in res["policy"]["history"]:
+            props.append(rec["proportions"])
+            if rec.get("A_normalized") is not None:
+                col = np.asarray(rec["A_normalized"], dtype=float).sum(axis=0)
+                spreads.append(float(col.max() - col.min()))
+    cfg = results[0]["config"]["method_config"]
+    m = len(results[0]["groups"])
+    low, high = eg_band(m, cfg["eta"])
+    props = np.asarray(props, dtype=float)
+    return {"m": m, "eta": cfg["eta"], "runs": len(results), "rounds": len(spreads), "band_low": low,
+            "band_high": high, "colsum_spread_median": float(np.median(spreads)) if spreads else float("nan"),
+            "colsum_spread_max": float(np.max(spreads)) if spreads else float("nan"),
+            "p_min": float(props.min()), "p_max": float(props.max()),
+            "max_dev_from_uniform": float(np.abs(props - 1.0 / m).max())}
+
+
 @register
 class AioliPolicy(MixingPolicy):
     name = "aioli"
