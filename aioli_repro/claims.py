@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import hparams, tables
-from .report import results_dir
+from .report import read_not_finished, results_dir
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
 NOT_RUN = "not run yet"
@@ -275,7 +275,7 @@ def build_claims(profile: str, extra: list[Claim] | None = None) -> list[Claim]:
         [_pending("C1", "04_perplexity_comparison"), _pending("C2", "04_perplexity_comparison")]
     static, dynamic = _read(res / "01_static_law_summary.csv"), _read(res / "02_dynamic_law_summary.csv")
     # Studies a render from the cache left partly out (notebooks write not_finished.json): their verdicts wait.
-    left = json.loads((res / "not_finished.json").read_text()) if (res / "not_finished.json").exists() else {}
+    left = read_not_finished(res)
     out.append(provisional(claim_c3(static, dynamic), left, ("01_static_mixing_law", "02_dynamic_mixing_law"))
                if static is not None else _pending("C3", "01_static_mixing_law"))
     relation, fsum = _read(res / "03_fidelity_relation.csv"), _read(res / "03_fidelity_summary.csv")

@@ -153,10 +153,6 @@ def _setting(setting: str | hparams.Setting) -> hparams.Setting:
     return setting if isinstance(setting, hparams.Setting) else hparams.get_setting(setting)
 
 
-def _groups(st: hparams.Setting, profile: str) -> tuple[str, ...]:
-    return setting_groups(st, profile)
-
-
 def _runner(runner: Runner | None, jobs: int = 1) -> Runner:
     return runner or Runner(jobs=jobs, progress=False)
 
@@ -358,7 +354,7 @@ def parent_indices(P, n_parents: int) -> list[int]:
 
 
 def _sweep_losses(setting: hparams.Setting, profile: str, seed: int, runner: Runner):
-    groups = _groups(setting, profile)
+    groups = setting_groups(setting, profile)
     cfgs = sweep(profile, groups, seed)
     results = run_configs(cfgs, runner)
     P = np.array([c.method_config["proportions"] for c in cfgs], dtype=float)
@@ -463,7 +459,7 @@ def dynamic_law_study(settings: Iterable[str | hparams.Setting], profile: str, s
     for s in settings:
         st = _setting(s)
         for seed in study_seeds(profile, seeds):
-            groups = _groups(st, profile)
+            groups = setting_groups(st, profile)
             cfgs = sweep(profile, groups, seed)
             P = np.array([c.method_config["proportions"] for c in cfgs], dtype=float)
             try:  # every parent of this (setting, seed) first, so that a part left out is left out whole
@@ -637,7 +633,7 @@ def fidelity_study(settings: Iterable[str | hparams.Setting], profile: str, seed
     rows, mats, missing = [], {}, []
     for s in settings:
         st = _setting(s)
-        groups = _groups(st, profile)
+        groups = setting_groups(st, profile)
         for seed in study_seeds(profile, seeds):
             try:
                 strat = run_method("stratified", st, profile, seed, runner).final
@@ -739,7 +735,7 @@ def colsum_ordering_study(settings: Iterable[str | hparams.Setting], profile: st
     rows, summ, missing = [], [], []
     for s in settings:
         st = _setting(s)
-        groups = _groups(st, profile)
+        groups = setting_groups(st, profile)
         for seed in study_seeds(profile, seeds):
             P = np.array([c.method_config["proportions"] for c in sweep(profile, groups, seed)], dtype=float)
             strat_cfg = profile_config(profile, groups, "stratified", seed, None, name="stratified")

@@ -99,9 +99,9 @@ def write_logs(profile: str, jobs: int, cached_only: bool, timings: dict[str, fl
 
 def not_finished_summary(profile: str, stems: list[str]) -> str:
     """One line: how many parts each of these notebooks left out at its latest render (empty when none)."""
-    path = REPO_ROOT / "results" / profile / "not_finished.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
-    from .report import NONE_FINISHED
+    from .report import NONE_FINISHED, read_not_finished
+
+    record = read_not_finished(REPO_ROOT / "results" / profile)
 
     return "; ".join(f"{stem[:2]} all" if record[stem] == [NONE_FINISHED] else f"{stem[:2]} {len(record[stem])} part(s)"
                      for stem in stems if record.get(stem))

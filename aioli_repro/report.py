@@ -63,6 +63,12 @@ NONE_FINISHED = "every study (none has finished)"
 """The ``not_finished`` entry of a notebook that a render from the cache skipped altogether."""
 
 
+def read_not_finished(folder: Path) -> dict[str, list[str]]:
+    """A profile's ``not_finished.json`` (in its results ``folder``): notebook name -> parts left out; {} if none."""
+    path = Path(folder) / "not_finished.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def not_finished(profile: str, notebook: str, missing: list[str]) -> None:
     """Say which parts of a notebook's studies a render from the cache left out (``cached_only``), and record them in
     ``results/<profile>/not_finished.json`` under the notebook's name, so ``run_all.sh`` can sum up what a long profile
@@ -70,7 +76,7 @@ def not_finished(profile: str, notebook: str, missing: list[str]) -> None:
     if missing:
         print(f"not finished yet, left out ({len(missing)}):", ", ".join(missing))
     path = results_dir(profile) / "not_finished.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
+    record = read_not_finished(path.parent)
     record.pop(notebook, None)
     if missing:
         record[notebook] = list(missing)

@@ -40,6 +40,11 @@ def _flat_grad(loss, params, retain: bool) -> torch.Tensor:
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
+def _unit_clipped(g: torch.Tensor) -> torch.Tensor:
+    """A group's gradient clipped to norm 1, as DoGE uses it."""
+    return g / max(1.0, float(g.norm()))
+
+
 def group_gradients(model, tokens: torch.Tensor, groups: torch.Tensor, m: int, params, autocast: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each group's training gradient, clipped to norm 1 ([m, parameters]; zero for a group absent from the batch),
@@ -58,7 +63,7 @@ def group_gradients(model, tokens: torch.Tensor, groups: torch.Tensor, m: int, p
         if bool(rows.any()):
             losses = sequence_losses(model, tokens[rows], autocast)
             g = _flat_grad(losses.mean(), params, retain=False)
-            grads[j] = g / max(1.0, float(g.norm()))  # clip each group's gradient to norm 1
+            grads[j] = _unit_clipped(g)
             seq[rows] = losses.detach().float()
     return grads, seq
 
@@ -75,7 +80,7 @@ def full_graph_group_gradients(model, tokens: torch.Tensor, groups: torch.Tensor
     present = [j for j in range(m) if bool((groups == j).any())]
     for k, j in enumerate(present):
         g = _flat_grad(seq[groups == j].mean(), params, retain=k < len(present) - 1)
-        grads[j] = g / max(1.0, float(g.norm()))
+        grads[j] = _unit_clipped(g)
     return grads, seq.detach().float()
 
 
