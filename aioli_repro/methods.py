@@ -240,6 +240,20 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
                          {"history": res["policy"]["history"]})
 
 
+def finished_finals(method: str, setting: str | hparams.Setting, profile: str, seeds=None,
+                    runs_dir=None) -> list[dict]:
+    """The final runs' results of ``method`` on ``setting`` for the seeds (default: the profile's) that have
+    finished, read from the run cache only (nothing trains); seeds not finished are left out."""
+    runner = Runner(cached_only=True, progress=False, runs_dir=runs_dir)
+    out = []
+    for seed in get_profile(profile).seeds if seeds is None else seeds:
+        try:
+            out.append(run_method(method, setting, profile, int(seed), runner).final)
+        except NotCachedError:
+            continue
+    return out
+
+
 def config_mixture(p, decimals: int = 6) -> list[float]:
     """A computed mixture (DML's fitted optimum) as it enters a run's config, and so its run id: rounded to
     ``decimals`` and renormalised. The optimiser's last bits depend on the BLAS thread count (measured: entries of

@@ -28,19 +28,13 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from aioli_repro import hparams
-    from aioli_repro.methods import NotCachedError, Runner, run_method
+    from aioli_repro.methods import finished_finals
     from aioli_repro.policies.aioli import reach_summary
-    from aioli_repro.profiles import get_profile, profile_settings
+    from aioli_repro.profiles import profile_settings
 
-    runner = Runner(cached_only=True, progress=False)
     rows = []
     for key in profile_settings(args.profile):
-        results = []
-        for seed in get_profile(args.profile).seeds:
-            try:
-                results.append(run_method("aioli", key, args.profile, seed, runner).final)
-            except NotCachedError:
-                continue
+        results = finished_finals("aioli", key, args.profile)
         if results:
             rows.append({"setting": key, "label": hparams.get_setting(key).label, **reach_summary(results)})
     if not rows:

@@ -228,3 +228,13 @@ def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_str
     assert summary["mean"].iloc[-1] == pytest.approx((late["aioli"] - late["aioli_late"]).mean())
     with pytest.raises(SystemExit, match="--lp-start"):
         mod.main(["--profile", tiny_profile, "--setting", SETTING.key, "--lp-start", "24"])
+
+
+def test_finished_finals_reads_the_finished_seeds_and_trains_nothing(outcomes, tiny_profile):
+    from aioli_repro.methods import finished_finals
+
+    out, runner = outcomes
+    before = sorted(p.name for p in Path(runner.runs_dir).iterdir())
+    found = finished_finals("aioli", SETTING, tiny_profile, seeds=[0, 1], runs_dir=runner.runs_dir)
+    assert [r["run_id"] for r in found] == [out["aioli"].final["run_id"]]  # seed 1 never trained: left out
+    assert sorted(p.name for p in Path(runner.runs_dir).iterdir()) == before

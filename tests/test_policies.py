@@ -288,3 +288,40 @@ def test_reach_summary_reads_spreads_and_extremes_from_a_runs_history():
     assert r["colsum_spread_median"] == pytest.approx(0.3) and r["colsum_spread_max"] == pytest.approx(0.4)
     assert (r["p_min"], r["p_max"]) == (0.47, 0.53) and r["max_dev_from_uniform"] == pytest.approx(0.03)
     assert r["band_low"] == pytest.approx(0.4502, abs=1e-4)
+
+
+def _agreement_result(colsums: list[list[float]]) -> dict:
+    """A finished-run stand-in whose LearnParams rounds have Ā^t with the given column sums (one row holds them)."""
+    m = len(colsums[0])
+    history = [{"proportions": [1 / m] * m}]
+    for c in colsums:
+        A = np.zeros((len(c), len(c)))
+        A[0] = c
+        history.append({"proportions": [1 / len(c)] * len(c), "A_normalized": A.tolist()})
+    return {"policy": {"history": history}, "groups": [f"g{i}" for i in range(len(colsums[0]))]}
+
+
+def test_estimate_agreement_separates_a_shared_direction_from_noise():
+    from aioli_repro.policies.aioli import estimate_agreement
+
+    # Three seeds that agree at every round and keep their direction: cosines of 1.
+    rng = np.random.default_rng(0)
+    steady = [[0.5 + 0.01 * rng.random(), 0.3, 0.2] for _ in range(12)]
+    same = estimate_agreement([_agreement_result(steady)] * 3)
+    assert same["m"] == 3 and same["runs"] == 3 and same["rounds"] == 12 and same["across_seeds_n"] == 11
+    assert same["across_seeds_cos"] == pytest.approx(1.0) and same["lag1_cos"] == pytest.approx(1.0, abs=1e-3)
+    assert same["first_round_cos"] == pytest.approx(1.0)
+    # Directions drawn at random for every seed and round: both means near 0 and not significant.
+    noise = estimate_agreement([_agreement_result(rng.dirichlet(np.ones(3), size=60).tolist()) for _ in range(3)])
+    assert abs(noise["across_seeds_cos"]) < 0.2 and noise["across_seeds_p"] > 0.01
+    assert abs(noise["lag1_cos"]) < 0.2 and noise["lag1_p"] > 0.01
+    # Two seeds pointing opposite ways (m = 2): a cosine of -1 at every round.
+    up, down = [[0.7, 0.3]] * 5, [[0.3, 0.7]] * 5
+    assert estimate_agreement([_agreement_result(up), _agreement_result(down)])["across_seeds_cos"] == pytest.approx(-1.0)
+
+
+def test_estimate_agreement_needs_learnparams_rounds():
+    from aioli_repro.policies.aioli import estimate_agreement
+
+    with pytest.raises(ValueError, match="no LearnParams round"):
+        estimate_agreement([{"policy": {"history": [{"proportions": [0.5, 0.5]}]}, "groups": ["a", "b"]}])

@@ -22,6 +22,7 @@ integer (the released m = 7 config builds malformed batches there); the step bud
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,66 @@ def reach_summary(results: list[dict]) -> dict:
             "colsum_spread_max": float(np.max(spreads)) if spreads else float("nan"),
             "p_min": float(props.min()), "p_max": float(props.max()),
             "max_dev_from_uniform": float(np.abs(props - 1.0 / m).max())}
+
+
+def _colsum_directions(result: dict) -> list[np.ndarray]:
+    """The centred column sums of Ā^t, one per LearnParams round of a finished run: the only part of Ā^t the
+    update acts on (a softmax ignores a common shift)."""
+    out = []
+    for rec in result["policy"]["history"]:
+        if rec.get("A_normalized") is not None:
+            col = np.asarray(rec["A_normalized"], dtype=float).sum(axis=0)
+            out.append(col - col.mean())
+    return out
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b)) / norm if norm > 0 else float("nan")
+
+
+def estimate_agreement(results: list[dict]) -> dict:
+    """Is Aioli's estimate of where to move p signal or noise? Finished runs of one setting (different seeds).
+
+    For round k, the direction d_k = colsum(Ā^t) - mean is what exponentiated gradient follows. If it reflects the
+    data, runs of different seeds should point the same way at the same round (``across_seeds_cos``: mean pairwise
+    cosine, averaged over rounds), and one run's consecutive rounds should too (``lag1_cos``). For a direction that
+    is noise both have expectation 0 (for m = 2, d_k is ±(x, -x), so the cosine is a random sign). The first round
+    (taken a few steps into training) is reported apart (``first_round_cos``): every group's loss is falling fast
+    there, and it is the round most likely to carry signal. p-values: one-sample t-tests of the per-round values
+    against 0 (``scipy.stats.ttest_1samp``; rounds treated as independent, which the EMA makes slightly optimistic).
+    """
+    from scipy import stats
+
+    dirs = [_colsum_directions(r) for r in results]
+    dirs = [d for d in dirs if d]
+    if not dirs:
+        raise ValueError("no LearnParams round with A_normalized in these results")
+    n_rounds = min(len(d) for d in dirs)
+    pairs = [(a, b) for a in range(len(dirs)) for b in range(a + 1, len(dirs))]
+
+    def across(k: int) -> float:
+        vals = [_cosine(dirs[a][k], dirs[b][k]) for a, b in pairs]
+        vals = [v for v in vals if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def test(vals: list[float]) -> tuple[float, float, int]:
+        vals = [v for v in vals if np.isfinite(v)]
+        if len(vals) < 2:
+            return (float(np.mean(vals)) if vals else float("nan")), float("nan"), len(vals)
+        with warnings.catch_warnings():  # identical values (perfect agreement) make scipy warn of lost precision
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(stats.ttest_1samp(vals, 0.0).pvalue)
+        return float(np.mean(vals)), p, len(vals)
+
+    later = [across(k) for k in range(1, n_rounds)] if pairs else []
+    lag1 = [_cosine(d[k], d[k + 1]) for d in dirs for k in range(1, len(d) - 1)]
+    a_mean, a_p, a_n = test(later)
+    l_mean, l_p, l_n = test(lag1)
+    return {"m": len(results[0]["groups"]), "runs": len(dirs), "rounds": n_rounds,
+            "first_round_cos": across(0) if pairs else float("nan"),
+            "across_seeds_cos": a_mean, "across_seeds_p": a_p, "across_seeds_n": a_n,
+            "lag1_cos": l_mean, "lag1_p": l_p, "lag1_n": l_n}
 
 
 @register
