@@ -325,3 +325,25 @@ def test_estimate_agreement_needs_learnparams_rounds():
 
     with pytest.raises(ValueError, match="no LearnParams round"):
         estimate_agreement([{"policy": {"history": [{"proportions": [0.5, 0.5]}]}, "groups": ["a", "b"]}])
+
+
+def test_the_reach_script_writes_both_summaries_from_finished_runs(tmp_path, monkeypatch):
+    """scripts/aioli_reach.py on stand-in finished runs: one row per setting that has any, in both CSVs."""
+    import pandas as pd
+
+    from aioli_repro import methods
+
+    from .conftest import load_script
+
+    def fake_finals(method, setting, profile):
+        if setting != "github_c4":
+            return []  # nothing finished on the other settings
+        res = _agreement_result([[0.6, 0.4], [0.45, 0.55], [0.7, 0.3]])
+        res["config"] = {"method_config": {"eta": 0.2}}
+        return [res, res]
+
+    monkeypatch.setattr(methods, "finished_finals", fake_finals)
+    assert load_script("aioli_reach").main(["--profile", "full", "--out", str(tmp_path)]) == 0
+    reach, signal = pd.read_csv(tmp_path / "aioli_reach.csv"), pd.read_csv(tmp_path / "aioli_signal.csv")
+    assert reach["label"].tolist() == ["GH/C4"] and reach["rounds"].iloc[0] == 6
+    assert signal["label"].tolist() == ["GH/C4"] and signal["across_seeds_cos"].iloc[0] == pytest.approx(1.0)
