@@ -295,10 +295,10 @@ def _agreement_result(colsums: list[list[float]]) -> dict:
     m = len(colsums[0])
     history = [{"proportions": [1 / m] * m}]
     for c in colsums:
-        A = np.zeros((len(c), len(c)))
+        A = np.zeros((m, m))
         A[0] = c
-        history.append({"proportions": [1 / len(c)] * len(c), "A_normalized": A.tolist()})
-    return {"policy": {"history": history}, "groups": [f"g{i}" for i in range(len(colsums[0]))]}
+        history.append({"proportions": [1 / m] * m, "A_normalized": A.tolist()})
+    return {"policy": {"history": history}, "groups": [f"g{i}" for i in range(m)]}
 
 
 def test_estimate_agreement_separates_a_shared_direction_from_noise():
@@ -318,6 +318,10 @@ def test_estimate_agreement_separates_a_shared_direction_from_noise():
     # Two seeds pointing opposite ways (m = 2): a cosine of -1 at every round.
     up, down = [[0.7, 0.3]] * 5, [[0.3, 0.7]] * 5
     assert estimate_agreement([_agreement_result(up), _agreement_result(down)])["across_seeds_cos"] == pytest.approx(-1.0)
+    # One run: nothing to compare across seeds, but its consecutive rounds still are.
+    alone = estimate_agreement([_agreement_result(up)])
+    assert alone["across_seeds_n"] == 0 and np.isnan(alone["first_round_cos"]) and np.isnan(alone["across_seeds_cos"])
+    assert alone["lag1_n"] == 3 and alone["lag1_cos"] == pytest.approx(1.0)
 
 
 def test_estimate_agreement_needs_learnparams_rounds():

@@ -80,20 +80,20 @@ def eg_band(m: int, eta: float) -> tuple[float, float]:
     return 1.0 / (e + m - 1), e / (e + m - 1)
 
 
+def round_colsums(result: dict) -> list[np.ndarray]:
+    """colsum(Ā^t), one per LearnParams round of a finished run (the rounds its policy history records Ā^t for)."""
+    return [np.asarray(rec["A_normalized"], dtype=float).sum(axis=0)
+            for rec in result["policy"]["history"] if rec.get("A_normalized") is not None]
+
+
 def reach_summary(results: list[dict]) -> dict:
     """How far Aioli runs (finished results of one setting) moved their mixture, against :func:`eg_band`: the spread
     of colsum(Ā^t) per round (max - min; what η multiplies), and the extreme proportions reached."""
-    spreads, props = [], []
-    for res in results:
-        for rec in res["policy"]["history"]:
-            props.append(rec["proportions"])
-            if rec.get("A_normalized") is not None:
-                col = np.asarray(rec["A_normalized"], dtype=float).sum(axis=0)
-                spreads.append(float(col.max() - col.min()))
+    spreads = [float(col.max() - col.min()) for res in results for col in round_colsums(res)]
+    props = np.asarray([rec["proportions"] for res in results for rec in res["policy"]["history"]], dtype=float)
     cfg = results[0]["config"]["method_config"]
     m = len(results[0]["groups"])
     low, high = eg_band(m, cfg["eta"])
-    props = np.asarray(props, dtype=float)
     return {"m": m, "eta": cfg["eta"], "runs": len(results), "rounds": len(spreads), "band_low": low,
             "band_high": high, "colsum_spread_median": float(np.median(spreads)) if spreads else float("nan"),
             "colsum_spread_max": float(np.max(spreads)) if spreads else float("nan"),
@@ -101,15 +101,6 @@ def reach_summary(results: list[dict]) -> dict:
             "max_dev_from_uniform": float(np.abs(props - 1.0 / m).max())}
 
 
-def _colsum_directions(result: dict) -> list[np.ndarray]:
-    """The centred column sums of Ā^t, one per LearnParams round of a finished run: the only part of Ā^t the
-    update acts on (a softmax ignores a common shift)."""
-    out = []
-    for rec in result["policy"]["history"]:
-        if rec.get("A_normalized") is not None:
-            col = np.asarray(rec["A_normalized"], dtype=float).sum(axis=0)
-            out.append(col - col.mean())
-    return out
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,7 +121,8 @@ def estimate_agreement(results: list[dict]) -> dict:
     """
     from scipy import stats
 
-    dirs = [_colsum_directions(r) for r in results]
+    # Centred: the only part of colsum(Ā^t) the update acts on (a softmax ignores a common shift).
+    dirs = [[col - col.mean() for col in round_colsums(r)] for r in results]
     dirs = [d for d in dirs if d]
     if not dirs:
         raise ValueError("no LearnParams round with A_normalized in these results")
@@ -151,12 +143,12 @@ def estimate_agreement(results: list[dict]) -> dict:
             p = float(stats.ttest_1samp(vals, 0.0).pvalue)
         return float(np.mean(vals)), p, len(vals)
 
-    later = [across(k) for k in range(1, n_rounds)] if pairs else []
+    later = [across(k) for k in range(1, n_rounds)]  # all NaN with one run: test() then reports n = 0
     lag1 = [_cosine(d[k], d[k + 1]) for d in dirs for k in range(1, len(d) - 1)]
     a_mean, a_p, a_n = test(later)
     l_mean, l_p, l_n = test(lag1)
     return {"m": len(results[0]["groups"]), "runs": len(dirs), "rounds": n_rounds,
-            "first_round_cos": across(0) if pairs else float("nan"),
+            "first_round_cos": across(0),
             "across_seeds_cos": a_mean, "across_seeds_p": a_p, "across_seeds_n": a_n,
             "lag1_cos": l_mean, "lag1_p": l_p, "lag1_n": l_n}
 
