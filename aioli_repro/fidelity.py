@@ -40,8 +40,9 @@ to just after its first record, and the table says which step was used.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,16 @@ from . import hparams
 from .config import ConfigError, RunConfig, canonical_json
 from .executors import cached_result
 from .laws import DynamicLawFit, fit_dynamic_law, fit_method_scale, fit_static_law, similarity_parts
-from .methods import NotCachedError, Runner, run_method, setting_groups, sweep
-from .profiles import check_study_parameters, get_profile, profile_config
+from .methods import (
+    NotCachedError,
+    Runner,
+    ensure_reference_weights,
+    run_method,
+    setting_groups,
+    stratified_config,
+    sweep,
+)
+from .profiles import check_study_parameters, get_profile
 from .runs import RunDir
 
 __all__ = [
@@ -250,7 +259,8 @@ def _prefix_config(cfg: RunConfig, stop_at: int) -> RunConfig:
 
 
 def branch_children(parent_cfg: RunConfig, steps: int | Iterable[int], P, horizon: int, runner: Runner,
-                    parent_result: dict | None = None) -> dict[int, Branches]:
+                    parent_result: dict | None = None,
+                    before_training: Callable[[], object] | None = None) -> dict[int, Branches]:
     """Break ``parent_cfg``'s trajectory at each of ``steps`` and run one child per mixture in ``P`` from each.
 
     The parent is trained once as a prefix run (stopped at the last break step) with its full state kept at every
@@ -259,7 +269,8 @@ def branch_children(parent_cfg: RunConfig, steps: int | Iterable[int], P, horizo
 
     When the parent and every child are already in the result cache (a fresh clone re-rendering committed results),
     nothing is trained: the parent's L^t and policy history come from the ``branch_points`` of its cached result.
-    The parent's weights are needed, and the prefix trained again, only when a child is missing.
+    The parent's weights are needed, and the prefix trained again, only when a child is missing;
+    ``before_training`` is then called first (e.g. to put back the weights a DoReMi proxy's prefix reads).
     """
     ts = sorted({int(steps)} if isinstance(steps, (int, np.integer)) else {int(s) for s in steps})
     if not ts:
@@ -285,6 +296,8 @@ def branch_children(parent_cfg: RunConfig, steps: int | Iterable[int], P, horizo
         if cached is None:
             if runner.cached_only:
                 raise NotCachedError(f"not in the run cache: {prefix.name} or its children at steps {ts}")
+            if before_training is not None:
+                before_training()
             parent_result = run_configs([prefix], runner, keep_steps=tuple(ts))[0]  # trains only what is missing
             points = _branch_points(parent_result, runner, ts, local_only=True)
     run_cfg = RunConfig.from_dict(parent_result["config"])
@@ -647,7 +660,10 @@ def fidelity_study(settings: Iterable[str | hparams.Setting], profile: str, seed
                     full_history = _trajectory_history(method, outcome)
                     t = fidelity_break_step(full_history, S, fractions[method], h)
                     traj = trajectory_config(method, st, profile, seed, runner, outcome)
-                    br = branch_children(traj, t, P, h, runner)[t]
+                    # DoReMi's proxy reads its reference's weights, which a fresh clone's cache does not hold.
+                    prepare = functools.partial(ensure_reference_weights, st, profile, seed, runner) \
+                        if method == "doremi" else None
+                    br = branch_children(traj, t, P, h, runner, before_training=prepare)[t]
                 except NotCachedError:
                     _not_finished(runner, missing, f"{method}/{st.label}/seed {seed}")
                     continue
@@ -738,7 +754,7 @@ def colsum_ordering_study(settings: Iterable[str | hparams.Setting], profile: st
         groups = setting_groups(st, profile)
         for seed in study_seeds(profile, seeds):
             P = np.array([c.method_config["proportions"] for c in sweep(profile, groups, seed)], dtype=float)
-            strat_cfg = profile_config(profile, groups, "stratified", seed, None, name="stratified")
+            strat_cfg = stratified_config(st, profile, seed)
             try:
                 branches = branch_children(strat_cfg, ts, P, h, runner)
             except NotCachedError:

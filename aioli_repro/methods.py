@@ -180,7 +180,7 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
         # Stratified is also DoReMi's reference, so a run trained here keeps its weights. A finished run without them
         # (a fresh clone's committed result) is not trained again for them: only an unfinished DoReMi proxy needs
         # them, and doremi_proxy asks for them itself.
-        c = cfg("stratified", "stratified")
+        c = stratified_config(st, profile, seed)
         res = (None if runner.cached_only else cached_result(c, runner.runs_dir, resolve_auto=True)) \
             or runner.run_one(c, keep_model=True)
         return MethodOutcome(method, setting, seed, res, [1 / m] * m, 0, 0)
@@ -217,7 +217,7 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
                              {"graph": G.tolist()})
 
     if method == "doremi":
-        proxy = doremi_proxy(runner, cfg("stratified", "stratified"), lambda ref: cfg(
+        proxy = doremi_proxy(runner, stratified_config(st, profile, seed), lambda ref: cfg(
             "doremi-proxy", "doremi_proxy", hparams.doremi_config(m, S, paper_scale, reference_model=ref)))
         p = proxy["policy"]["average_weights"]
         res = runner.run_one(cfg("doremi", mc={"proportions": p}))
@@ -270,6 +270,19 @@ def reference_model_path(result: dict, runner: Runner) -> str:
     names its reference this way, so its run id (and cached result) is the same wherever the repository lives."""
     run = RunDir.from_result(result, runner.runs_dir)
     return f"{run.path.name}/{run.model_path.name}"  # the proxy's policy checks that the file exists
+
+
+def stratified_config(setting: str | hparams.Setting, profile: str, seed: int) -> RunConfig:
+    """The stratified run of ``setting`` and ``seed``: the baseline, DoReMi's reference and the colsum-ordering
+    study's parent are all this one run (and cache entry)."""
+    return profile_config(profile, setting_groups(setting, profile), "stratified", seed, None, name="stratified")
+
+
+def ensure_reference_weights(setting: str | hparams.Setting, profile: str, seed: int, runner: Runner) -> dict:
+    """DoReMi's reference run with its final weights on disk, trained again for them when only its result is cached
+    (a fresh clone's committed cache holds results, never weights). Anything that trains part of DoReMi's proxy
+    trajectory (e.g. the fidelity study's prefix run) needs them."""
+    return runner.run_one(stratified_config(setting, profile, seed), keep_model=True)
 
 
 def doremi_proxy(runner: Runner, reference_cfg: RunConfig, proxy_cfg) -> dict:

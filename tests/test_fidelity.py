@@ -10,7 +10,7 @@ import pytest
 
 from aioli_repro import fidelity, hparams
 from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
-from aioli_repro.methods import Runner, run_method, sweep
+from aioli_repro.methods import Runner, run_method, stratified_config, sweep
 from aioli_repro.profiles import PROFILES, Profile
 from aioli_repro.runs import RunDir
 
@@ -169,6 +169,23 @@ def test_a_clone_with_every_child_cached_does_not_retrain_the_parent(tiny, tmp_p
     rerun = fidelity.branch_children(cfgs[0], t, P, h, clone2)[t]
     assert RunDir.from_result(rerun.parent, clone2.runs_dir).has_branches([t])  # the parent was trained for its weights
     assert rerun.L_next == pytest.approx(br.L_next, rel=1e-5) and missing.exists()
+
+
+def test_a_clone_branches_doremis_proxy_after_retraining_its_reference_for_its_weights(tiny, tmp_path, monkeypatch):
+    """A fresh clone's cache holds the stratified (reference) run's result but not its weights; the DoReMi proxy's
+    prefix reads them, so a fidelity study that must train that prefix first retrains the reference for them."""
+    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(tmp_path / "cache"))
+    here = Runner(jobs=1, runs_dir=tmp_path / "here", progress=False)
+    run_method("doremi", SET2, tiny, 0, here)  # caches the reference, the proxy and the final run, not the branches
+    clone = Runner(jobs=1, runs_dir=tmp_path / "clone", progress=False)
+    ref = stratified_config(SET2, tiny, 0)
+    assert not RunDir.from_result(run_method("stratified", SET2, tiny, 0, clone).final, clone.runs_dir) \
+        .model_path.exists()  # the clone knows the reference's result only
+    study = fidelity.fidelity_study([SET2], tiny, runner=clone, methods=["doremi"])
+    assert len(study.table) == 1 and study.missing == []
+    weights = RunDir.from_result(clone.run_one(ref), clone.runs_dir).model_path
+    assert weights.exists()  # trained again for them, into the clone's own runs directory
+    assert weights.parent.parent == Path(clone.runs_dir)
 
 
 def test_dynamic_law_study_tables_and_figure(tiny, runner, tmp_path):
