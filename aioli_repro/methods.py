@@ -178,8 +178,8 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
         from .executors import cached_result
 
         # Stratified is also DoReMi's reference, so a run trained here keeps its weights. A finished run without them
-        # (a fresh clone's committed result) is not trained again for them: only an unfinished DoReMi proxy needs
-        # them, and doremi_proxy asks for them itself.
+        # (a fresh clone's committed result) is not trained again for them: only training DoReMi's proxy, or a
+        # prefix of it, needs them, and those callers ask for them (doremi_proxy, ensure_reference_weights).
         c = stratified_config(st, profile, seed)
         res = (None if runner.cached_only else cached_result(c, runner.runs_dir, resolve_auto=True)) \
             or runner.run_one(c, keep_model=True)
