@@ -101,8 +101,6 @@ def reach_summary(results: list[dict]) -> dict:
             "max_dev_from_uniform": float(np.abs(props - 1.0 / m).max())}
 
 
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     norm = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(np.dot(a, b)) / norm if norm > 0 else float("nan")
