@@ -54,6 +54,21 @@ def run_metrics(result: dict, runs_dir=None) -> pd.DataFrame:
                          for r in run.read_metrics() if "val_loss" in r for g, v in r["val_loss"].items()])
 
 
+FIT_FLOAT_FORMAT = "%.6g"
+"""Significant digits the mixing-law and fidelity tables (notebooks 01-03) keep. Refitting the same cached runs on
+another machine moves their R², MSE and fitted parameters at the 1e-9 level (OpenBLAS picks its kernels by CPU), which
+full-precision CSVs turned into diffs on every re-render; six digits are far below every difference the tables report
+and well above that noise. Tables of trained runs' own numbers (notebooks 00, 04-06) are arithmetic on stored results,
+re-render byte for byte, and keep full precision."""
+
+
+def write_fit_csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
+    """Write a table of fitted quantities with ``FIT_FLOAT_FORMAT`` floats, so a re-render from the same runs on
+    another CPU diffs clean."""
+    df.to_csv(path, index=index, float_format=FIT_FLOAT_FORMAT)
+    return path
+
+
 def write_json(obj, path: Path) -> Path:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
     return path

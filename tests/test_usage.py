@@ -140,3 +140,25 @@ def test_unfinished_parts_are_recorded_per_notebook_and_summed_up(tmp_path, monk
     report.not_finished("full", "04_perplexity_comparison", [])  # finished since: its entry goes
     assert pipeline.not_finished_summary("full", stems) == "05 all"
     assert pipeline.not_finished_summary("quick", stems) == ""
+
+
+def test_fit_tables_written_from_noisy_refits_are_byte_identical(tmp_path):
+    """Refitting the same runs on another CPU moves R² and MSE at the 1e-9 level; the committed fit CSV must not."""
+    import numpy as np
+    import pandas as pd
+
+    from aioli_repro import report
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(1e-4, 1e3, size=(50, 2))
+    table = pd.DataFrame({"label": [f"s{i}" for i in range(50)], "fits": np.arange(50), "r2": values[:, 0],
+                          "mse": values[:, 1]})
+    noisy = table.assign(r2=table.r2 * (1 + 1e-9), mse=table.mse * (1 - 1e-9))
+    a = report.write_fit_csv(table, tmp_path / "a.csv").read_bytes()
+    b = report.write_fit_csv(noisy, tmp_path / "b.csv").read_bytes()
+    assert a == b
+    back = pd.read_csv(tmp_path / "a.csv")
+    assert back.label.tolist() == table.label.tolist() and back.fits.tolist() == list(range(50))
+    np.testing.assert_allclose(back[["r2", "mse"]].to_numpy(), values, rtol=5e-6)  # six significant digits kept
+    with_index = report.write_fit_csv(table.set_index("label"), tmp_path / "c.csv", index=True)
+    assert pd.read_csv(with_index, index_col=0).index.tolist() == table.label.tolist()

@@ -21,7 +21,7 @@ import pandas as pd
 from aioli_repro import fidelity
 from aioli_repro.methods import Runner
 from aioli_repro.profiles import get_profile
-from aioli_repro.report import figures_dir, not_finished, results_dir
+from aioli_repro.report import figures_dir, not_finished, results_dir, write_fit_csv
 
 pd.set_option("display.precision", 4)
 RESULTS, FIGURES = results_dir(profile), figures_dir(profile)
@@ -54,9 +54,9 @@ official notebooks do not report. The sweep runs are the same cached runs grid s
     ("code", '''
 study = fidelity.static_law_study(settings, profile, seeds, runner)
 not_finished(profile, "01_static_mixing_law", study.missing)
-study.table.to_csv(RESULTS / "01_static_law.csv", index=False)
+write_fit_csv(study.table, RESULTS / "01_static_law.csv")
 summary = study.summary()
-summary.to_csv(RESULTS / "01_static_law_summary.csv", index=False)
+write_fit_csv(summary, RESULTS / "01_static_law_summary.csv")
 summary
 '''),
     ("code", '''
@@ -110,9 +110,9 @@ print(f"break step t = {fidelity.break_step(S, fidelity.DYNAMIC_BREAK_FRACTION)}
     ("code", '''
 study = fidelity.dynamic_law_study(settings, profile, seeds, runner, n_parents=n_parents)
 not_finished(profile, "02_dynamic_mixing_law", study.missing)
-study.table.to_csv(RESULTS / "02_dynamic_law.csv", index=False)
+write_fit_csv(study.table, RESULTS / "02_dynamic_law.csv")
 summary = study.summary()
-summary.to_csv(RESULTS / "02_dynamic_law_summary.csv", index=False)
+write_fit_csv(summary, RESULTS / "02_dynamic_law_summary.csv")
 summary
 '''),
     ("code", '''
@@ -172,16 +172,16 @@ study = fidelity.fidelity_study(settings, profile, seeds, methods, runner, break
 ordering = fidelity.colsum_ordering_study(ordering_settings, profile, seeds, runner)
 not_finished(profile, "03_method_fidelity", [f"fidelity {x}" for x in study.missing]
              + [f"ordering {x}" for x in ordering.missing])
-study.table.to_csv(RESULTS / "03_fidelity.csv", index=False)
+write_fit_csv(study.table, RESULTS / "03_fidelity.csv")
 study.table[["method", "label", "seed", "break_step", "horizon", "records_used", "scale", "sim", "cos", "spearman",
              "sim_diag", "A_true_r2", "trained_first_true", "trained_first_method", "improvement"]]
 '''),
     ("code", '''
 summary = study.summary()
-summary.to_csv(RESULTS / "03_fidelity_summary.csv", index=False)
+write_fit_csv(summary, RESULTS / "03_fidelity_summary.csv")
 relation = study.relation()
-pd.Series({k: v for k, v in relation.items() if k != "aioli_highest"}).to_frame("value").to_csv(
-    RESULTS / "03_fidelity_relation.csv")
+write_fit_csv(pd.Series({k: v for k, v in relation.items() if k != "aioli_highest"}).to_frame("value"),
+          RESULTS / "03_fidelity_relation.csv", index=True)
 summary
 '''),
     ("code", '''
@@ -191,9 +191,9 @@ print(fidelity.fidelity_reading(study))
 '''),
     ("md", "## How A^{t*}'s ranking of the groups moves along the stratified trajectory"),
     ("code", '''
-ordering.table.to_csv(RESULTS / "03_colsum_ordering.csv", index=False)
+write_fit_csv(ordering.table, RESULTS / "03_colsum_ordering.csv")
 changes = ordering.changes()
-changes.to_csv(RESULTS / "03_colsum_ordering_changes.csv", index=False)
+write_fit_csv(changes, RESULTS / "03_colsum_ordering_changes.csv")
 display(ordering.summary)
 changes
 '''),
