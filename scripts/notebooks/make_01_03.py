@@ -181,7 +181,7 @@ summary = study.summary()
 write_fit_csv(summary, RESULTS / "03_fidelity_summary.csv")
 relation = study.relation()
 write_fit_csv(pd.Series({k: v for k, v in relation.items() if k != "aioli_highest"}).to_frame("value"),
-          RESULTS / "03_fidelity_relation.csv", index=True)
+              RESULTS / "03_fidelity_relation.csv", index=True)
 summary
 '''),
     ("code", '''
