@@ -7,6 +7,7 @@ is tested.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -56,7 +57,8 @@ def run_metrics(result: dict, runs_dir=None) -> pd.DataFrame:
 
 FIT_FLOAT_FORMAT = "%.6g"
 """Significant digits the mixing-law and fidelity tables (notebooks 01-03) keep. Refitting the same cached runs on
-another machine moves their R², MSE and fitted parameters at the 1e-9 level (OpenBLAS picks its kernels by CPU), which
+another machine moves their R², MSE and fitted parameters at the 1e-9 level (most likely OpenBLAS picking its kernels
+by CPU: one process refits identically, at any thread count), which
 full-precision CSVs turned into diffs on every re-render; six digits are far below every difference the tables report
 and well above that noise. Tables of trained runs' own numbers (notebooks 00, 04-06) are arithmetic on stored results,
 re-render byte for byte, and keep full precision."""
@@ -64,7 +66,12 @@ re-render byte for byte, and keep full precision."""
 
 def write_fit_csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
     """Write a table of fitted quantities with ``FIT_FLOAT_FORMAT`` floats, so a re-render from the same runs on
-    another CPU diffs clean."""
+    another CPU diffs clean. Floats inside mixed-type columns (a table of named results, say ``{"r2": 0.04, "aioli_highest_in":
+    "0 of 2 settings"}``) are formatted too: ``to_csv``'s ``float_format`` only reaches float columns."""
+    def fmt(v):
+        return FIT_FLOAT_FORMAT % v if isinstance(v, float) and math.isfinite(v) else v
+
+    df = df.apply(lambda col: col.map(fmt) if col.dtype == object else col)
     df.to_csv(path, index=index, float_format=FIT_FLOAT_FORMAT)
     return path
 

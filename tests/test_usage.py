@@ -162,3 +162,10 @@ def test_fit_tables_written_from_noisy_refits_are_byte_identical(tmp_path):
     np.testing.assert_allclose(back[["r2", "mse"]].to_numpy(), values, rtol=5e-6)  # six significant digits kept
     with_index = report.write_fit_csv(table.set_index("label"), tmp_path / "c.csv", index=True)
     assert pd.read_csv(with_index, index_col=0).index.tolist() == table.label.tolist()
+    # notebook 03's relation table: one object column mixing floats, ints and text
+    named = {"dots": 8, "slope": 5.019580590448649, "aioli_highest_in": "0 of 2 settings", "missing": float("nan")}
+    c = report.write_fit_csv(pd.Series(named).to_frame("value"), tmp_path / "d.csv", index=True).read_bytes()
+    d = report.write_fit_csv(pd.Series({**named, "slope": named["slope"] * (1 - 1e-15)}).to_frame("value"),
+                             tmp_path / "e.csv", index=True).read_bytes()
+    assert c == d and c.decode().splitlines() == [",value", "dots,8", "slope,5.01958", "aioli_highest_in,0 of 2 settings",
+                                                  "missing,"]
