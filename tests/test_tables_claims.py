@@ -250,3 +250,32 @@ def test_c3_waits_for_the_dynamic_law_and_for_unfinished_parts(tmp_path, monkeyp
                                "says reproduced")
     bad = claims.Claim("C3", "c", "p", "o", claims.NOT_RUN, "w")  # only reproduced / not reproduced are held back
     assert claims.provisional(bad, {"01_static_mixing_law": ["x"]}, ("01_static_mixing_law",)) == bad
+
+
+def _restricted(improvements: dict[int, dict[tuple[str, str], float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"setting": s, "label": SETTINGS[s].label, "method": m, "seed": seed, "improvement": v}
+                         for seed, cells in improvements.items() for (s, m), v in cells.items()])
+
+
+def test_c7_interval_compares_seeds_over_the_same_pairs():
+    """A seed that has finished only some pairs must not enter the interval: its mean would cover other pairs."""
+    pairs = [("arxiv_stackexchange", "grid"), ("github_c4", "grid"), ("github_c4", "dml")]
+    seed0 = dict(zip(pairs, [1.0, 2.0, 6.0], strict=True))
+    seed1 = dict(zip(pairs, [1.5, 2.5, 4.0], strict=True))
+    partial = {pairs[0]: -1.0}  # seed 2 has one pair so far (its mean over all seeds still improves)
+    got = claims.claim_c7(_restricted({0: seed0, 1: seed1, 2: partial}))
+    mean, lo, hi = tables.paired_ci([np.mean([1.0, 2.0, 6.0]), np.mean([1.5, 2.5, 4.0])])
+    assert f"[{lo:+.3f}, {hi:+.3f}] over the 2 seeds" in got.ours
+    # Seeds 0-1 improve every pair with an interval above 0 only if the partial seed stays out.
+    assert lo > 0 and got.verdict == claims.REPRODUCED
+    one = claims.claim_c7(_restricted({0: seed0, 1: partial}))
+    assert one.verdict == claims.INCONCLUSIVE and "one seed has every pair" in one.why
+
+
+def test_c1_pooled_interval_leaves_out_a_seed_that_has_only_some_settings():
+    runs = _runs({"aioli": [-1.0, -1.2, -0.8]})
+    extra = runs[(runs.seed == 0) & (runs.setting == "arxiv_stackexchange")].assign(seed=3)
+    extra.loc[extra.method == "aioli", "avg_test_perplexity"] += 50.0  # an unfinished seed, far off
+    got = claims.claim_c1(pd.concat([runs, extra], ignore_index=True))
+    mean, lo, hi = tables.paired_ci([-1.0, -1.2, -0.8])
+    assert f"mean difference {mean:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}] over 3 seeds" in got.ours
