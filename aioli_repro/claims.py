@@ -51,13 +51,6 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-def _pooled_ci(diffs: pd.DataFrame) -> tuple[float, float, float]:
-    """CI of the mean over settings of per-seed paired differences (seeds are the replicates), over the seeds that
-    have every setting, so that no seed's mean covers other settings than the rest."""
-    per_seed = tables.whole_seeds(diffs.dropna(subset=["diff"])).groupby("seed")["diff"].mean()
-    return tables.paired_ci(per_seed)
-
-
 def claim_c1(runs: pd.DataFrame) -> Claim:
     d = tables.differences(runs)
     a = d[d.method == "aioli"]
@@ -66,8 +59,7 @@ def claim_c1(runs: pd.DataFrame) -> Claim:
     n_better = sum(m < 0 for m, _, _ in cis.values())
     worse_sig = [hparams.SETTINGS[s].label for s, (_, lo, _) in cis.items() if lo > 0]
     better_sig = [hparams.SETTINGS[s].label for s, (_, _, hi) in cis.items() if hi < 0]
-    mean, lo, hi = _pooled_ci(a)
-    seeds = tables.whole_seeds(a.dropna(subset=["diff"])).seed.nunique()
+    mean, lo, hi, seeds = tables.seed_ci(a)
     ours = (f"Aioli below stratified in {n_better}/{len(cis)} settings by the mean "
             f"({len(better_sig)} with the 95% CI below 0); mean difference {mean:+.3f}"
             + ("" if np.isnan(lo) else f", 95% CI [{lo:+.3f}, {hi:+.3f}] over {seeds} seeds"))
@@ -186,15 +178,12 @@ def claim_c5(changes: pd.DataFrame) -> Claim:
 
 def claim_c7(pairs: pd.DataFrame) -> Claim:
     s = tables.restricted_summary(pairs)
-    # Seeds are the replicates, and each seed's mean must cover the same (method, setting) pairs: a seed that has
-    # finished only the easy settings would otherwise widen or shift the interval by itself.
-    whole = tables.whole_seeds(pairs.assign(setting=pairs.setting + "/" + pairs.method))
-    per_seed = whole.groupby("seed").improvement.mean()
-    mean, lo, hi = tables.paired_ci(per_seed)
+    # Each seed's mean must cover the same (method, setting) pairs, so a pair is the unit seed_ci checks per seed.
+    _, lo, hi, seeds = tables.seed_ci(pairs.assign(setting=pairs.setting + "/" + pairs.method), "improvement")
     ours = (f"Aioli improves {s['improved']}/{s['pairs']} pairs; mean {s['mean']:+.3f}, max {s['max']:+.3f}"
-            + ("" if np.isnan(lo) else f"; 95% CI of the mean [{lo:+.3f}, {hi:+.3f}] over the {per_seed.size} "
+            + ("" if np.isnan(lo) else f"; 95% CI of the mean [{lo:+.3f}, {hi:+.3f}] over the {seeds} "
                "seeds that have every pair"))
-    if per_seed.size < 2:
+    if seeds < 2:
         verdict, why = INCONCLUSIVE, "one seed has every pair: no confidence interval"
     elif hi < 0:
         verdict, why = NOT_REPRODUCED, "Aioli on top makes the methods worse on average"

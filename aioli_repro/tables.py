@@ -356,6 +356,13 @@ def whole_seeds(d: pd.DataFrame) -> pd.DataFrame:
     return d[d.seed.isin(per_seed[per_seed == d.setting.nunique()].index)]
 
 
+def seed_ci(d: pd.DataFrame, value: str = "diff") -> tuple[float, float, float, int]:
+    """Mean, 95% CI and number of seeds of the per-seed means of ``value`` over the seeds that have every setting
+    of ``d``: seeds are the replicates, and no seed's mean may cover other settings than the rest."""
+    per_seed = whole_seeds(d.dropna(subset=[value])).groupby("seed")[value].mean()
+    return (*paired_ci(per_seed), per_seed.size)
+
+
 def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean difference from stratified per setting and overall for Aioli and its two ablations, over the (setting,
     seed) cells where all of them have finished; the CI is over the seeds that have every one of those settings."""
@@ -366,11 +373,10 @@ def ablation_table(df: pd.DataFrame) -> pd.DataFrame:
     for method in present:
         d = diffs[diffs.method == method]
         per_setting = d.groupby("setting")["diff"].mean().reindex(order)
-        seed_means = whole_seeds(d).groupby("seed")["diff"].mean()
-        _, lo, hi = paired_ci(seed_means)
+        _, lo, hi, seeds = seed_ci(d)
         row = {"method": method, **{hparams.SETTINGS[s].label: round(v, 3) for s, v in per_setting.items()},
                "mean over settings": round(float(per_setting.mean()), 3),
                "95% CI (over seeds)": "" if np.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]",
-               "seeds": len(seed_means), "paper": PAPER_ABLATIONS[method]}
+               "seeds": seeds, "paper": PAPER_ABLATIONS[method]}
         rows.append(row)
     return pd.DataFrame(rows)
