@@ -33,6 +33,32 @@ def figures_dir(profile: str) -> Path:
     return path
 
 
+SUBSET = "subset"
+"""The sub-folder of ``results/<profile>/`` and ``figures/<profile>/`` that a partial notebook run writes to."""
+
+
+def output_dirs(profile: str, **parameters) -> tuple[Path, Path]:
+    """Where a notebook writes its tables and figures: ``results/<profile>/`` and ``figures/<profile>/`` when its
+    study ``parameters`` (seeds, settings, methods, ...) are all None, i.e. the profile's own, else their ``subset/``
+    sub-folders.
+
+    A notebook run over some seeds or settings (the README's way to train a long profile in sittings, or a user's edit
+    of the parameters cell) must not replace the profile's complete tables with partial ones: the committed tables and
+    ``not_finished.json`` would then describe the subset. Its runs still land in the shared run cache, so
+    ``run_all.sh --profile <profile> --cached-only`` re-renders the whole profile with them."""
+    results, figures = results_dir(profile), figures_dir(profile)
+    chosen = sorted(k for k, v in parameters.items() if v is not None)
+    if not chosen:
+        return results, figures
+    results, figures = results / SUBSET, figures / SUBSET
+    results.mkdir(exist_ok=True)
+    figures.mkdir(exist_ok=True)
+    print(f"a partial run ({', '.join(chosen)} set): its tables go to {results.relative_to(REPO_ROOT)}/ and its "
+          f"figures to {figures.relative_to(REPO_ROOT)}/, not over the profile's own; "
+          f"`./run_all.sh --profile {profile} --cached-only` re-renders the whole profile from the run cache")
+    return results, figures
+
+
 def corpus_table(store=None) -> pd.DataFrame:
     """One row per embedded group: analogue, documents, raw MB, and token counts per split if a store is given."""
     corpus = FolderCorpus()
@@ -91,13 +117,14 @@ def read_not_finished(folder: Path) -> dict[str, list[str]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def not_finished(profile: str, notebook: str, missing: list[str]) -> None:
+def not_finished(profile: str, notebook: str, missing: list[str], folder: Path | None = None) -> None:
     """Say which parts of a notebook's studies a render from the cache left out (``cached_only``), and record them in
-    ``results/<profile>/not_finished.json`` under the notebook's name, so ``run_all.sh`` can sum up what a long profile
-    still has to train. A render with nothing missing clears the notebook's entry."""
+    ``results/<profile>/not_finished.json`` (or in ``folder``, a partial run's ``output_dirs``) under the notebook's
+    name, so ``run_all.sh`` can sum up what a long profile still has to train. A render with nothing missing clears
+    the notebook's entry."""
     if missing:
         print(f"not finished yet, left out ({len(missing)}):", ", ".join(missing))
-    path = results_dir(profile) / "not_finished.json"
+    path = Path(folder or results_dir(profile)) / "not_finished.json"
     record = read_not_finished(path.parent)
     record.pop(notebook, None)
     if missing:

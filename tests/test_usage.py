@@ -142,6 +142,47 @@ def test_unfinished_parts_are_recorded_per_notebook_and_summed_up(tmp_path, monk
     assert pipeline.not_finished_summary("quick", stems) == ""
 
 
+def test_a_partial_notebook_run_writes_beside_the_profiles_tables_not_over_them(tmp_path, monkeypatch, capsys):
+    from aioli_repro import report
+
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
+    whole = report.output_dirs("full", seeds=None, settings=None)
+    assert whole == (tmp_path / "results" / "full", tmp_path / "figures" / "full")
+    report.not_finished("full", "05_restricted_budget", ["grid/A/SE/seed 2"], folder=whole[0])
+
+    results, figures = report.output_dirs("full", seeds=[2], settings=None, methods=None)
+    assert (results, figures) == (whole[0] / "subset", whole[1] / "subset") and results.is_dir() and figures.is_dir()
+    assert "(seeds set)" in capsys.readouterr().out
+    report.not_finished("full", "05_restricted_budget", [], folder=results)  # the subset finished: the profile did not
+    assert json.loads((whole[0] / "not_finished.json").read_text()) == {"05_restricted_budget": ["grid/A/SE/seed 2"]}
+    assert not (results / "not_finished.json").exists()
+
+
+@pytest.mark.parametrize("name", ["01_static_mixing_law", "02_dynamic_mixing_law", "03_method_fidelity",
+                                  "04_perplexity_comparison", "05_restricted_budget", "06_ablations"])
+def test_every_study_parameter_of_a_notebook_routes_a_partial_run_to_the_subset_folder(name):
+    """A parameter that narrows or changes the study (None: the profile's own) must reach ``output_dirs``, and every
+    ``not_finished`` record must go to the folder it chose; else a partial run overwrites the profile's tables."""
+    import ast
+
+    cells = [c for c in json.loads((pipeline.REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+             if c["cell_type"] == "code"]
+    params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    narrowing = [t.targets[0].id for t in ast.parse("".join(params["source"])).body
+                 if isinstance(t, ast.Assign) and isinstance(t.value, ast.Constant) and t.value.value is None]
+    assert {"seeds", "settings"} <= set(narrowing)
+    code = "\n".join("".join(c["source"]) for c in cells)
+    call = next((n for n in ast.walk(ast.parse(code))
+                 if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "output_dirs"), None)
+    assert call is not None, f"{name} does not choose its folders with output_dirs"
+    assert sorted(k.arg for k in call.keywords) == sorted(narrowing)
+    assert all(k.value.id == k.arg for k in call.keywords)  # seeds=seeds, not seeds=None
+    records = [n for n in ast.walk(ast.parse(code))
+               if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "not_finished"]
+    assert records and all(any(k.arg == "folder" and k.value.id == "RESULTS" for k in n.keywords) for n in records)
+    assert "results_dir(" not in code and "figures_dir(" not in code
+
+
 def test_fit_tables_written_from_noisy_refits_are_byte_identical(tmp_path):
     """Refitting the same runs on another CPU moves R² and MSE at the 1e-9 level; the committed fit CSV must not."""
     import numpy as np

@@ -21,10 +21,10 @@ import pandas as pd
 from aioli_repro import fidelity
 from aioli_repro.methods import Runner
 from aioli_repro.profiles import get_profile
-from aioli_repro.report import figures_dir, not_finished, results_dir, write_fit_csv
+from aioli_repro.report import not_finished, output_dirs, write_fit_csv
 
 pd.set_option("display.precision", 4)
-RESULTS, FIGURES = results_dir(profile), figures_dir(profile)
+RESULTS, FIGURES = output_dirs(profile, seeds=seeds, settings=settings{partial})
 settings = settings or fidelity.default_settings(profile, "{study}")
 runner = Runner(jobs=jobs, progress=False, cached_only=cached_only)
 print(get_profile(profile).description)
@@ -49,11 +49,11 @@ official notebooks do not report. The sweep runs are the same cached runs grid s
 **Paper:** R² = 0.991 for the static law (average with the dynamic law: MSE 0.0005, R² 0.969).
 '''),
     ("params", PARAMS.format(study="static", extra=": the 2- and 3-group settings", extra2="")),
-    ("code", SETUP.format(study="static")),
+    ("code", SETUP.format(study="static", partial="")),
     ("md", "## Sweeps and fits"),
     ("code", '''
 study = fidelity.static_law_study(settings, profile, seeds, runner)
-not_finished(profile, "01_static_mixing_law", study.missing)
+not_finished(profile, "01_static_mixing_law", study.missing, folder=RESULTS)
 write_fit_csv(study.table, RESULTS / "01_static_law.csv")
 summary = study.summary()
 write_fit_csv(summary, RESULTS / "01_static_law_summary.csv")
@@ -102,14 +102,14 @@ training loop starts from the saved state (parents are prefix runs that stop at 
 **Paper:** R² = 0.947 (parents broken at step 2000 of 5,000; 100-step children).
 '''),
     ("params", PARAMS.format(study="dynamic", extra="", extra2="\nn_parents = 3      # parent mixtures per setting and seed")),
-    ("code", SETUP.format(study="dynamic") + '''S = get_profile(profile).train.steps
+    ("code", SETUP.format(study="dynamic", partial="") + '''S = get_profile(profile).train.steps
 print(f"break step t = {fidelity.break_step(S, fidelity.DYNAMIC_BREAK_FRACTION)} of S = {S}, "
       f"children's horizon h = {fidelity.default_horizon(S)} steps")
 '''),
     ("md", "## Parents, children and fits"),
     ("code", '''
 study = fidelity.dynamic_law_study(settings, profile, seeds, runner, n_parents=n_parents)
-not_finished(profile, "02_dynamic_mixing_law", study.missing)
+not_finished(profile, "02_dynamic_mixing_law", study.missing, folder=RESULTS)
 write_fit_csv(study.table, RESULTS / "02_dynamic_law.csv")
 summary = study.summary()
 write_fit_csv(summary, RESULTS / "02_dynamic_law_summary.csv")
@@ -161,9 +161,12 @@ lowest similarity is well above the other methods'. Paper C5: the ordering of A^
 training (GH/C4: GitHub first, then C4), and the diagonal alone gives the wrong ordering there.
 '''),
     ("params", PARAMS.format(study="fidelity", extra="", extra2="\nordering_settings = None   # None: fidelity.default_settings(profile, \"ordering\")\n"
-                             "methods = (\"skillit\", \"doremi\", \"doge\", \"aioli\")\n"
+                             "methods = None      # None: fidelity.ONLINE_METHODS (skillit, doremi, doge, aioli)\n"
                              "break_fraction = None   # None: 0.2 of S for Aioli and Skill-it, 0.1 for DoReMi and DoGE")),
-    ("code", SETUP.format(study="fidelity") + '''ordering_settings = ordering_settings or fidelity.default_settings(profile, "ordering")
+    ("code", SETUP.format(study="fidelity", partial=(",\n" + " " * 32 + "ordering_settings=ordering_settings, "
+                                                              "methods=methods, break_fraction=break_fraction"))
+     + '''ordering_settings = ordering_settings or fidelity.default_settings(profile, "ordering")
+methods = methods or fidelity.ONLINE_METHODS
 '''),
     ("md", "## sim(Ã^t, A^{t*}) for each method, setting and seed"),
     ("code", '''
@@ -171,7 +174,7 @@ training (GH/C4: GitHub first, then C4), and the diagonal alone gives the wrong 
 study = fidelity.fidelity_study(settings, profile, seeds, methods, runner, break_fraction=break_fraction)
 ordering = fidelity.colsum_ordering_study(ordering_settings, profile, seeds, runner)
 not_finished(profile, "03_method_fidelity", [f"fidelity {x}" for x in study.missing]
-             + [f"ordering {x}" for x in ordering.missing])
+             + [f"ordering {x}" for x in ordering.missing], folder=RESULTS)
 write_fit_csv(study.table, RESULTS / "03_fidelity.csv")
 study.table[["method", "label", "seed", "break_step", "horizon", "records_used", "scale", "sim", "cos", "spearman",
              "sim_diag", "A_true_r2", "trained_first_true", "trained_first_method", "improvement"]]

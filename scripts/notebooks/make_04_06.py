@@ -11,12 +11,12 @@ import seaborn as sns
 
 from aioli_repro import hparams, tables
 from aioli_repro.profiles import check_study_parameters, get_profile, profile_settings
-from aioli_repro.report import figures_dir, not_finished, results_dir
+from aioli_repro.report import not_finished, output_dirs
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
 check_study_parameters(profile, seeds, settings, jobs)  # papermill passes -p values unchecked
-RESULTS, FIGURES = results_dir(profile), figures_dir(profile)
+RESULTS, FIGURES = output_dirs(profile, seeds=seeds, settings=settings)
 settings = settings or profile_settings(profile)
 seeds = seeds if seeds is not None else list(get_profile(profile).seeds)
 print(get_profile(profile).description, "| seeds", seeds, "| settings", [hparams.SETTINGS[s].label for s in settings])
@@ -42,11 +42,11 @@ are what can reproduce.
 """),
 ("params", PARAMS + """methods = None     # None: every method of Table 2; a subset must include stratified (the baseline)
 """),
-("code", COMMON_IMPORTS),
+("code", COMMON_IMPORTS.replace("settings=settings)", "settings=settings, methods=methods)")),
 ("code", """
 methods = tables.table2_methods(methods)
 runs = tables.run_grid(methods, settings, profile, seeds, jobs=jobs, cached_only=cached_only)
-not_finished(profile, "04_perplexity_comparison", runs.attrs["missing"])
+not_finished(profile, "04_perplexity_comparison", runs.attrs["missing"], folder=RESULTS)
 runs.to_csv(RESULTS / "04_runs.csv", index=False)
 t2 = tables.table2(runs)
 t2.to_csv(RESULTS / "04_table2.csv", index=False)
@@ -93,11 +93,11 @@ learned mixture p_init and then adapts (exponentiated gradient restarts from uni
 The paper: Aioli improves the method in 28 of 30 (method, setting) pairs, by 1.202 perplexity on average, at most 12.012.
 """),
 ("params", PARAMS),
-("code", COMMON_IMPORTS.replace("results_dir\n", "results_dir, write_json\n")),  # 05 also writes a JSON summary,
+("code", COMMON_IMPORTS.replace("output_dirs\n", "output_dirs, write_json\n")),  # 05 also writes a JSON summary,
 ("code", """
 pairs = tables.run_grid(tables.BASELINES, settings, profile, seeds, jobs=jobs, budget="restricted",
                         cached_only=cached_only)
-not_finished(profile, "05_restricted_budget", pairs.attrs["missing"])
+not_finished(profile, "05_restricted_budget", pairs.attrs["missing"], folder=RESULTS)
 pairs.to_csv(RESULTS / "05_restricted_runs.csv", index=False)
 table3 = pairs.groupby(["label", "method"])[["method_ppl", "aioli_ppl", "improvement"]].mean().round(3)
 table3.to_csv(RESULTS / "05_table3.csv")
@@ -136,7 +136,7 @@ Differences from stratified in average test perplexity, per setting and averaged
 ("code", """
 runs = tables.run_grid(("stratified",) + tables.ABLATIONS, settings, profile, seeds, jobs=jobs,
                        cached_only=cached_only)
-not_finished(profile, "06_ablations", runs.attrs["missing"])
+not_finished(profile, "06_ablations", runs.attrs["missing"], folder=RESULTS)
 runs.to_csv(RESULTS / "06_runs.csv", index=False)
 abl = tables.ablation_table(runs)
 abl.to_csv(RESULTS / "06_ablations.csv", index=False)
