@@ -64,9 +64,9 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
         if cached_only and e.ename == "NotCachedError":
             target.unlink(missing_ok=True)
             print(f"[run_all] {path.name}: none of its runs has finished under this profile yet; skipped")
-            from .report import NONE_FINISHED, not_finished
+            from .report import NONE_FINISHED, not_finished, results_dir
 
-            not_finished(profile, path.stem, [NONE_FINISHED])
+            not_finished(results_dir(profile), path.stem, [NONE_FINISHED])
             return None
         raise SystemExit(f"\n[run_all] FAILED: notebook {path.name}, cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
                          f"[run_all] The executed notebook with the traceback is {target}") from None

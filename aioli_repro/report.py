@@ -117,15 +117,15 @@ def read_not_finished(folder: Path) -> dict[str, list[str]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def not_finished(profile: str, notebook: str, missing: list[str], folder: Path | None = None) -> None:
+def not_finished(folder: Path, notebook: str, missing: list[str]) -> None:
     """Say which parts of a notebook's studies a render from the cache left out (``cached_only``), and record them in
-    ``results/<profile>/not_finished.json`` (or in ``folder``, a partial run's ``output_dirs``) under the notebook's
-    name, so ``run_all.sh`` can sum up what a long profile still has to train. A render with nothing missing clears
-    the notebook's entry."""
+    ``not_finished.json`` of the results ``folder`` (``results/<profile>/``, or a partial run's ``output_dirs``) under
+    the notebook's name, so ``run_all.sh`` can sum up what a long profile still has to train. A render with nothing
+    missing clears the notebook's entry."""
     if missing:
         print(f"not finished yet, left out ({len(missing)}):", ", ".join(missing))
-    path = Path(folder or results_dir(profile)) / "not_finished.json"
-    record = read_not_finished(path.parent)
+    path = Path(folder) / "not_finished.json"
+    record = read_not_finished(folder)
     record.pop(notebook, None)
     if missing:
         record[notebook] = list(missing)

@@ -129,15 +129,16 @@ def test_unfinished_parts_are_recorded_per_notebook_and_summed_up(tmp_path, monk
 
     monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
     monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
-    report.not_finished("full", "04_perplexity_comparison", ["grid/A/SE/seed 1", "dml/A/SE/seed 1"])
-    report.not_finished("full", "05_restricted_budget", [report.NONE_FINISHED])
-    report.not_finished("full", "06_ablations", [])
+    full = report.results_dir("full")
+    report.not_finished(full, "04_perplexity_comparison", ["grid/A/SE/seed 1", "dml/A/SE/seed 1"])
+    report.not_finished(full, "05_restricted_budget", [report.NONE_FINISHED])
+    report.not_finished(full, "06_ablations", [])
     assert "left out (2): grid/A/SE/seed 1, dml/A/SE/seed 1" in capsys.readouterr().out
     path = tmp_path / "results" / "full" / "not_finished.json"
     assert list(json.loads(path.read_text())) == ["04_perplexity_comparison", "05_restricted_budget"]
     stems = ["04_perplexity_comparison", "05_restricted_budget", "06_ablations"]
     assert pipeline.not_finished_summary("full", stems) == "04 2 part(s); 05 all"
-    report.not_finished("full", "04_perplexity_comparison", [])  # finished since: its entry goes
+    report.not_finished(full, "04_perplexity_comparison", [])  # finished since: its entry goes
     assert pipeline.not_finished_summary("full", stems) == "05 all"
     assert pipeline.not_finished_summary("quick", stems) == ""
 
@@ -148,12 +149,12 @@ def test_a_partial_notebook_run_writes_beside_the_profiles_tables_not_over_them(
     monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
     whole = report.output_dirs("full", seeds=None, settings=None)
     assert whole == (tmp_path / "results" / "full", tmp_path / "figures" / "full")
-    report.not_finished("full", "05_restricted_budget", ["grid/A/SE/seed 2"], folder=whole[0])
+    report.not_finished(whole[0], "05_restricted_budget", ["grid/A/SE/seed 2"])
 
     results, figures = report.output_dirs("full", seeds=[2], settings=None, methods=None)
     assert (results, figures) == (whole[0] / "subset", whole[1] / "subset") and results.is_dir() and figures.is_dir()
     assert "(seeds set)" in capsys.readouterr().out
-    report.not_finished("full", "05_restricted_budget", [], folder=results)  # the subset finished: the profile did not
+    report.not_finished(results, "05_restricted_budget", [])  # the subset finished: the profile did not
     assert json.loads((whole[0] / "not_finished.json").read_text()) == {"05_restricted_budget": ["grid/A/SE/seed 2"]}
     assert not (results / "not_finished.json").exists()
 
@@ -172,14 +173,13 @@ def test_every_study_parameter_of_a_notebook_routes_a_partial_run_to_the_subset_
                  if isinstance(t, ast.Assign) and isinstance(t.value, ast.Constant) and t.value.value is None]
     assert {"seeds", "settings"} <= set(narrowing)
     code = "\n".join("".join(c["source"]) for c in cells)
-    call = next((n for n in ast.walk(ast.parse(code))
-                 if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "output_dirs"), None)
+    calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    call = next((n for n in calls if n.func.id == "output_dirs"), None)
     assert call is not None, f"{name} does not choose its folders with output_dirs"
     assert sorted(k.arg for k in call.keywords) == sorted(narrowing)
     assert all(k.value.id == k.arg for k in call.keywords)  # seeds=seeds, not seeds=None
-    records = [n for n in ast.walk(ast.parse(code))
-               if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "not_finished"]
-    assert records and all(any(k.arg == "folder" and k.value.id == "RESULTS" for k in n.keywords) for n in records)
+    records = [n for n in calls if n.func.id == "not_finished"]
+    assert records and all(getattr(n.args[0], "id", "") == "RESULTS" for n in records)
     assert "results_dir(" not in code and "figures_dir(" not in code
 
 

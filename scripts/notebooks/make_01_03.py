@@ -53,7 +53,7 @@ official notebooks do not report. The sweep runs are the same cached runs grid s
     ("md", "## Sweeps and fits"),
     ("code", '''
 study = fidelity.static_law_study(settings, profile, seeds, runner)
-not_finished(profile, "01_static_mixing_law", study.missing, folder=RESULTS)
+not_finished(RESULTS, "01_static_mixing_law", study.missing)
 write_fit_csv(study.table, RESULTS / "01_static_law.csv")
 summary = study.summary()
 write_fit_csv(summary, RESULTS / "01_static_law_summary.csv")
@@ -109,7 +109,7 @@ print(f"break step t = {fidelity.break_step(S, fidelity.DYNAMIC_BREAK_FRACTION)}
     ("md", "## Parents, children and fits"),
     ("code", '''
 study = fidelity.dynamic_law_study(settings, profile, seeds, runner, n_parents=n_parents)
-not_finished(profile, "02_dynamic_mixing_law", study.missing, folder=RESULTS)
+not_finished(RESULTS, "02_dynamic_mixing_law", study.missing)
 write_fit_csv(study.table, RESULTS / "02_dynamic_law.csv")
 summary = study.summary()
 write_fit_csv(summary, RESULTS / "02_dynamic_law_summary.csv")
@@ -173,8 +173,8 @@ methods = methods or fidelity.ONLINE_METHODS
 # Both studies first, so that a render from the cache (cached_only) writes nothing unless both have a finished part.
 study = fidelity.fidelity_study(settings, profile, seeds, methods, runner, break_fraction=break_fraction)
 ordering = fidelity.colsum_ordering_study(ordering_settings, profile, seeds, runner)
-not_finished(profile, "03_method_fidelity", [f"fidelity {x}" for x in study.missing]
-             + [f"ordering {x}" for x in ordering.missing], folder=RESULTS)
+not_finished(RESULTS, "03_method_fidelity", [f"fidelity {x}" for x in study.missing]
+             + [f"ordering {x}" for x in ordering.missing])
 write_fit_csv(study.table, RESULTS / "03_fidelity.csv")
 study.table[["method", "label", "seed", "break_step", "horizon", "records_used", "scale", "sim", "cos", "spearman",
              "sim_diag", "A_true_r2", "trained_first_true", "trained_first_method", "improvement"]]

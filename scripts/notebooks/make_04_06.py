@@ -46,7 +46,7 @@ are what can reproduce.
 ("code", """
 methods = tables.table2_methods(methods)
 runs = tables.run_grid(methods, settings, profile, seeds, jobs=jobs, cached_only=cached_only)
-not_finished(profile, "04_perplexity_comparison", runs.attrs["missing"], folder=RESULTS)
+not_finished(RESULTS, "04_perplexity_comparison", runs.attrs["missing"])
 runs.to_csv(RESULTS / "04_runs.csv", index=False)
 t2 = tables.table2(runs)
 t2.to_csv(RESULTS / "04_table2.csv", index=False)
@@ -97,7 +97,7 @@ The paper: Aioli improves the method in 28 of 30 (method, setting) pairs, by 1.2
 ("code", """
 pairs = tables.run_grid(tables.BASELINES, settings, profile, seeds, jobs=jobs, budget="restricted",
                         cached_only=cached_only)
-not_finished(profile, "05_restricted_budget", pairs.attrs["missing"], folder=RESULTS)
+not_finished(RESULTS, "05_restricted_budget", pairs.attrs["missing"])
 pairs.to_csv(RESULTS / "05_restricted_runs.csv", index=False)
 table3 = pairs.groupby(["label", "method"])[["method_ppl", "aioli_ppl", "improvement"]].mean().round(3)
 table3.to_csv(RESULTS / "05_table3.csv")
@@ -136,7 +136,7 @@ Differences from stratified in average test perplexity, per setting and averaged
 ("code", """
 runs = tables.run_grid(("stratified",) + tables.ABLATIONS, settings, profile, seeds, jobs=jobs,
                        cached_only=cached_only)
-not_finished(profile, "06_ablations", runs.attrs["missing"], folder=RESULTS)
+not_finished(RESULTS, "06_ablations", runs.attrs["missing"])
 runs.to_csv(RESULTS / "06_runs.csv", index=False)
 abl = tables.ablation_table(runs)
 abl.to_csv(RESULTS / "06_ablations.csv", index=False)
