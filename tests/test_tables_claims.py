@@ -279,3 +279,14 @@ def test_c1_pooled_interval_leaves_out_a_seed_that_has_only_some_settings():
     got = claims.claim_c1(pd.concat([runs, extra], ignore_index=True))
     mean, lo, hi = tables.paired_ci([-1.0, -1.2, -0.8])
     assert f"mean difference {mean:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}] over 3 seeds" in got.ours
+
+
+def test_restricted_summary_averages_seeds_per_pair_and_reports_a_median():
+    """One far-off pair moves the mean but not the median; a pair's seeds are averaged before counting."""
+    pairs = [("arxiv_stackexchange", "grid"), ("github_c4", "grid"), ("github_c4", "dml")]
+    df = _restricted({0: dict(zip(pairs, [1.0, -2.0, 30.0], strict=True)),
+                      1: dict(zip(pairs, [0.0, 1.0, 34.0], strict=True))})
+    s = tables.restricted_summary(df)
+    assert (s["improved"], s["pairs"]) == (2, 3)  # per pair: +0.5, -0.5, +32
+    assert s["mean"] == pytest.approx(32.0 / 3) and s["median"] == pytest.approx(0.5) and s["max"] == 32.0
+    assert "median +0.500" in claims.claim_c7(df).ours
