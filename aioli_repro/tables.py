@@ -343,6 +343,27 @@ def restricted_summary(df: pd.DataFrame) -> dict:
             "paper": PAPER_RESTRICTED}
 
 
+def restricted_by_start(pairs: pd.DataFrame, stratified: pd.DataFrame, margin: float = 1.0) -> pd.DataFrame:
+    """Aioli's gain in the restricted budget, split by how the method's proportions did alone against stratified
+    sampling on the same setting and seed: runs whose p_init alone lost to stratified by more than ``margin``
+    perplexity, and the rest. Rows of ``pairs`` without a stratified run of their (setting, seed) are left out.
+
+    Part of any link this shows is regression to the mean: an unlucky run of p_init alone counts in both the split and
+    the gain. The last two columns say where p_init alone and Aioli from p_init end against stratified (negative =
+    better)."""
+    st = stratified[["setting", "seed", "avg_test_perplexity"]].rename(columns={"avg_test_perplexity": "stratified"})
+    d = pairs.merge(st, on=["setting", "seed"])
+    poor = d.method_ppl - d.stratified > margin
+    rows = []
+    for name, part in ((f"p_init alone worse than stratified by > {margin:g}", d[poor]),
+                       (f"p_init alone within {margin:g} of stratified, or better", d[~poor]), ("all", d)):
+        rows.append({"p_init": name, "runs": len(part), "aioli_improves": int((part.improvement > 0).sum()),
+                     "mean_improvement": part.improvement.mean(), "median_improvement": part.improvement.median(),
+                     "method_minus_stratified": (part.method_ppl - part.stratified).mean(),
+                     "aioli_minus_stratified": (part.aioli_ppl - part.stratified).mean()})
+    return pd.DataFrame(rows)
+
+
 def complete_cells(diffs: pd.DataFrame, methods) -> pd.DataFrame:
     """The rows of ``differences(...)`` for ``methods`` restricted to the (setting, seed) cells where every one of
     them has finished (paired against stratified), so that a comparison between them never mixes cells: a sitting

@@ -96,6 +96,10 @@ def section(profile: str) -> str:
                 + f"max {s['max']:+.3f} "
                 f"(paper: {s['paper']['improved']} of {s['paper']['pairs']}, mean {s['paper']['mean']}, "
                 f"max {s['paper']['max']})."]
+    by_start = res / "05_by_start.csv"
+    if by_start.exists():
+        out += ["\nWhere Aioli gains (`05_by_start.csv`; perplexity, runs of every seed, regression to the mean inflates "
+                "the first row):\n", md_table(pd.read_csv(by_start).round(3))]
     abl = res / "06_ablations.csv"
     if abl.exists():
         out += ["\n#### Ablations (difference from stratified)",

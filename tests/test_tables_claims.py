@@ -290,3 +290,16 @@ def test_restricted_summary_averages_seeds_per_pair_and_reports_a_median():
     assert (s["improved"], s["pairs"]) == (2, 3)  # per pair: +0.5, -0.5, +32
     assert s["mean"] == pytest.approx(32.0 / 3) and s["median"] == pytest.approx(0.5) and s["max"] == 32.0
     assert "median +0.500" in claims.claim_c7(df).ours
+
+
+def test_restricted_by_start_splits_by_the_method_alone_against_stratified():
+    pairs = pd.DataFrame({"setting": ["a", "a", "b", "c"], "seed": [0, 1, 0, 0], "method": ["grid"] * 4,
+                          "method_ppl": [12.0, 10.5, 20.0, 9.0], "aioli_ppl": [10.0, 11.0, 21.0, 8.0]})
+    pairs["improvement"] = pairs.method_ppl - pairs.aioli_ppl
+    stratified = pd.DataFrame({"setting": ["a", "a", "b"], "seed": [0, 1, 0], "avg_test_perplexity": [10.0] * 3})
+    t = tables.restricted_by_start(pairs, stratified).set_index("runs")  # c has no stratified run: left out
+    poor, rest, both = t.to_dict("records")
+    assert (poor["aioli_improves"], poor["mean_improvement"]) == (1, 0.5)  # a/0 (+2) and b/0 (-1): >1 worse
+    assert poor["median_improvement"] == 0.5 and poor["aioli_minus_stratified"] == pytest.approx(5.5)
+    assert poor["method_minus_stratified"] == pytest.approx(6.0)
+    assert list(t.index) == [2, 1, 3] and rest["mean_improvement"] == -0.5 and both["aioli_improves"] == 1

@@ -111,6 +111,21 @@ print(f"Aioli improves the method in {summary['improved']} of {summary['pairs']}
       f"{summary['mean']:+.3f} (paper {summary['paper']['mean']:+.3f}), median {summary['median']:+.3f} (the paper "
       f"gives none), max {summary['max']:+.3f} (paper {summary['paper']['max']:+.3f})")
 """),
+("md", """
+## Where does Aioli gain?
+
+Split by how each method's proportions did alone against stratified sampling (same setting and seed, read from the
+run cache that notebook 04 fills; nothing is trained here). Regression to the mean inflates the first row's gain.
+"""),
+("code", """
+try:
+    stratified = tables.run_grid(["stratified"], settings, profile, seeds, cached_only=True, progress=False)
+    by_start = tables.restricted_by_start(pairs, stratified)
+    by_start.to_csv(RESULTS / "05_by_start.csv", index=False)
+    display(by_start.round(3))
+except tables.NotCachedError:
+    print("no stratified run of these settings and seeds is cached yet (notebook 04 trains them)")
+"""),
 ("code", """
 ax = sns.scatterplot(pairs, x="method_ppl", y="aioli_ppl", hue="method", style="label")
 lims = [min(pairs.method_ppl.min(), pairs.aioli_ppl.min()), max(pairs.method_ppl.max(), pairs.aioli_ppl.max())]
