@@ -124,6 +124,7 @@ try:
     by_start.to_csv(RESULTS / "05_by_start.csv", index=False)
     display(by_start.round(3))
 except tables.NotCachedError:
+    (RESULTS / "05_by_start.csv").unlink(missing_ok=True)  # derived from the cache: never leave an older split behind
     print("no stratified run of these settings and seeds is cached yet (notebook 04 trains them)")
 """),
 ("code", """
