@@ -92,8 +92,7 @@ def section(profile: str) -> str:
         s = json.loads(t3.read_text())
         out += [f"\n#### Table 3 (restricted budget): Aioli on top of a method's proportions improves it in "
                 f"{s['improved']} of {s['pairs']} (method, setting) pairs, mean {s['mean']:+.3f}, "
-                + (f"median {s['median']:+.3f}, " if "median" in s else "")  # summaries written before the median
-                + f"max {s['max']:+.3f} "
+                f"median {s['median']:+.3f}, max {s['max']:+.3f} "
                 f"(paper: {s['paper']['improved']} of {s['paper']['pairs']}, mean {s['paper']['mean']}, "
                 f"max {s['paper']['max']})."]
     by_start = res / "05_by_start.csv"
