@@ -98,6 +98,20 @@ def test_claim_c2_needs_baselines_and_flags_one_that_wins_everywhere():
     assert partial.verdict == claims.NOT_REPRODUCED and "doge" not in partial.why
 
 
+def test_claim_c2_calls_one_seed_counts_noise():
+    """A baseline with one seed on some setting can neither settle the claim nor refute it: one short run's sign
+    flips with the seed at our scale."""
+    every = {m: [1.0, 1.0] for m in tables.BASELINES} | {"dml": [1.0, -1.0]}
+    runs = _runs(every)
+    thin = runs[~((runs.method == "skillit") & (runs.seed == 1) & (runs.setting == "github_c4"))]
+    c = claims.claim_c2(thin)
+    assert c.verdict == claims.INCONCLUSIVE and "skillit" in c.why and "skillit 0/2 (1 seed)" in c.ours
+    # One seed that wins everywhere is not yet a refutation either.
+    lucky = _runs(every | {"doge": [-1.0, 1.0]})
+    lucky = lucky[~((lucky.method == "doge") & (lucky.seed == 1))]
+    assert claims.claim_c2(lucky).verdict == claims.INCONCLUSIVE
+
+
 def test_claim_c8_waits_for_both_ablations():
     assert claims.claim_c8(_runs({"aioli": [-1.0, -1.0]})).verdict == claims.NOT_RUN
     assert claims.claim_c8(_runs({"aioli": [-1.0, -1.1], "aioli_static": [-0.5, -0.4],
