@@ -99,6 +99,13 @@ def section(profile: str) -> str:
     if by_start.exists():
         out += ["\nWhere Aioli gains (`05_by_start.csv`; perplexity, runs of every seed, regression to the mean inflates "
                 "the first row):\n", md_table(pd.read_csv(by_start).round(3))]
+    spread = res / "05_p_init_spread.csv"
+    if spread.exists():
+        df = pd.read_csv(spread)
+        wide = df.pivot(index="method", columns="label", values="max_tv_between_seeds")
+        wide = wide[list(dict.fromkeys(df.label))].round(3).reset_index()  # settings in the notebook's order
+        out += ["\nHow far each method's p_init moves between seeds (`05_p_init_spread.csv`; the largest "
+                "total-variation distance between two seeds' mixtures, 0 = same, 1 = disjoint):\n", md_table(wide)]
     abl = res / "06_ablations.csv"
     if abl.exists():
         out += ["\n#### Ablations (difference from stratified)",

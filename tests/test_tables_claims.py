@@ -317,3 +317,14 @@ def test_restricted_by_start_splits_by_the_method_alone_against_stratified():
     assert poor["median_improvement"] == 0.5 and poor["aioli_minus_stratified"] == pytest.approx(5.5)
     assert poor["method_minus_stratified"] == pytest.approx(6.0)
     assert list(t.index) == [2, 1, 3] and rest["mean_improvement"] == -0.5 and both["aioli_improves"] == 1
+
+
+def test_p_init_spread_is_the_largest_total_variation_between_seeds():
+    pairs = pd.DataFrame({"setting": ["a"] * 3 + ["b"], "label": ["A"] * 3 + ["B"], "method": ["dml"] * 4,
+                          "seed": [0, 1, 2, 0], "method_ppl": [10.0, 12.0, 14.0, 9.0],
+                          # as read back from 05_restricted_runs.csv (strings) and as run_grid returns them (lists)
+                          "p_init": ["[0.6, 0.4]", [0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]})
+    t = tables.p_init_spread(pairs).set_index("label")
+    assert t.loc["A", "max_tv_between_seeds"] == pytest.approx(0.4)  # seeds 1 and 2: |0.9-0.5| + |0.1-0.5| = 0.8
+    assert t.loc["A", "method_ppl_sd"] == pytest.approx(2.0) and t.loc["A", "seeds"] == 3
+    assert np.isnan(t.loc["B", "max_tv_between_seeds"]) and np.isnan(t.loc["B", "method_ppl_sd"])

@@ -127,6 +127,18 @@ except tables.NotCachedError:
     (RESULTS / "05_by_start.csv").unlink(missing_ok=True)  # derived from the cache: never leave an older split behind
     print("no stratified run of these settings and seeds is cached yet (notebook 04 trains them)")
 """),
+("md", """
+## How far do the methods' proportions move between seeds?
+
+The largest total-variation distance between two seeds' p_init on a setting (0: the same mixture; 1: disjoint),
+and the sd over seeds of p_init's own perplexity. A method whose p_init moves far with the seed learns mostly noise
+from its 0.5·S extra steps.
+"""),
+("code", """
+spread = tables.p_init_spread(pairs)
+spread.to_csv(RESULTS / "05_p_init_spread.csv", index=False)
+spread.pivot(index="method", columns="label", values="max_tv_between_seeds").round(3)
+"""),
 ("code", """
 ax = sns.scatterplot(pairs, x="method_ppl", y="aioli_ppl", hue="method", style="label")
 lims = [min(pairs.method_ppl.min(), pairs.aioli_ppl.min()), max(pairs.method_ppl.max(), pairs.aioli_ppl.max())]
