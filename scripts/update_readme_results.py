@@ -103,7 +103,8 @@ def section(profile: str) -> str:
     if spread.exists():
         df = pd.read_csv(spread)
         wide = df.pivot(index="method", columns="label", values="max_tv_between_seeds")
-        wide = wide[list(dict.fromkeys(df.label))].round(3).reset_index()  # settings in the notebook's order
+        order = [st.label for st in SETTINGS.values() if st.label in wide.columns]  # Table 2's order
+        wide = wide[order].round(3).reset_index()
         out += ["\nHow far each method's p_init moves between seeds (`05_p_init_spread.csv`; the largest "
                 "total-variation distance between two seeds' mixtures, 0 = same, 1 = disjoint):\n", md_table(wide)]
     abl = res / "06_ablations.csv"
