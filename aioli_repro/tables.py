@@ -82,7 +82,10 @@ def _outcome_row(o, profile: str) -> dict:
     tokens_per_step = prof.train.batch_size * prof.data.context_length
     return {"setting": o.setting, "label": hparams.SETTINGS[o.setting].label, "method": o.method, "seed": o.seed,
             "avg_test_perplexity": o.final["avg_test_perplexity"], "avg_val_perplexity": o.final["avg_val_perplexity"],
-            "proportions": [round(x, 4) for x in o.proportions], "extra_runs": o.extra_runs,
+            "proportions": [round(x, 4) for x in o.proportions],
+            # JSON, not a dict: the CSV must read back as data (pandas writes a dict as its Python repr)
+            "group_test_perplexity": json.dumps({g: round(v, 3) for g, v in o.final["test_perplexity"].items()}),
+            "extra_runs": o.extra_runs,
             "extra_steps": o.extra_steps, "extra_tokens": o.extra_steps * tokens_per_step,
             "run_id": o.final["run_id"]}
 
@@ -219,6 +222,39 @@ def table2(df: pd.DataFrame) -> pd.DataFrame:
         row["extra tokens (M, mean)"] = round(float(sub.extra_tokens.mean()) / 1e6, 2)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def group_tradeoffs(df: pd.DataFrame, baseline: str = "stratified") -> pd.DataFrame:
+    """Per (setting, group, method): the mean over seeds of the group's test perplexity and its ratio to the
+    baseline's on the same seeds. Table 2 averages perplexities over groups, so one group a method starves can
+    outweigh gains on all the others; this table shows which groups each method traded for which.
+
+    ``group_test_perplexity`` may hold dicts or JSON strings (the form ``04_runs.csv`` stores)."""
+    if "group_test_perplexity" not in df:
+        raise KeyError("group_tradeoffs needs the runs' group_test_perplexity column (tables.run_grid writes it)")
+    long = []
+    for row in df.itertuples():
+        per_group = row.group_test_perplexity
+        per_group = json.loads(per_group) if isinstance(per_group, str) else per_group
+        long += [{"setting": row.setting, "label": row.label, "method": row.method, "seed": row.seed, "group": g,
+                  "ppl": v} for g, v in per_group.items()]
+    long = pd.DataFrame(long)
+    base = long[long.method == baseline].set_index(["setting", "group", "seed"]).ppl
+    rows = []
+    for (setting, label, method), g in long.groupby(["setting", "label", "method"], sort=False):
+        groups = list(hparams.SETTINGS[setting].groups) if setting in hparams.SETTINGS else list(dict.fromkeys(g.group))
+        for group in groups:
+            part = g[g.group == group]
+            b = np.array([base.get((setting, group, seed), np.nan) for seed in part.seed])
+            rows.append({"setting": setting, "label": label, "group": group, "method": method, "seeds": len(part),
+                         "test_perplexity": part.ppl.mean(),
+                         f"{baseline}_same_seeds": np.nanmean(b) if np.isfinite(b).any() else np.nan,
+                         "ratio_to_baseline": np.nanmean(part.ppl.to_numpy() / b) if np.isfinite(b).any() else np.nan})
+    out = pd.DataFrame(rows)
+    order = {s: i for i, s in enumerate(hparams.SETTINGS)}
+    methods = {m: i for i, m in enumerate(TABLE2_METHODS)}
+    return out.sort_values(["setting", "method"], key=lambda c: c.map(order if c.name == "setting" else methods),
+                           kind="stable").reset_index(drop=True)
 
 
 def _fmt(mean: float, sd: float, signed: bool = False) -> str:

@@ -328,3 +328,24 @@ def test_p_init_spread_is_the_largest_total_variation_between_seeds():
     assert t.loc["A", "max_tv_between_seeds"] == pytest.approx(0.4)  # seeds 1 and 2: |0.9-0.5| + |0.1-0.5| = 0.8
     assert t.loc["A", "method_ppl_sd"] == pytest.approx(2.0) and t.loc["A", "seeds"] == 3
     assert np.isnan(t.loc["B", "max_tv_between_seeds"]) and np.isnan(t.loc["B", "method_ppl_sd"])
+
+
+def test_group_tradeoffs_shows_the_group_a_method_starves():
+    # stratified: both groups at 100 (+ seed); skillit gains 10% on latex and loses 4x on pydocs, seed by seed
+    s = "arxiv_stackexchange"
+    a, b = SETTINGS[s].groups
+    rows = []
+    for seed in (0, 1):
+        rows.append({"setting": s, "label": "A/SE", "method": "stratified", "seed": seed,
+                     "group_test_perplexity": {a: 100.0 + seed, b: 100.0 + seed}})
+        rows.append({"setting": s, "label": "A/SE", "method": "skillit", "seed": seed,
+                     # the JSON string 04_runs.csv stores
+                     "group_test_perplexity": json.dumps({a: 0.9 * (100 + seed), b: 4 * (100 + seed)})})
+    t = tables.group_tradeoffs(pd.DataFrame(rows)).set_index(["method", "group"])
+    assert list(t.index.get_level_values("method")[:2]) == ["stratified"] * 2  # Table 2's method order
+    assert t.loc[("skillit", a), "ratio_to_baseline"] == pytest.approx(0.9)
+    assert t.loc[("skillit", b), "ratio_to_baseline"] == pytest.approx(4.0)
+    assert t.loc[("skillit", b), "test_perplexity"] == pytest.approx(402.0)
+    assert t.loc[("skillit", b), "stratified_same_seeds"] == pytest.approx(100.5) and t.loc[("skillit", b), "seeds"] == 2
+    with pytest.raises(KeyError, match="group_test_perplexity"):
+        tables.group_tradeoffs(pd.DataFrame(rows).drop(columns="group_test_perplexity"))

@@ -81,6 +81,19 @@ mix["groups"] = [", ".join(hparams.SETTINGS[s].groups) for s in runs.setting]
 mix.to_csv(RESULTS / "04_proportions.csv", index=False)
 mix[mix.seed == seeds[0]].pivot(index="method", columns="label", values="proportions")
 """),
+("md", """
+## Which groups each method trades for which
+
+Table 2 averages perplexities over groups, so a group a method starves can outweigh its gains on all the others.
+Each cell: the group's test perplexity under the method divided by stratified's on the same seeds (below 1 =
+better on that group).
+"""),
+("code", """
+trade = tables.group_tradeoffs(runs)
+trade.to_csv(RESULTS / "04_group_tradeoffs.csv", index=False)
+trade.pivot_table(index=["label", "group"], columns="method", values="ratio_to_baseline", sort=False)[
+    [m for m in methods if m != "stratified" and m in set(trade.method)]].round(2)
+"""),
 ])
 
 write_notebook("notebooks/05_restricted_budget.ipynb", [
