@@ -51,13 +51,22 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
+def _setting_cis(d: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """Per setting of one method's paired differences: (mean, lower, upper) of the 95% t-interval over seeds."""
+    return {s: tables.paired_ci(v) for s, v in d.groupby("setting")["diff"].agg(list).items()}
+
+
+def _worse_significantly(cis: dict[str, tuple[float, float, float]]) -> list[str]:
+    """Labels of the settings whose interval lies above 0: the method is worse than stratified there."""
+    return [hparams.SETTINGS[s].label for s, (_, lo, _) in cis.items() if lo > 0]
+
+
 def claim_c1(runs: pd.DataFrame) -> Claim:
     d = tables.differences(runs)
     a = d[d.method == "aioli"]
-    per = a.groupby("setting")["diff"].agg(list)
-    cis = {s: tables.paired_ci(v) for s, v in per.items()}
+    cis = _setting_cis(a)
     n_better = sum(m < 0 for m, _, _ in cis.values())
-    worse_sig = [hparams.SETTINGS[s].label for s, (_, lo, _) in cis.items() if lo > 0]
+    worse_sig = _worse_significantly(cis)
     better_sig = [hparams.SETTINGS[s].label for s, (_, _, hi) in cis.items() if hi < 0]
     mean, lo, hi, seeds = tables.seed_ci(a)
     ours = (f"Aioli below stratified in {n_better}/{len(cis)} settings by the mean "
@@ -85,22 +94,20 @@ def claim_c2(runs: pd.DataFrame) -> Claim:
         if sub.empty:
             missing.append(method)
             continue
-        means = sub.groupby("setting")["diff"].mean()
-        beaten = int((means < 0).sum())
+        cis = _setting_cis(sub)
+        beaten = sum(m < 0 for m, _, _ in cis.values())
         # Firm evidence that a baseline does not win everywhere: a setting where its paired 95% CI lies above 0.
-        lows = {s: tables.paired_ci(v)[1] for s, v in sub.groupby("setting")["diff"].agg(list).items()}
-        loses_sig = [hparams.SETTINGS[s].label for s, lo in lows.items() if lo > 0]
-        if loses_sig:
+        if loses_sig := _worse_significantly(cis):
             significant[method] = loses_sig
         # A method's count is only as firm as its thinnest setting: one seed of a noisy setting can flip a sign.
         seeds = int(sub.groupby("setting")["seed"].nunique().min())
-        parts.append(f"{method} {beaten}/{means.size}" + (" (1 seed)" if seeds < 2 else ""))
-        if means.size < n_settings:
+        parts.append(f"{method} {beaten}/{len(cis)}" + (" (1 seed)" if seeds < 2 else ""))
+        if len(cis) < n_settings:
             partial.append(method)  # a sitting of a long profile has not reached all its settings
             continue
         if seeds < 2:
             one_seed.append(method)  # whether it wins everywhere or not, one seed cannot say
-        elif beaten == means.size:
+        elif beaten == len(cis):
             winners.append(method)
     if not parts:
         return _pending("C2", "04_perplexity_comparison (the baselines)")
