@@ -430,14 +430,26 @@ def complete_cells(diffs: pd.DataFrame, methods) -> pd.DataFrame:
 
 
 def whole_seeds(d: pd.DataFrame) -> pd.DataFrame:
-    """The rows of seeds that have every setting present in ``d`` (a CI over seeds must not mix setting subsets)."""
-    per_seed = d.groupby("seed")["setting"].nunique()
-    return d[d.seed.isin(per_seed[per_seed == d.setting.nunique()].index)]
+    """The rows of the seeds that share the largest set of settings present in at least two seeds, restricted to
+    those settings (a CI over seeds must not mix setting subsets). A seed that has run further than the rest (one
+    seed of a new setting) thus leaves its extra settings out rather than leaving the other seeds out; a seed that
+    has run less stays out. With fewer than two seeds: the seeds that have every setting of ``d``."""
+    sets = {seed: frozenset(g) for seed, g in d.groupby("seed")["setting"]}
+    best: tuple[int, int, frozenset] | None = None
+    for candidate in set(sets.values()):
+        covering = sum(candidate <= have for have in sets.values())
+        if covering >= 2 and (best is None or (len(candidate), covering) > best[:2]):
+            best = (len(candidate), covering, candidate)
+    if best is None:
+        per_seed = d.groupby("seed")["setting"].nunique()
+        return d[d.seed.isin(per_seed[per_seed == d.setting.nunique()].index)]
+    keep = [seed for seed, have in sets.items() if best[2] <= have]
+    return d[d.seed.isin(keep) & d.setting.isin(best[2])]
 
 
 def seed_ci(d: pd.DataFrame, value: str = "diff") -> tuple[float, float, float, int]:
-    """Mean, 95% CI and number of seeds of the per-seed means of ``value`` over the seeds that have every setting
-    of ``d``: seeds are the replicates, and no seed's mean may cover other settings than the rest."""
+    """Mean, 95% CI and number of seeds of the per-seed means of ``value`` over the seeds and settings that
+    ``whole_seeds`` keeps: seeds are the replicates, and no seed's mean may cover other settings than the rest."""
     per_seed = whole_seeds(d.dropna(subset=[value])).groupby("seed")[value].mean()
     return (*paired_ci(per_seed), per_seed.size)
 

@@ -286,8 +286,34 @@ def test_c7_interval_compares_seeds_over_the_same_pairs():
     assert f"[{lo:+.3f}, {hi:+.3f}] over the 2 seeds" in got.ours
     # Seeds 0-1 improve every pair with an interval above 0 only if the partial seed stays out.
     assert lo > 0 and got.verdict == claims.REPRODUCED
+    # With two seeds, one of them partial, the interval covers the one pair both have, and says so.
     one = claims.claim_c7(_restricted({0: seed0, 1: partial}))
-    assert one.verdict == claims.INCONCLUSIVE and "one seed has every pair" in one.why
+    _, lo1, hi1 = tables.paired_ci([1.0, -1.0])
+    assert f"[{lo1:+.3f}, {hi1:+.3f}] over 2 seeds, on the 1 pair(s) they all have" in one.ours
+    assert one.verdict == claims.INCONCLUSIVE
+    alone = claims.claim_c7(_restricted({0: seed0}))
+    assert alone.verdict == claims.INCONCLUSIVE and "fewer than two seeds" in alone.why
+
+
+def test_c7_interval_keeps_every_seed_when_one_seed_has_run_a_new_pair():
+    """One seed of a new setting must not drop the other seeds from the interval: the extra pair stays out of it
+    (it still counts in the improved/pairs figures)."""
+    pairs = [("arxiv_stackexchange", "grid"), ("github_c4", "grid"), ("github_c4", "dml")]
+    per_seed = {seed: dict(zip(pairs, [1.0 + seed, 2.0, 3.0 - seed], strict=True)) for seed in range(3)}
+    per_seed[0][("slimpajama", "grid")] = -40.0  # seed 0 has gone further
+    got = claims.claim_c7(_restricted(per_seed))
+    _, lo, hi = tables.paired_ci([2.0, 2.0, 2.0])  # each seed's mean over the three shared pairs
+    assert "improves 3/4 pairs" in got.ours and f"[{lo:+.3f}, {hi:+.3f}]" in got.ours and "over 3 seeds, on the 3 pair(s) they all have" in got.ours
+    assert "fewer than two seeds" not in got.why
+
+
+def test_whole_seeds_prefers_the_largest_setting_set_that_two_seeds_share():
+    d = pd.DataFrame([{"seed": seed, "setting": s} for seed, have in {0: "abcd", 1: "abc", 2: "abc", 3: "a"}.items()
+                      for s in have])
+    kept = tables.whole_seeds(d)
+    assert sorted(kept.seed.unique()) == [0, 1, 2] and sorted(kept.setting.unique()) == list("abc")
+    lone = tables.whole_seeds(d[d.seed == 0])
+    assert len(lone) == 4  # one seed: all of its rows (no interval can be drawn from it anyway)
 
 
 def test_c1_pooled_interval_leaves_out_a_seed_that_has_only_some_settings():
