@@ -315,7 +315,7 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
     initial mixture exp(η·G·1), the static part of its schedule).
     """
     from .laws import fit_static_law, optimal_mixture
-    from .methods import _val_curve, config_mixture, setting_groups
+    from .methods import _val_curve, setting_groups, settle_mixture
     from .policies.skillit import skillit_weights, skills_graph
 
     prof = get_profile(profile)
@@ -335,7 +335,8 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
         if method == "grid":
             p = P[int(np.argmin(L.mean(axis=1)))]
         else:
-            p = np.array(config_mixture(optimal_mixture(fit_static_law(P, L, seed=seed), seed=seed)))
+            p = np.array(settle_mixture(optimal_mixture(fit_static_law(P, L, seed=seed), seed=seed),
+                                        lambda q: cfg(f"{method}-restricted", mc={"proportions": q}), runner))
         alone = runner.run_one(cfg(f"{method}-restricted", mc={"proportions": p.tolist()}))
     elif method == "skillit":
         short = budget // m

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import types
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,38 @@ def test_a_fitted_mixture_enters_a_config_without_its_last_bits():
     for bad in ([0.0, 0.0], [float("nan"), 1.0]):
         with pytest.raises(ValueError, match="not a mixture"):
             config_mixture(bad)
+
+
+def test_a_fitted_mixture_at_a_rounding_boundary_reuses_the_committed_neighbour(monkeypatch):
+    """DML's CC/GH/W seed-1 optimum once came out 0.29162151 where the committed run had rounded it to 0.291621: the
+    cached neighbour must be found, the exact rounding preferred when it is cached, and nothing invented when neither
+    is."""
+    from aioli_repro import executors
+    from aioli_repro.methods import config_mixture, settle_mixture
+
+    raw = [0.35516608, 0.35321241, 0.29162151]
+    exact = config_mixture(raw)
+    committed = config_mixture([0.355166, 0.353212, 0.291621])
+    assert exact != committed
+    runner = types.SimpleNamespace(runs_dir="unused")
+
+    def with_cache(*mixtures):
+        keys = {tuple(m) for m in mixtures}
+        monkeypatch.setattr(executors, "cached_result",
+                            lambda cfg, runs_dir, resolve_auto=False: {"ok": 1} if tuple(cfg) in keys else None)
+
+    make = list  # the "config" is the mixture itself: cached_result is faked above
+    with_cache(committed)
+    assert settle_mixture(raw, make, runner) == committed
+    with_cache(committed, exact)
+    assert settle_mixture(raw, make, runner) == exact
+    with_cache()
+    assert settle_mixture(raw, make, runner) == exact
+    with_cache(config_mixture([0.355167, 0.353212, 0.291621]), config_mixture([0.3, 0.3, 0.4]))
+    # the neighbour rounded the other way is found; a far mixture is never a candidate
+    assert settle_mixture(raw, make, runner) == config_mixture([0.355167, 0.353212, 0.291621])
+    with_cache(config_mixture([0.3, 0.3, 0.4]))
+    assert settle_mixture(raw, make, runner) == exact
 
 
 def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_stratified(tiny_profile, tmp_path,
