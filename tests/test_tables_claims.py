@@ -307,13 +307,24 @@ def test_c7_interval_keeps_every_seed_when_one_seed_has_run_a_new_pair():
     assert "fewer than two seeds" not in got.why
 
 
-def test_whole_seeds_prefers_the_largest_setting_set_that_two_seeds_share():
+def test_whole_seeds_prefers_a_setting_set_that_several_seeds_share():
     d = pd.DataFrame([{"seed": seed, "setting": s} for seed, have in {0: "abcd", 1: "abc", 2: "abc", 3: "a"}.items()
                       for s in have])
     kept = tables.whole_seeds(d)
     assert sorted(kept.seed.unique()) == [0, 1, 2] and sorted(kept.setting.unique()) == list("abc")
     lone = tables.whole_seeds(d[d.seed == 0])
     assert len(lone) == 4  # one seed: all of its rows (no interval can be drawn from it anyway)
+
+
+def test_whole_seeds_keeps_the_most_cells_so_two_seeds_ahead_do_not_drop_the_third():
+    def kept(have):
+        d = pd.DataFrame([{"seed": seed, "setting": s} for seed, sets in have.items() for s in sets])
+        k = tables.whole_seeds(d)
+        return sorted(k.seed.unique()), "".join(sorted(k.setting.unique()))
+
+    assert kept({0: "abcd", 1: "abcd", 2: "abc"}) == ([0, 1, 2], "abc")  # 3 x 3 cells beat 2 x 4
+    assert kept({0: "abcde", 1: "abcde", 2: "ab"}) == ([0, 1], "abcde")  # 2 x 5 beat 3 x 2
+    assert kept({0: "abc", 1: "abd"}) == ([0, 1], "ab")  # the common settings of two seeds are a candidate
 
 
 def test_c1_pooled_interval_leaves_out_a_seed_that_has_only_some_settings():
