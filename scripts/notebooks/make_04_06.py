@@ -156,6 +156,11 @@ spread.pivot(index="method", columns="label", values="max_tv_between_seeds").rou
 ax = sns.scatterplot(pairs, x="method_ppl", y="aioli_ppl", hue="method", style="label")
 lims = [min(pairs.method_ppl.min(), pairs.aioli_ppl.min()), max(pairs.method_ppl.max(), pairs.aioli_ppl.max())]
 ax.plot(lims, lims, color="grey", lw=0.8)
+# Log axes: one failed p_init (DML on SlimPajama) would squash the other pairs into a corner.
+ax.set(xscale="log", yscale="log")
+for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 10^2
+    axis.set_major_formatter(lambda v, _: f"{v:g}")
+    axis.set_minor_formatter(lambda v, _: f"{v:g}" if str(int(v))[0] in "2468" else "")
 ax.set(xlabel="method's proportions alone: test perplexity", ylabel="Aioli from those proportions",
        title=f"Restricted budget ({profile}): below the diagonal = Aioli improves")
 ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7)
