@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from aioli_repro.policies import PolicyContext, make_policy
 from aioli_repro.policies.aioli import eg_update, normalize_interaction, smoothed_one_hots, solve_interaction_matrix
 from aioli_repro.policies.base import Observation
 from aioli_repro.policies.doge import doge_scores, doge_update
-from aioli_repro.policies.doremi import doremi_update, group_means
+from aioli_repro.policies.doremi import doremi_update, group_means, recent_excess
 from aioli_repro.policies.skillit import skillit_weights, skills_graph
 from aioli_repro.sampler import largest_remainder_counts
 
@@ -220,6 +221,16 @@ def test_doremi_update_by_hand_upweights_larger_excess():
     assert np.allclose(new_log_w, log_w + excess)
     assert np.allclose(group_means(np.array([1.0, 2.0, 4.0]), np.array([0, 0, 2]), 3), [1.5, np.nan, 4.0],
                        equal_nan=True)
+
+
+def test_doremi_recorded_excess_keeps_the_last_value_of_a_group_absent_from_recent_batches():
+    # Group 2 (a near-zero weight) appears in none of the recent batches: its A^t entry must not become NaN.
+    recent = [[0.2, np.nan, np.nan], [0.4, 0.1, np.nan]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # np.nanmean would warn "Mean of empty slice" here
+        d = recent_excess(recent, fallback=[9.0, 9.0, 0.3])
+    assert np.allclose(d, [0.3, 0.1, 0.3])
+    assert np.allclose(recent_excess([], fallback=[0.5, 0.0]), [0.5, 0.0])
 
 
 def test_doge_scores_by_hand_upweight_aligned_group():

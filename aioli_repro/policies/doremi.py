@@ -40,6 +40,18 @@ def doremi_update(log_w: np.ndarray, excess: np.ndarray, mu: float, smoothing: f
     return log_w, (1 - smoothing) * softmax(log_w) + smoothing / len(log_w)
 
 
+def recent_excess(recent_raw, fallback) -> np.ndarray:
+    """The diagonal of DoReMi's recorded A^t: each group's mean raw excess loss (proxy - reference) over the recent
+    batches (NaN where a group was absent from a batch). A group absent from all of them, as one with a near-zero
+    weight can be, keeps ``fallback`` (the excess the update last used for it) instead of becoming NaN."""
+    fallback = np.asarray(fallback, dtype=float)
+    R = np.array(recent_raw, dtype=float).reshape(-1, len(fallback))
+    seen = ~np.isnan(R)
+    n = seen.sum(axis=0)
+    mean = np.where(seen, R, 0.0).sum(axis=0) / np.maximum(n, 1)
+    return np.where(n > 0, mean, fallback)
+
+
 @register
 class DoReMiProxyPolicy(ProxyWeightsPolicy):
     name = "doremi_proxy"
@@ -102,7 +114,7 @@ class DoReMiProxyPolicy(ProxyWeightsPolicy):
         self._accept(*doremi_update(self.log_w, excess, self.config.mu, self.config.smoothing))
         self.recent_raw = (self.recent_raw + [np.where(present, raw, np.nan).tolist()])[-5:]
         if (step + 1) % self.record_every == 0:
-            self.record(step + 1, self.w, np.diag(np.nanmean(np.array(self.recent_raw, dtype=float), axis=0)))
+            self.record(step + 1, self.w, np.diag(recent_excess(self.recent_raw, self.last_excess)))
         return self.w
 
     def state_dict(self):
