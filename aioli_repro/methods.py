@@ -197,8 +197,7 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
             best = int(np.argmin(L_val.mean(axis=1)))  # by validation loss, never test
             return MethodOutcome(method, setting, seed, results[best], P[best].tolist(), len(results),
                                  len(results) * S, details)
-        fit = fit_static_law(P, L_val, seed=seed)
-        p_star = settle_mixture(optimal_mixture(fit, seed=seed), lambda p: cfg("dml", mc={"proportions": p}), runner)
+        p_star, fit = dml_mixture(P, L_val, seed, lambda p: cfg("dml", mc={"proportions": p}), runner)
         res = runner.run_one(cfg("dml", mc={"proportions": p_star}))
         details["law"] = fit.to_dict()
         return MethodOutcome(method, setting, seed, res, p_star, len(results), len(results) * S, details)
@@ -265,6 +264,14 @@ def config_mixture(p, decimals: int = 6) -> list[float]:
     if not np.isfinite(q).all() or q.sum() <= 0:
         raise ValueError(f"not a mixture: {p!r}")
     return (q / q.sum()).tolist()
+
+
+def dml_mixture(P, L_val, seed: int, make_cfg: Callable[[list[float]], RunConfig], runner: Runner):
+    """DML's proportions from a sweep (mixtures P, validation losses L_val): fit the static log-linear law, take its
+    optimum, and settle the optimum's rounding (``settle_mixture``). Returns (p, the fit). Table 2 and the restricted
+    budget both call this, so the two cannot drift apart."""
+    fit = fit_static_law(P, L_val, seed=seed)
+    return settle_mixture(optimal_mixture(fit, seed=seed), make_cfg, runner), fit
 
 
 def settle_mixture(p, make_cfg: Callable[[list[float]], RunConfig], runner: Runner, decimals: int = 6) -> list[float]:

@@ -315,8 +315,7 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
     prior p_init and adapts, restarting exponentiated gradient from uniform as released (Skill-it's prior is its
     initial mixture exp(η·G·1), the static part of its schedule).
     """
-    from .laws import fit_static_law, optimal_mixture
-    from .methods import _val_curve, setting_groups, settle_mixture
+    from .methods import _val_curve, dml_mixture, setting_groups
     from .policies.skillit import skillit_weights, skills_graph
 
     prof = get_profile(profile)
@@ -336,8 +335,8 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
         if method == "grid":
             p = P[int(np.argmin(L.mean(axis=1)))]
         else:
-            p = np.array(settle_mixture(optimal_mixture(fit_static_law(P, L, seed=seed), seed=seed),
-                                        lambda q: cfg(f"{method}-restricted", mc={"proportions": q}), runner))
+            p = np.array(dml_mixture(P, L, seed, lambda q: cfg(f"{method}-restricted", mc={"proportions": q}),
+                                     runner)[0])
         alone = runner.run_one(cfg(f"{method}-restricted", mc={"proportions": p.tolist()}))
     elif method == "skillit":
         short = budget // m
