@@ -218,8 +218,13 @@ _ID_OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {"train": {"compile": False, "f
 def run_id(cfg: RunConfig, extra: dict[str, Any] | None = None) -> str:
     """Hash of everything that determines a run's result: the config (minus its display name), the code version,
     and ``extra`` (content fingerprints of the corpus and tokenizer, resolved device type)."""
+    from .policies import REGISTRY  # local import: the policies import this module
+
     d = cfg.to_dict()
     d.pop("name", None)
+    if cfg.method in REGISTRY:
+        d["method_config"] = REGISTRY[cfg.method].identity_config(d["method_config"], cfg.data.groups,
+                                                                  cfg.train.batch_size)
     for section, defaults in _ID_OMIT_AT_DEFAULT.items():
         for key, default in defaults.items():
             if key in d[section] and d[section][key] == default:

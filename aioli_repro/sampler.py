@@ -3,9 +3,13 @@
 Two modes:
 
 * ``iid`` (the paper's main training): each sequence's group is drawn independently from p.
-* ``exact`` (what LearnParams needs): the batch holds exactly round(p * batch_size) sequences of each group, rounded
-  by largest remainder so the counts always sum to the batch size. (The official code's ``max(1, int(p*B))`` with the
-  remainder dumped on the last group gives a negative count for m = 7.)
+* ``exact`` (what LearnParams needs): the batch holds floor(p·B) sequences of each group plus the leftover slots,
+  so the counts always sum to the batch size B. (The official code's ``max(1, int(p*B))`` with the remainder dumped
+  on the last group gives a negative count for m = 7.) Two rules place the leftover slots (``slots``):
+  ``balanced`` gives them to the groups owed most over every earlier exact batch of the same mixture in this run
+  (:func:`balanced_counts`), so each mixture's realised counts track p·B within one slot per group; ``lowest_index``
+  is largest-remainder rounding with ties broken by group index, the rule before that fix: with m = 7, h = 0.75,
+  B = 8 it put the two leftover slots of every LearnParams batch on the two lowest-index other groups.
 
 Randomness is organised for *common random numbers*: group g's sequence order is a permutation seeded by (seed, g)
 alone, and the uniform numbers that pick each sequence's group are seeded by (seed, batch index) alone. Two runs with
@@ -64,6 +68,36 @@ def largest_remainder_counts(p, n: int) -> np.ndarray:
     return counts
 
 
+SLOT_RULES = ("balanced", "lowest_index")
+
+
+def mixture_key(p) -> str:
+    """A stable text key of a mixture (the balanced rule keeps one account of owed slots per mixture)."""
+    return ",".join(f"{x:.12g}" for x in np.asarray(p, dtype=float))
+
+
+def balanced_counts(p, n: int, owed=None) -> tuple[np.ndarray, np.ndarray]:
+    """Counts for one exact batch of ``n`` sequences on mixture p, and the updated account of owed slots.
+
+    Every group gets floor(p_g·n); each group with a fractional quota r_g = p_g·n - floor(p_g·n) adds r_g to what it
+    is owed, and the n - Σ floor leftover slots go to the groups owed most (ties by index), each paying back 1. Over
+    any run of batches on the same p, the account stays in (-1, 1], so a group's realised count differs from its
+    target p_g·n·(batches) by less than one slot. ``owed`` is the account before this batch (zeros if None).
+    """
+    p = check_proportions(p)
+    quotas = p * n
+    counts = np.floor(quotas + 1e-9).astype(np.int64)  # 1e-9: a quota of 6 computed as 5.999999999 is 6
+    fractional = np.clip(quotas - counts, 0.0, None)
+    fractional[fractional < 1e-9] = 0.0
+    owed = (np.zeros(len(p)) if owed is None else np.asarray(owed, dtype=float)) + fractional
+    short = n - int(counts.sum())
+    eligible = [j for j in range(len(p)) if fractional[j] > 0]
+    for j in sorted(eligible, key=lambda j: (-owed[j], j))[:short]:
+        counts[j] += 1
+        owed[j] -= 1.0
+    return counts, owed
+
+
 def group_key(name: str) -> int:
     """A stable integer per group name (Python's hash() is salted per process)."""
     return zlib.crc32(name.encode())
@@ -97,12 +131,15 @@ class MixtureSampler:
         self.batches_drawn = 0
         self.cursor = {g: 0 for g in self.groups}
         self.epoch = {g: 0 for g in self.groups}
+        self.owed_slots: dict[str, list[float]] = {}
+        """Per exact mixture (``mixture_key``): slots each group is owed by the ``balanced`` rule."""
         self._perm_cache: dict[tuple[str, int], np.ndarray] = {}
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
         return {"batches_drawn": self.batches_drawn, "cursor": dict(self.cursor), "epoch": dict(self.epoch),
-                "seed": self.seed, "groups": list(self.groups), "context_length": self.context_length}
+                "seed": self.seed, "groups": list(self.groups), "context_length": self.context_length,
+                "owed_slots": {k: list(v) for k, v in self.owed_slots.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         if list(state["groups"]) != list(self.groups) or state["seed"] != self.seed \
@@ -111,6 +148,7 @@ class MixtureSampler:
         self.batches_drawn = int(state["batches_drawn"])
         self.cursor = {g: int(v) for g, v in state["cursor"].items()}
         self.epoch = {g: int(v) for g, v in state["epoch"].items()}
+        self.owed_slots = {k: [float(x) for x in v] for k, v in state.get("owed_slots", {}).items()}
 
     # ---------------------------------------------------------------- drawing
     def _permutation(self, g: str, epoch: int) -> np.ndarray:
@@ -129,13 +167,21 @@ class MixtureSampler:
         self.cursor[g] += 1
         return chunk
 
-    def draw_groups(self, proportions, batch_size: int, exact: bool = False) -> np.ndarray:
-        """Group index of each sequence of the next batch (advances the batch counter)."""
+    def draw_groups(self, proportions, batch_size: int, exact: bool = False, slots: str = "balanced") -> np.ndarray:
+        """Group index of each sequence of the next batch (advances the batch counter). ``slots`` picks the rule for
+        an exact batch's leftover slots (``balanced`` or ``lowest_index``, see the module docstring)."""
         p = check_proportions(proportions, len(self.groups), self.groups)
         u = np.random.default_rng([self.seed, self._DRAW_STREAM, self.batches_drawn]).random(batch_size)
         self.batches_drawn += 1
         if exact:
-            counts = largest_remainder_counts(p, batch_size)
+            if slots == "balanced":
+                key = mixture_key(p)
+                counts, owed = balanced_counts(p, batch_size, self.owed_slots.get(key))
+                self.owed_slots[key] = owed.tolist()
+            elif slots == "lowest_index":
+                counts = largest_remainder_counts(p, batch_size)
+            else:
+                raise ValueError(f"unknown slot rule {slots!r}; choose one of {SLOT_RULES}")
             # Which sequence slot gets which group is irrelevant to the gradient; keep the order deterministic.
             return np.repeat(np.arange(len(p)), counts)
         cdf = np.cumsum(p)
@@ -143,8 +189,8 @@ class MixtureSampler:
         # Float round-off can push u past the last boundary; clamp to the last group with positive mass.
         return np.minimum(idx, np.flatnonzero(p > 0)[-1])
 
-    def next_batch(self, proportions, batch_size: int, exact: bool = False) -> Batch:
-        groups = self.draw_groups(proportions, batch_size, exact)
+    def next_batch(self, proportions, batch_size: int, exact: bool = False, slots: str = "balanced") -> Batch:
+        groups = self.draw_groups(proportions, batch_size, exact, slots)
         T = self.context_length
         out = np.empty((batch_size, T + 1), dtype=np.int64)
         for row, gi in enumerate(groups):

@@ -263,6 +263,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
                                val_sample=data.val_sample, eval_batch_size=t.eval_batch_size, autocast=autocast,
                                runs_dir=run.path.parent))
     step, segment, seg_done, wall = 0, None, 0, 0.0
+    seg_counts = np.zeros(len(data.groups), dtype=np.int64)  # sequences of each group trained in this segment
     lp_steps = 0  # steps spent in policy-requested learning segments (Aioli's LearnParams)
 
     if (ckpt := run.load_checkpoint(model)) is not None:
@@ -272,6 +273,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         policy.load_state_dict(state["policy"])
         step, seg_done, wall, lp_steps = state["step"], state["seg_done"], state["wall"], state["lp_steps"]
         segment = Segment(**state["segment"]) if state["segment"] else None
+        seg_counts = np.asarray(state.get("seg_counts", seg_counts), dtype=np.int64)
         run.truncate_metrics(step)
         if progress:
             print(f"[train] resuming {run.path.name} from step {step}")
@@ -291,7 +293,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         run.save_checkpoint(model, {"optimizer": optimizer.state_dict()}, {
             "step": step, "sampler": sampler.state_dict(), "policy": policy.state_dict(),
             "segment": segment.to_dict() if segment else None, "seg_done": seg_done, "wall": wall,
-            "lp_steps": lp_steps})
+            "lp_steps": lp_steps, "seg_counts": seg_counts.tolist()})
 
     groups = data.groups
     bar = None
@@ -301,7 +303,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
             else data.val_sample
         losses = evaluate(net, windows, t.eval_batch_size, device, autocast)
         faults.hit("evaluate", step)
-        return Observation(step, np.array([losses[g] for g in groups]))
+        return Observation(step, np.array([losses[g] for g in groups]), seg_counts.copy())
 
     if progress:
         from tqdm.auto import tqdm
@@ -316,6 +318,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
             if segment is not None and segment.evaluate:
                 policy.observe(observe(segment))
             segment, seg_done = policy.next_segment(step), 0
+            seg_counts[:] = 0
             if segment.steps < 0 or step + segment.steps > t.steps:
                 raise RuntimeError(f"policy {policy.name} asked for {segment.steps} steps at step {step} "
                                    f"of {t.steps}")
@@ -324,7 +327,8 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         lr = lr_at(step, t)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = sampler.next_batch(segment.proportions, t.batch_size, exact=segment.exact)
+        batch = sampler.next_batch(segment.proportions, t.batch_size, exact=segment.exact, slots=segment.slots)
+        seg_counts += np.bincount(batch.groups.numpy(), minlength=len(groups))
         if device.type == "cuda":  # pinned host batch: the micro-batch copies to the GPU are non_blocking
             batch.tokens = batch.tokens.pin_memory()
         seq_loss_all = policy.compute_gradients(step, batch, lr)  # DoGE builds its own update

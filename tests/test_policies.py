@@ -13,6 +13,8 @@ from aioli_repro.policies.doremi import doremi_update, group_means, recent_exces
 from aioli_repro.policies.skillit import skillit_weights, skills_graph
 from aioli_repro.sampler import largest_remainder_counts
 
+from .linear_world import LinearWorld
+
 
 # ----------------------------------------------------------------------------- Aioli maths
 def test_smoothed_one_hots_and_solve_by_hand():
@@ -46,28 +48,6 @@ def test_eg_update_by_hand_and_within_the_eta_band():
             p = eg_update(np.full(m, 1 / m), A_bar, eta)
             assert p.sum() == pytest.approx(1) and (p > 0).all()
             assert p.max() / p.min() <= math.exp(eta) + 1e-9  # column sums of Ā lie in [0, 1]
-
-
-class LinearWorld:
-    """Losses that follow the linear dynamic law exactly: each step on mixture p lowers L by A·p (+ noise)."""
-
-    def __init__(self, A, L0, batch_size, noise=0.0, seed=0):
-        self.A, self.L, self.B, self.noise = np.asarray(A), np.asarray(L0, dtype=float), batch_size, noise
-        self.rng = np.random.default_rng(seed)
-
-    def drive(self, policy, total_steps):
-        step = 0
-        while step < total_steps:
-            seg = policy.next_segment(step)
-            p = np.asarray(seg.proportions)
-            if seg.exact:
-                p = largest_remainder_counts(p, self.B) / self.B
-            for _ in range(seg.steps):
-                self.L = self.L - self.A @ p + self.noise * self.rng.normal(size=len(self.L))
-            step += seg.steps
-            if seg.evaluate:
-                policy.observe(Observation(step, self.L.copy()))
-        return policy
 
 
 def _aioli(m, total=400, batch_size=8, **cfg):
@@ -114,6 +94,37 @@ def test_realised_mixtures_keep_the_solve_exact_when_h_times_b_is_fractional():
     assert np.allclose(np.array(policy.history[-1]["A"]), 2 * A, atol=1e-10)
 
 
+@pytest.mark.parametrize("rule", ["balanced", "lowest_index"])
+def test_full_profile_m7_learn_params_solves_exactly_with_the_batches_it_really_trained(rule):
+    # The full profile's SlimPajama config: h = 0.75, B = 8, k = 2 one-step intervals per mixture. Under the balanced
+    # rule the two intervals of one mixture hold different groups; the solve must use what they held.
+    m = 7
+    rng = np.random.default_rng(70)
+    A = rng.uniform(0, 0.01, size=(m, m)) + np.diag(rng.uniform(0.01, 0.03, size=m))
+    policy = _aioli(m, total=300, batch_size=8, one_hot_factor=0.75, update_steps=50, lp_rounds=2, lp_steps=1,
+                    lp_slots=rule)
+    LinearWorld(A, np.full(m, 8.0), 8).drive(policy, 300)
+    for r in (r for r in policy.history if r["A"] is not None):
+        assert np.allclose(np.array(r["A"]), A, atol=1e-10)
+
+
+def test_m7_learn_params_trains_every_group_equally_over_a_run():
+    # Hand count for the old rule, per round of 14 one-step intervals (each mixture twice): group 0 gets 12 of its
+    # own plus 2 leftover slots from each of mixtures 1..6 (24); group 1 gets 12 + 2 (mixture 0) + 2·5 (24); group 2
+    # gets 12 + 2 + 2 (16); groups 3-6 get 12 each: the skew (0.214, 0.214, 0.143, 0.107...) of the issue.
+    def lp_counts(rule):
+        world = LinearWorld(np.eye(7) * 0.01, np.full(7, 8.0), 8)
+        world.drive(_aioli(7, total=1000, one_hot_factor=0.75, update_steps=50, lp_rounds=2, lp_steps=1,
+                           lp_slots=rule, eta=1.0), 1000)
+        return np.sum([c for _, c in world.exact_counts], axis=0), len(world.exact_counts) // 14
+
+    old, rounds = lp_counts("lowest_index")
+    assert old.tolist() == [24 * rounds, 24 * rounds, 16 * rounds] + [12 * rounds] * 4
+    new, rounds = lp_counts("balanced")
+    # Each of the 7 mixtures is within one slot per group of its target, so the totals are within 7 of equal.
+    assert new.sum() == 112 * rounds and np.abs(new - 16 * rounds).max() < 7
+
+
 def test_ema_and_cumulative_forms_by_hand():
     m = 2
     A1 = np.array([[0.03, 0.0], [0.0, 0.01]])
@@ -142,7 +153,8 @@ def test_learn_params_share_and_step_budget():
         segs.append(s)
         step += s.steps
         if s.evaluate:
-            pol.observe(Observation(step, np.full(3, 5.0 - step * 1e-3)))
+            counts = largest_remainder_counts(s.proportions, 8) * s.steps
+            pol.observe(Observation(step, np.full(3, 5.0 - step * 1e-3), counts))
     assert step == 250  # segments exactly fill the budget
     lp = sum(s.steps for s in segs if s.kind == "learn_params")
     # m*k*S_lp = 3*2*3 = 18 LearnParams steps in each of the three rounds; the last round is only 50 steps long

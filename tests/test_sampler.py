@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,60 @@ def test_eval_windows_are_fixed_and_cover_the_split():
     assert w.shape == (99, 11) and w[1, 0] == 10 and w[0, -1] == 10
     sub = eval_windows(tokens, 10, max_sequences=5)
     assert sub.shape == (5, 11) and torch.equal(sub, eval_windows(tokens, 10, max_sequences=5))
+
+
+# ----------------------------------------------------------------------------- leftover slots of exact batches
+def _prefix_counts(p, n, batches, rule="balanced"):
+    """Cumulative realised counts after each of ``batches`` exact batches of mixture p, from the real sampler."""
+    m = len(p)
+    s = MixtureSampler({f"g{i}": np.zeros(64, dtype=np.uint16) for i in range(m)}, 8, seed=0)
+    rows = [np.zeros(m)]
+    for _ in range(batches):
+        rows.append(rows[-1] + np.bincount(s.draw_groups(p, n, exact=True, slots=rule), minlength=m))
+    return np.array(rows)
+
+
+def test_balanced_slots_keep_every_prefix_within_one_slot_of_its_target():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        m, n = int(rng.integers(2, 9)), int(rng.integers(1, 33))
+        p = check_proportions(rng.dirichlet(np.full(m, rng.uniform(0.2, 3))))
+        C = _prefix_counts(p, n, 30)
+        assert (np.diff(C, axis=0).sum(axis=1) == n).all()
+        target = np.arange(31)[:, None] * p * n
+        assert np.abs(C - target).max() < 1  # every prefix, every group
+
+
+def test_learn_params_batches_of_m7_are_balanced_and_the_old_rule_is_skewed():
+    # m = 7, h = 0.75, B = 8: 6 sequences of the target and 1/3 of a sequence per other group, per batch.
+    p = [0.75] + [0.25 / 6] * 6
+    old = np.diff(_prefix_counts(p, 8, 12, "lowest_index"), axis=0)
+    assert (old == [6, 1, 1, 0, 0, 0, 0]).all()  # the bug: the same two groups every time
+    C = _prefix_counts(p, 8, 12)
+    # Any interval of consecutive batches (a LearnParams interval is S_lp of them) is within one slot per group.
+    for a in range(12):
+        for b in range(a + 1, 13):
+            assert np.abs(C[b] - C[a] - (b - a) * np.asarray(p) * 8).max() < 1
+    assert C[12].tolist() == [72, 4, 4, 4, 4, 4, 4]  # 12 batches: exactly the target
+    # Mixtures keep separate accounts: batches of another mixture in between do not disturb this one.
+    s = MixtureSampler({f"g{i}": np.zeros(64, dtype=np.uint16) for i in range(7)}, 8, seed=0)
+    q = [0.25 / 6] * 6 + [0.75]
+    total = np.zeros(7)
+    for _ in range(6):
+        total += np.bincount(s.draw_groups(p, 8, exact=True), minlength=7)
+        s.draw_groups(q, 8, exact=True)
+    assert total.tolist() == [36, 2, 2, 2, 2, 2, 2]
+
+
+def test_balanced_slots_resume_exactly():
+    p = [0.75] + [0.25 / 6] * 6
+    streams = {f"g{i}": np.zeros(64, dtype=np.uint16) for i in range(7)}
+    a = MixtureSampler(streams, 8, seed=3)
+    first = [a.draw_groups(p, 8, exact=True).tolist() for _ in range(2)]
+    b = MixtureSampler(streams, 8, seed=3)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))  # the state is JSON, as checkpoints store it
+    assert [a.draw_groups(p, 8, exact=True).tolist() for _ in range(4)] == \
+        [b.draw_groups(p, 8, exact=True).tolist() for _ in range(4)]
+    assert first[0] != first[1]  # the leftover slots moved on
+    with pytest.raises(ValueError, match="unknown slot rule"):
+        a.draw_groups(p, 8, exact=True, slots="random")

@@ -15,9 +15,13 @@ One round of R steps (Algorithm 1 of the paper, control flow as released):
 LearnParams steps are ordinary optimizer steps under the run's one LR schedule and count against its step budget:
 Aioli needs no extra runs. Sign convention: A_ij > 0 means training on group j lowers group i's loss.
 
-Deviations from the released code, on purpose: exact per-batch counts by largest-remainder rounding, and the linear
-solve uses the *realised* one-hot mixtures (counts / batch size), so the estimate stays exact when h·B is not an
-integer (the released m = 7 config builds malformed batches there); the step budget counts only steps taken.
+Deviations from the released code, on purpose: exact per-batch counts, and the linear solve uses the *realised*
+one-hot mixtures (what the batches of each mixture held, averaged over its intervals), so the estimate stays exact
+when h·B is not an integer (the released m = 7 config builds malformed batches there); the step budget counts only
+steps taken. When (1-h)·B/(m-1) is not an integer (m = 7, h = 0.75, B = 8: 1/3 of a sequence per other group), the
+leftover slots of each batch are spread so that every one-hot mixture's realised counts track its target over the
+run (``lp_slots="balanced"``). Until that fix they always went to the lowest-index other groups
+(``lp_slots="lowest_index"``, kept to reproduce those runs), which skewed the training mixture towards them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ConfigError
-from ..sampler import check_proportions, largest_remainder_counts
+from ..sampler import SLOT_RULES, balanced_counts, check_proportions, largest_remainder_counts
 from .base import MixingPolicy, Observation, Segment, register, softmax
 
 
@@ -43,7 +47,9 @@ def solve_interaction_matrix(beta: np.ndarray, P: np.ndarray, diagonal: bool = F
     """A^t from the average loss drops β (β[i, j] = drop of group i during the intervals on mixture j).
 
     Under the linear dynamic law β[i, j] = Σ_l P[j, l]·A[i, l], i.e. β_i = P A_i for each row i, so
-    A = solve(P, βᵀ)ᵀ. With ``diagonal`` (the Aioli-diagonal ablation) only A_ii = β_ii / P_ii is kept.
+    A = solve(P, βᵀ)ᵀ. Row j of P is the mixture the intervals on target j realised, averaged over them: the law is
+    linear in the mixture, so the average drop is exactly the law at the average mixture. With ``diagonal`` (the
+    Aioli-diagonal ablation) only A_ii = β_ii / P_ii is kept.
     """
     beta = np.asarray(beta, dtype=float)
     if diagonal:
@@ -184,6 +190,25 @@ class AioliPolicy(MixingPolicy):
         eg_from_prior: bool = False
         """Restricted setting: start exponentiated gradient from the prior (True) or from uniform (False, the
         released behaviour: the prior then only shapes the model state, not p^1)."""
+        lp_slots: str = "balanced"
+        """Where a LearnParams batch's leftover slots go when (1-h)·B/(m-1) is not a whole number of sequences:
+        ``balanced`` (each one-hot mixture's realised counts track its target over the run) or ``lowest_index``
+        (the lowest-index other groups, the rule before that fix; it skewed m = 7 runs towards latex and books).
+        Part of the run id only where it changes the batches (see :meth:`identity_config`)."""
+
+    @classmethod
+    def identity_config(cls, values: dict, groups, batch_size: int) -> dict:
+        """The method config as it enters the run id. ``lp_slots`` only matters when a LearnParams quota is
+        fractional; there the balanced rule (the default) gets its own ids, while ``lowest_index``, the rule every
+        run before it used, keeps theirs. Where all quotas are whole, both rules give identical batches and the
+        ids of m = 2 and 3 runs stay as they were."""
+        values = dict(values)
+        rule = values.pop("lp_slots", "balanced")
+        h = values.get("one_hot_factor", cls.Config.one_hot_factor)
+        quotas = smoothed_one_hots(len(groups), h).ravel() * batch_size
+        if rule == "balanced" and np.any(np.abs(quotas - np.round(quotas)) > 1e-9):
+            values["lp_slots"] = rule
+        return values
 
     def __init__(self, config, groups, total_steps, seed):
         super().__init__(config, groups, total_steps, seed)
@@ -211,6 +236,8 @@ class AioliPolicy(MixingPolicy):
                 f"LearnParams takes m·k·S_lp = {m}·{c.lp_rounds}·{c.lp_steps} = {self.lp_total} steps, which does not "
                 f"fit in a round of {min(self.round_steps, dynamic)} steps; lower lp_rounds/lp_steps or raise "
                 "update_steps")
+        if c.lp_slots not in SLOT_RULES:
+            raise ConfigError(f"aioli lp_slots must be one of {list(SLOT_RULES)}, got {c.lp_slots!r}")
         self.P = smoothed_one_hots(m, c.one_hot_factor)
         self.P_realised = None  # set in setup(): depends on the batch size
         # Mutable state (all JSON-able, see state_dict)
@@ -223,17 +250,23 @@ class AioliPolicy(MixingPolicy):
         self.order: list[int] = []
         self.tau = 0
         self.B = np.zeros((m, m))
+        self.C = np.zeros((m, m))  # C[j, l]: sequences of group l trained in this round's intervals on mixture j
         self.L_prev: np.ndarray | None = None
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        # The solve uses what the batches really contain: counts / batch size per one-hot mixture.
-        self.P_realised = np.stack([largest_remainder_counts(row, ctx.batch_size) / ctx.batch_size
-                                    for row in self.P])
+        # What one batch of each one-hot mixture holds on its own (its first batch under either slot rule); the
+        # solve itself uses the counts the loop reports. Rank-check it: it is the worst case for the solve.
+        self.P_realised = np.stack([self._first_batch_counts(row, ctx.batch_size) / ctx.batch_size for row in self.P])
         if not self.config.diagonal and np.linalg.matrix_rank(self.P_realised) < self.m:
             raise ConfigError(
                 f"with batch size {ctx.batch_size} the realised one-hot mixtures (h={self.config.one_hot_factor}, "
                 f"m={self.m}) are linearly dependent, so A cannot be solved; use a batch size with h·B an integer")
+
+    def _first_batch_counts(self, p, batch_size: int) -> np.ndarray:
+        if self.config.lp_slots == "balanced":
+            return balanced_counts(p, batch_size)[0]
+        return largest_remainder_counts(p, batch_size)
 
     # ------------------------------------------------------------------ the round state machine
     def next_segment(self, step: int) -> Segment:
@@ -249,14 +282,14 @@ class AioliPolicy(MixingPolicy):
                 return Segment(self.p.tolist(), remaining, kind="train")
             rng = np.random.default_rng([self.seed, 0xA101, self.round])
             self.order = [int(j) for _ in range(c.lp_rounds) for j in rng.permutation(self.m)]
-            self.tau, self.B = 0, np.zeros((self.m, self.m))
+            self.tau, self.B, self.C = 0, np.zeros((self.m, self.m)), np.zeros((self.m, self.m))
             self.phase = "lp"
             return Segment(self.p.tolist(), 0, evaluate=True, kind="learn_params",  # L^0 of this round
                            eval_sequences=c.lp_eval_sequences)
         if self.phase == "lp":
             j = self.order[self.tau]
-            return Segment(self.P[j].tolist(), c.lp_steps, exact=True, evaluate=True, kind="learn_params",
-                           eval_sequences=c.lp_eval_sequences)
+            return Segment(self.P[j].tolist(), c.lp_steps, exact=True, slots=c.lp_slots, evaluate=True,
+                           kind="learn_params", eval_sequences=c.lp_eval_sequences)
         if self.phase == "train":
             self.phase = "start"
             self.round += 1
@@ -274,6 +307,10 @@ class AioliPolicy(MixingPolicy):
             return
         j = self.order[self.tau]
         self.B[:, j] += self.L_prev - obs.val_losses  # every group's drop during an interval on mixture j
+        if obs.group_counts is None:
+            raise ValueError("Aioli's LearnParams needs the group counts of each interval's batches "
+                             "(Observation.group_counts)")
+        self.C[j] += obs.group_counts
         self.L_prev = obs.val_losses.copy()
         self.tau += 1
         if self.tau == len(self.order):
@@ -282,7 +319,10 @@ class AioliPolicy(MixingPolicy):
     def _finish_learn_params(self, step: int) -> None:
         c = self.config
         beta = self.B / c.lp_rounds
-        A = solve_interaction_matrix(beta, self.P_realised, c.diagonal)
+        # Row j: the mixture the intervals on target j really trained on, over all of them (exact integer sums, so
+        # a rule whose batches never vary gives counts / B to the last bit).
+        P_round = self.C / self.C.sum(axis=1, keepdims=True)
+        A = solve_interaction_matrix(beta, P_round, c.diagonal)
         A_bar = normalize_interaction(A)
         if c.ema is None:  # Algorithm 1: cumulative exponentiated gradient
             self.p = eg_update(self.p, A_bar, c.eta)
@@ -298,7 +338,7 @@ class AioliPolicy(MixingPolicy):
     def state_dict(self):
         return {**super().state_dict(), "p": self.p.tolist(), "base": self.base.tolist(),
                 "ema_matrix": None if self.ema_matrix is None else self.ema_matrix.tolist(), "phase": self.phase,
-                "round": self.round, "order": self.order, "tau": self.tau, "B": self.B.tolist(),
+                "round": self.round, "order": self.order, "tau": self.tau, "B": self.B.tolist(), "C": self.C.tolist(),
                 "L_prev": None if self.L_prev is None else self.L_prev.tolist()}
 
     def load_state_dict(self, state):
@@ -307,6 +347,7 @@ class AioliPolicy(MixingPolicy):
         self.ema_matrix = None if state["ema_matrix"] is None else np.array(state["ema_matrix"])
         self.phase, self.round, self.order, self.tau = state["phase"], state["round"], state["order"], state["tau"]
         self.B = np.array(state["B"])
+        self.C = np.array(state["C"]) if "C" in state else np.zeros_like(self.B)
         self.L_prev = None if state["L_prev"] is None else np.array(state["L_prev"])
 
     def summary(self):

@@ -33,7 +33,10 @@ class Segment:
     steps: int
     """Optimizer steps to take (0 is allowed: an evaluation-only segment)."""
     exact: bool = False
-    """Exact per-batch group counts (largest-remainder rounding) instead of i.i.d. group draws."""
+    """Exact per-batch group counts (floor(p·B) each, plus the leftover slots) instead of i.i.d. group draws."""
+    slots: str = "balanced"
+    """Where an exact batch's leftover slots go: ``balanced`` (tracks p over the run's batches of this mixture) or
+    ``lowest_index`` (the rule before that fix; see :mod:`aioli_repro.sampler`)."""
     evaluate: bool = False
     """After the segment, evaluate the validation sample and pass the per-group losses to ``policy.observe``."""
     kind: str = "train"
@@ -70,6 +73,9 @@ class Observation:
     step: int
     val_losses: np.ndarray
     """L^t: mean token loss of each group on the fixed validation sample."""
+    group_counts: np.ndarray | None = None
+    """Training sequences of each group in the segment's batches (what the batches really held). None where the
+    caller does not know it."""
 
 
 class MixingPolicy:
@@ -86,6 +92,13 @@ class MixingPolicy:
         self.m = len(self.groups)
         self.history: list[dict[str, Any]] = []
         """Per round: {"step", "proportions", "A" (m x m list or None), ...}; saved in the run's result."""
+
+    @classmethod
+    def identity_config(cls, values: dict[str, Any], groups, batch_size: int) -> dict[str, Any]:
+        """The method config as it enters the run id (``config.run_id``). A method whose behaviour changes for an
+        unchanged config adds the option that selects the new behaviour here, so the cache never serves an old
+        result for new code; runs the change cannot affect keep their ids."""
+        return dict(values)
 
     needs_batch_losses: ClassVar[bool] = False
     """True if ``loss_weights`` reads the batch's per-sequence losses (computed before the backward pass)."""
