@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from scipy.spatial.distance import pdist
 
 from . import hparams
 from .config import ConfigError
 from .methods import NotCachedError, Runner, doremi_proxy, run_method
 from .profiles import check_study_parameters, get_profile, profile_config
+from .stats import min_detectable_difference, paired_ci, seeds_needed
 
 BASELINES = ("grid", "dml", "skillit", "doremi", "doge")
 TABLE2_METHODS = ("stratified", *BASELINES, "aioli")
@@ -71,6 +71,8 @@ def _study(method: str, setting: str, profile: str, seed: int, runner: Runner, b
     try:
         if budget == "restricted":
             return restricted_pair(method, setting, profile, seed, runner)
+        if budget == "restricted_control":
+            return restricted_control(method, setting, profile, seed, runner)
         return _outcome_row(run_method(method, setting, profile, seed, runner), profile)
     except NotCachedError:
         if not runner.cached_only:
@@ -167,23 +169,6 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def paired_ci(diffs, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of per-seed paired differences and its t-interval; (mean, nan, nan) with a single seed, all nan with
-    none."""
-    d = np.asarray(diffs, dtype=float)
-    if d.size < 2:
-        return float(d[0]) if d.size else float("nan"), float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
-    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
-
-
-def min_detectable_difference(sd_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest true paired difference a two-sided t-test on n seeds detects with the given power."""
-    if n < 2 or not np.isfinite(sd_diff):
-        return float("nan")
-    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd_diff / np.sqrt(n))
-
-
 def differences(df: pd.DataFrame, baseline: str = "stratified", value: str = "avg_test_perplexity") -> pd.DataFrame:
     """Per (setting, method, seed): the method's value minus the baseline's with the same seed."""
     base = df[df.method == baseline].set_index(["setting", "seed"])[value]
@@ -264,21 +249,29 @@ def _fmt(mean: float, sd: float, signed: bool = False) -> str:
 
 
 def power_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per setting: seed-to-seed sd of stratified perplexity (absolute and relative), sd of paired differences
-    (pooled over methods), and the smallest difference from stratified the study can detect (80% power)."""
+    """Per (setting, method): what this study can see. The method's own paired sd over seeds, the smallest true
+    difference from stratified a two-sided paired t-test detects with 80% power at these seeds (exact, noncentral t),
+    the paper's difference for the cell as a share of the paper's stratified perplexity, that share applied to our
+    stratified perplexity, and the seeds our paired sd would need to detect it (80% power)."""
     diffs = differences(df)
     rows = []
     for s in [s for s in hparams.SETTINGS if s in set(df.setting)]:
         strat = df[(df.method == "stratified") & (df.setting == s)].avg_test_perplexity
-        d = diffs[diffs.setting == s]
-        sds = d.groupby("method")["diff"].std(ddof=1).dropna()
-        n = int(strat.size)
-        sd_diff = float(np.sqrt((sds**2).mean())) if len(sds) else float("nan")
-        rows.append({"setting": hparams.SETTINGS[s].label, "seeds": n, "stratified_mean": strat.mean(),
-                     "stratified_sd": strat.std(ddof=1) if n > 1 else np.nan,
-                     "stratified_sd_pct": 100 * strat.std(ddof=1) / strat.mean() if n > 1 else np.nan,
-                     "paired_diff_sd": sd_diff, "min_detectable_diff": min_detectable_difference(sd_diff, n),
-                     "paper_aioli_diff": PAPER_TABLE2["aioli"][list(hparams.SETTINGS).index(s)]})
+        k = list(hparams.SETTINGS).index(s)
+        for method in [m for m in TABLE2_METHODS[1:] if m in set(diffs[diffs.setting == s].method)]:
+            d = diffs[(diffs.setting == s) & (diffs.method == method)]["diff"].dropna()
+            n = int(d.size)
+            sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+            rel = PAPER_TABLE2[method][k] / PAPER_TABLE2["stratified"][k]
+            effect = rel * float(strat.mean())
+            mdd = min_detectable_difference(sd, n)
+            rows.append({"setting": hparams.SETTINGS[s].label, "method": method, "seeds": n,
+                         "stratified_mean": float(strat.mean()),
+                         "stratified_sd": float(strat.std(ddof=1)) if strat.size > 1 else np.nan,
+                         "paired_diff_sd": sd, "min_detectable_diff": mdd,
+                         "min_detectable_pct": 100 * mdd / float(strat.mean()),
+                         "paper_diff": PAPER_TABLE2[method][k], "paper_diff_pct": 100 * rel,
+                         "paper_effect_here": effect, "seeds_needed": seeds_needed(sd, effect)})
     return pd.DataFrame(rows)
 
 
@@ -300,7 +293,7 @@ def study_sweep(setting: str, profile: str, seed: int, budget: str = "unrestrict
 
     groups = setting_groups(setting, profile)
     cfgs = sweep(profile, groups, seed)
-    if budget == "restricted":
+    if budget in ("restricted", "restricted_control"):
         short = int(plan.budget_fraction * get_profile(profile).train.steps) // len(cfgs)
         cfgs = sweep(profile, groups, seed, steps=short)
     return cfgs
@@ -315,6 +308,35 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
     prior p_init and adapts, restarting exponentiated gradient from uniform as released (Skill-it's prior is its
     initial mixture exp(η·G·1), the static part of its schedule).
     """
+    start = restricted_start(method, setting, profile, seed, runner, plan)
+    with_aioli = runner.run_one(start["cfg"](f"aioli+{method}", "aioli", start["aioli_config"]))
+    alone = start["alone"]
+    return {"setting": setting, "label": start["label"], "method": method, "seed": seed,
+            "p_init": [round(float(x), 4) for x in start["p_init"]], "extra_steps": start["extra_steps"],
+            "method_ppl": alone["avg_test_perplexity"], "aioli_ppl": with_aioli["avg_test_perplexity"],
+            "improvement": alone["avg_test_perplexity"] - with_aioli["avg_test_perplexity"]}
+
+
+def restricted_control(method: str, setting: str, profile: str, seed: int, runner: Runner,
+                       plan: RestrictedPlan = RestrictedPlan()) -> dict:
+    """C7's control: p_init for S_init steps, then stratified for the rest (Aioli's restricted schedule without
+    Aioli). Released Aioli restarts exponentiated gradient from uniform after S_init steps, so from any start it ends
+    near stratified; its gain over p_init alone then mostly measures how bad p_init was. Its gain over this control
+    (``gain_vs_control`` = control - Aioli, positive when Aioli is better) is what Aioli's adaptation adds."""
+    start = restricted_start(method, setting, profile, seed, runner, plan)
+    prior = {"prior": [float(x) for x in start["p_init"]], "prior_steps": start["s_init"]}
+    control = runner.run_one(start["cfg"](f"control+{method}", "static", prior))
+    with_aioli = runner.run_one(start["cfg"](f"aioli+{method}", "aioli", start["aioli_config"]))
+    return {"setting": setting, "label": start["label"], "method": method, "seed": seed,
+            "method_ppl": start["alone"]["avg_test_perplexity"], "control_ppl": control["avg_test_perplexity"],
+            "aioli_ppl": with_aioli["avg_test_perplexity"],
+            "gain_vs_control": control["avg_test_perplexity"] - with_aioli["avg_test_perplexity"]}
+
+
+def restricted_start(method: str, setting: str, profile: str, seed: int, runner: Runner,
+                     plan: RestrictedPlan = RestrictedPlan()) -> dict:
+    """What a method learns within the restricted budget: its p_init, the run of p_init alone, and the Aioli config
+    that starts from it (S_init steps on p_init), with the config factory of the study."""
     from .methods import _val_curve, dml_mixture, setting_groups
     from .policies.skillit import skillit_weights, skills_graph
 
@@ -365,11 +387,8 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
     s_init = max(1, round(plan.prior_fraction * S))
     amc = hparams.aioli_config(m, S - s_init, profile == "paper", batch_size=prof.train.batch_size,
                                prior=[float(x) for x in p], prior_steps=s_init)
-    with_aioli = runner.run_one(cfg(f"aioli+{method}", "aioli", amc))
-    return {"setting": setting, "label": st.label, "method": method, "seed": seed,
-            "p_init": [round(float(x), 4) for x in p], "extra_steps": budget,
-            "method_ppl": alone["avg_test_perplexity"], "aioli_ppl": with_aioli["avg_test_perplexity"],
-            "improvement": alone["avg_test_perplexity"] - with_aioli["avg_test_perplexity"]}
+    return {"label": st.label, "p_init": p, "alone": alone, "s_init": s_init, "extra_steps": budget,
+            "aioli_config": amc, "cfg": cfg}
 
 
 def restricted_summary(df: pd.DataFrame) -> dict:

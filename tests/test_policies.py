@@ -374,3 +374,18 @@ def test_the_reach_script_writes_both_summaries_from_finished_runs(tmp_path, mon
     reach, signal = pd.read_csv(tmp_path / "aioli_reach.csv"), pd.read_csv(tmp_path / "aioli_signal.csv")
     assert reach["label"].tolist() == ["GH/C4"] and reach["rounds"].iloc[0] == 6
     assert signal["label"].tolist() == ["GH/C4"] and signal["across_seeds_cos"].iloc[0] == pytest.approx(1.0)
+
+
+def test_static_prior_then_stratified_is_two_segments():
+    # The restricted-budget control: p_init for S_init steps, then uniform for the rest.
+    pol = make_policy("static", {"prior": [0.7, 0.2, 0.1], "prior_steps": 50}, ["a", "b", "c"], 300, 0)
+    first = pol.next_segment(0)
+    assert first.proportions == pytest.approx([0.7, 0.2, 0.1]) and first.steps == 50
+    second = pol.next_segment(50)
+    assert second.proportions == pytest.approx([1 / 3] * 3) and second.steps == 250
+    assert [h["step"] for h in pol.history] == [0, 50]
+    plain = make_policy("static", {"proportions": [0.5, 0.5]}, ["a", "b"], 100, 0)
+    assert plain.next_segment(0).steps == 100 and len(plain.history) == 1
+    for bad in ({"prior_steps": 10}, {"prior": [0.5, 0.5]}, {"prior": [0.5, 0.5], "prior_steps": 100}):
+        with pytest.raises(ConfigError, match="prior"):
+            make_policy("static", bad, ["a", "b"], 100, 0)

@@ -262,6 +262,11 @@ class StaticPolicy(MixingPolicy):
     class Config:
         proportions: list[float] | None = None
         """Fixed mixture p (normalised); None means uniform, i.e. stratified sampling."""
+        prior: list[float] | None = None
+        """A mixture trained for the first ``prior_steps`` steps before p: the restricted-budget control, a
+        method's p_init for S_init steps and then stratified, which is Aioli's schedule without Aioli."""
+        prior_steps: int = 0
+        """Steps trained on ``prior`` (0: none)."""
 
     def __init__(self, config, groups, total_steps, seed):
         super().__init__(config, groups, total_steps, seed)
@@ -269,9 +274,18 @@ class StaticPolicy(MixingPolicy):
             self.p = self.uniform()
         else:
             self.p = check_proportions(config.proportions, self.m, self.groups)
+        self.prior = None if config.prior is None else check_proportions(config.prior, self.m, self.groups)
+        self.prior_steps = int(config.prior_steps)
+        if not 0 <= self.prior_steps < total_steps:
+            raise ConfigError(f"static prior_steps must lie in [0, total steps={total_steps}), got {self.prior_steps}")
+        if (self.prior_steps > 0) != (self.prior is not None):
+            raise ConfigError("static prior and prior_steps go together: give both or neither")
 
     def next_segment(self, step: int) -> Segment:
-        if not self.history:
+        if self.prior is not None and step < self.prior_steps:
+            self.record(step, self.prior, phase="prior")
+            return Segment(self.prior.tolist(), self.prior_steps - step)
+        if not self.history or self.history[-1].get("phase") == "prior":
             self.record(step, self.p)
         return Segment(self.p.tolist(), self.total_steps - step)
 
@@ -288,6 +302,6 @@ class StratifiedPolicy(StaticPolicy):
 
     def __init__(self, config, groups, total_steps, seed):
         MixingPolicy.__init__(self, config, groups, total_steps, seed)
-        self.p = self.uniform()
+        self.p, self.prior, self.prior_steps = self.uniform(), None, 0
 
 
