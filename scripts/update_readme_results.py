@@ -74,6 +74,8 @@ def section(profile: str) -> str:
     claims = res / "claims.md"
     if claims.exists():
         body = claims.read_text().split("\n", 2)[2]
+        # claims.md's own sections (##) sit under this profile's heading (###) here
+        body = "\n".join("##### " + line[3:] if line.startswith("## ") else line for line in body.splitlines())
         out += ["\n#### Claims", body.strip()]
     t2 = res / "04_table2.csv"
     if t2.exists():
@@ -86,7 +88,10 @@ def section(profile: str) -> str:
     power = res / "04_power.csv"
     if power.exists():
         df = pd.read_csv(power)
-        out += ["\n#### How small a difference the study can detect", md_table(df)]
+        if "method" in df.columns:  # one row per (setting, method): the README shows Aioli's, the CSV has them all
+            df = df[df.method == "aioli"].drop(columns=["method"])
+        out += ["\n#### How small a difference Aioli's paired test can detect (80% power; `04_power.csv` has every "
+                "method)", md_table(df)]
     t3 = res / "05_summary.json"
     if t3.exists():
         s = json.loads(t3.read_text())

@@ -18,8 +18,8 @@ class LinearWorld:
         self.sampler = MixtureSampler({f"g{i}": np.zeros(64, dtype=np.uint16) for i in range(m)}, 8, seed)
         self.exact_counts: list[tuple[list[float], np.ndarray]] = []  # (target p, counts) of every exact batch
 
-    def drive(self, policy, total_steps):
-        step = 0
+    def drive(self, policy, total_steps, start=0):
+        step = start
         while step < total_steps:
             seg = policy.next_segment(step)
             counts = np.zeros(len(self.L), dtype=np.int64)

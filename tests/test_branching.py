@@ -43,7 +43,9 @@ def test_missing_branch_point_and_bad_branch_config(tiny_cfg, runs_dir):
         train(_child(parent_cfg, parent["run_id"], 5, [1, 1, 1], 4), runs_dir=runs_dir, progress=False)
     # Asking for the branch point retrains the cached parent once, then children work.
     train(parent_cfg, runs_dir=runs_dir, progress=False, keep_steps=(5,))
-    assert train(_child(parent_cfg, parent["run_id"], 5, [1, 1, 1], 4), runs_dir=runs_dir, progress=False)
+    child = train(_child(parent_cfg, parent["run_id"], 5, [1, 1, 1], 4), runs_dir=runs_dir, progress=False)
+    assert child["branch"] == {"parent": parent["run_id"], "step": 5} and child["steps"] == 9
+    assert child["train_tokens"] == 4 * parent_cfg.train.batch_size * parent_cfg.data.context_length
     bad = _child(parent_cfg, parent["run_id"], 12, [1, 1, 1], 4)
     bad.train.stop_at = 10
     with pytest.raises(ConfigError, match="branch must be"):

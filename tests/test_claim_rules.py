@@ -63,6 +63,7 @@ def test_c1_better_on_two_settings_of_six_is_not_yet_the_claim():
     assert got.verdict == claims.INCONCLUSIVE and "only 2 of the paper's six" in got.why
 
 
+@pytest.mark.slow
 def test_c1_null_and_planted_rates():
     rng = np.random.default_rng(0)
     null = [claims.claim_c1(runs_from_ratios({"aioli": noise(rng)}, rng=rng)).verdict for _ in range(300)]
@@ -118,6 +119,7 @@ def test_c2_waits_for_baselines_and_names_those_not_run():
     assert part.verdict == claims.INCONCLUSIVE and "skillit, doremi, doge not run yet" in part.why
 
 
+@pytest.mark.slow
 def test_c2_null_prints_inconclusive():
     rng = np.random.default_rng(1)
     got = [claims.claim_c2(runs_from_ratios({m: noise(rng) for m in tables.BASELINES}, rng=rng)).verdict
@@ -159,6 +161,7 @@ def test_c4_branches(slope, noise_sd, aioli_best, verdict):
     assert got.verdict == verdict
 
 
+@pytest.mark.slow
 def test_c4_null_rates():
     rng = np.random.default_rng(6)
     got = [claims.claim_c4(*_fidelity(rng.uniform(0, 1, 20), 0.0, 0.01, rng)).verdict for _ in range(200)]
@@ -220,6 +223,7 @@ def test_c7_without_the_control_says_why_the_gain_over_p_init_is_no_evidence():
     assert got.verdict == claims.INCONCLUSIVE and "confounded" in got.why and "improves 30/30" in got.ours
 
 
+@pytest.mark.slow
 def test_c7_null_rate():
     rng = np.random.default_rng(7)
     got = [claims.claim_c7(*_pairs_and_control(rng.normal(0, 1, size=(30, 3)))).verdict for _ in range(200)]
@@ -252,6 +256,7 @@ def test_c8_branches(ratios, verdict):
     assert _c8(*ratios).verdict == verdict
 
 
+@pytest.mark.slow
 def test_c8_null_rate():
     rng = np.random.default_rng(8)
     got = []

@@ -109,10 +109,13 @@ def test_a_clone_with_results_but_no_weights_trains_nothing_for_any_method(outco
         assert o.final["run_id"] == out[m].final["run_id"] and o.proportions == pytest.approx(out[m].proportions), m
 
 
-def test_reruns_hit_the_cache(outcomes, tiny_profile):
+def test_reruns_hit_the_cache(outcomes, tiny_profile, monkeypatch):
     out, runner = outcomes
+    trained = []
+    monkeypatch.setattr(train_mod, "_train_locked", lambda cfg, *a, **k: trained.append(cfg.name))
     again = run_method("dml", SETTING, tiny_profile, 0, runner)
-    assert again.final["run_id"] == out["dml"].final["run_id"]
+    assert trained == []  # nothing was trained again: every run came from the cache
+    assert again.final == out["dml"].final
 
 
 def test_unknown_method_or_setting():

@@ -51,6 +51,7 @@ def _cfg(tiny_cfg, label, mc):
     return tiny_cfg(steps=20, method=method, method_config=mc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", list(_methods("x")))
 def test_method_is_deterministic_and_resumes_exactly(tiny_cfg, tmp_path, ref_path, label):
     mc = _methods(ref_path)[label]

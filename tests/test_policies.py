@@ -57,11 +57,9 @@ def _aioli(m, total=400, batch_size=8, **cfg):
     return policy
 
 
-@pytest.mark.parametrize("m", [2, 3, 7])
-@pytest.mark.parametrize("h", [0.5, 0.75, 0.9])
+# Every valid (m, h) of the grid: h must exceed 1/m, so m = 2 with h = 0.5 is not a case (its config is rejected).
+@pytest.mark.parametrize("m,h", [(m, h) for m in (2, 3, 7) for h in (0.5, 0.75, 0.9) if h > 1 / m])
 def test_learn_params_recovers_a_planted_matrix_exactly(m, h):
-    if h <= 1 / m:
-        pytest.skip("h must exceed 1/m")
     rng = np.random.default_rng(m)
     A = rng.uniform(0.0, 0.01, size=(m, m)) + np.diag(rng.uniform(0.01, 0.03, size=m))
     policy = _aioli(m, total=600, batch_size=56, one_hot_factor=h, update_steps=200, lp_rounds=2, lp_steps=3)
@@ -125,24 +123,40 @@ def test_m7_learn_params_trains_every_group_equally_over_a_run():
     assert new.sum() == 112 * rounds and np.abs(new - 16 * rounds).max() < 7
 
 
-def test_ema_and_cumulative_forms_by_hand():
-    m = 2
+def _normalise_by_hand(X):
+    shifted = X - min(X.min(), 0.0)
+    return shifted / shifted.sum()
+
+
+def _eg_by_hand(base, E, eta):
+    w = np.asarray(base) * np.exp(eta * E.sum(axis=0))
+    return w / w.sum()
+
+
+@pytest.mark.parametrize("form", ["ema", "cumulative"])
+def test_ema_and_cumulative_forms_by_hand_when_the_matrix_changes_between_rounds(form):
+    # Round 1 sees A1, round 2 sees A2 (the world changes at step 100): each form must combine the two rounds as
+    # written in the paper / the released code, with γ = 0.3 so that swapping the EMA's weights shows.
     A1 = np.array([[0.03, 0.0], [0.0, 0.01]])
-    # EMA form: round 1 -> E1 = Abar1; p1 = softmax(eta * colsum(E1)) from uniform.
-    pol = _aioli(m, total=200, update_steps=100, ema=0.5, eta=1.0, lp_rounds=1, lp_steps=2)
+    A2 = np.array([[0.005, 0.0], [0.01, 0.04]])
+    pol = _aioli(2, total=200, update_steps=100, ema=0.3 if form == "ema" else None, eta=2.0, lp_rounds=1,
+                 lp_steps=2)
     world = LinearWorld(A1, [8.0, 8.0], 8)
-    world.drive(pol, 200)
-    Abar = normalize_interaction(2 * A1)
+    world.drive(pol, 100)
+    world.A = A2
+    world.drive(pol, 200, start=100)
     r1, r2 = [r for r in pol.history if r["A"] is not None]
-    assert np.allclose(r1["proportions"], eg_update(np.full(2, 0.5), Abar, 1.0))
-    E2 = 0.5 * np.array(r2["A_normalized"]) + 0.5 * Abar
-    assert np.allclose(r2["proportions"], eg_update(np.full(2, 0.5), E2, 1.0))
-    # Cumulative form: p2 = p1 * exp(eta * colsum(Abar2)).
-    cum = _aioli(m, total=200, update_steps=100, ema=None, eta=1.0, lp_rounds=1, lp_steps=2)
-    LinearWorld(A1, [8.0, 8.0], 8).drive(cum, 200)
-    c1, c2 = [r for r in cum.history if r["A"] is not None]
-    assert np.allclose(c2["proportions"], eg_update(np.array(c1["proportions"]), np.array(c2["A_normalized"]), 1.0))
-    assert c2["proportions"][0] > c1["proportions"][0] > 0.5  # group 0 keeps gaining under the cumulative form
+    Abar1, Abar2 = _normalise_by_hand(2 * A1), _normalise_by_hand(2 * A2)  # each interval lasts S_lp = 2 steps
+    np.testing.assert_allclose(r1["A_normalized"], Abar1, atol=1e-12)
+    np.testing.assert_allclose(r2["A_normalized"], Abar2, atol=1e-12)
+    p1 = _eg_by_hand([0.5, 0.5], Abar1, 2.0)
+    np.testing.assert_allclose(r1["proportions"], p1, atol=1e-12)
+    if form == "ema":  # E2 = (1 - γ)·Ā2 + γ·Ā1, p2 = softmax(η·colsum(E2)) from the uniform base
+        p2 = _eg_by_hand([0.5, 0.5], 0.7 * Abar2 + 0.3 * Abar1, 2.0)
+    else:  # p2 ∝ p1 ⊙ exp(η·colsum(Ā2))
+        p2 = _eg_by_hand(p1, Abar2, 2.0)
+    np.testing.assert_allclose(r2["proportions"], p2, atol=1e-12)
+    assert abs(r2["proportions"][0] - r1["proportions"][0]) > 0.05  # the second round moved p
 
 
 def test_learn_params_share_and_step_budget():
@@ -227,10 +241,11 @@ def test_skillit_policy_windows_and_records_lmo_matrix():
 def test_doremi_update_by_hand_upweights_larger_excess():
     log_w = np.log([0.5, 0.5])
     excess = np.array([0.4, 0.1])
-    new_log_w, w = doremi_update(log_w, excess, mu=1.0, smoothing=0.1)
-    raw = np.exp([0.4, 0.1]) / np.exp([0.4, 0.1]).sum()
+    new_log_w, w = doremi_update(log_w, excess, mu=0.5, smoothing=0.1)
+    # log w + μ·excess = log 0.5 + [0.2, 0.05]; w = 0.9·softmax + 0.1/2
+    raw = np.exp([0.2, 0.05]) / np.exp([0.2, 0.05]).sum()
     assert np.allclose(w, 0.9 * raw + 0.05) and w[0] > w[1]
-    assert np.allclose(new_log_w, log_w + excess)
+    assert np.allclose(new_log_w, np.log(0.5) + np.array([0.2, 0.05]))
     assert np.allclose(group_means(np.array([1.0, 2.0, 4.0]), np.array([0, 0, 2]), 3), [1.5, np.nan, 4.0],
                        equal_nan=True)
 
@@ -245,15 +260,18 @@ def test_doremi_recorded_excess_keeps_the_last_value_of_a_group_absent_from_rece
     assert np.allclose(recent_excess([], fallback=[0.5, 0.0]), [0.5, 0.0])
 
 
-def test_doge_scores_by_hand_upweight_aligned_group():
-    g = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
-    val = np.array([0.6, -0.2])
-    present = np.array([True, True, False])
+def test_doge_scores_and_update_by_hand():
+    # Present groups 0-3 with gradient norms 0.5, 1, 4 and 1 (mean 1.625); group 4 is absent from the batch.
+    g = np.array([[0.5, 0.0], [0.0, 1.0], [4.0, 0.0], [-1.0, 0.0], [9.0, 9.0]])
+    val = np.array([3.0, 0.6])
+    present = np.array([True, True, True, True, False])
     s = doge_scores(g, val, lr=0.01, present=present)
-    # mean norm of present grads = 1 -> score = lr * <g, val>, clipped to [0, 5 lr]
-    assert np.allclose(s, [0.006, 0.0, 0.0])
-    _, w = doge_update(np.log(np.full(3, 1 / 3)), s, mu=0.01)
-    assert w[0] > w[1] == pytest.approx(w[2])
+    # lr·<g_j, val>/1.625: 0.009231, 0.003692, 0.07385 -> clipped to 5·lr = 0.05, -0.01846 -> clipped to 0; absent 0
+    assert s == pytest.approx([0.01 * 1.5 / 1.625, 0.01 * 0.6 / 1.625, 0.05, 0.0, 0.0])
+    log_w, w = doge_update(np.log(np.full(5, 0.2)), s, mu=0.01)
+    assert log_w == pytest.approx(np.log(0.2) + s / 0.01)  # log w + score / μ
+    e = np.exp(s / 0.01)
+    assert w == pytest.approx(e / e.sum())
 
 
 @pytest.mark.parametrize("fused", [False, True])

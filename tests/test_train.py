@@ -167,7 +167,7 @@ def probe_policy():
                 onehot = np.full(self.m, 0.1 / (self.m - 1))
                 onehot[j] = 0.9
                 self.plan.append(Segment(onehot.tolist(), 2, exact=True, evaluate=True, kind="learn_params"))
-            self.observed, self.counts_seen = [], []
+            self.observed, self.counts_seen, self.counts_reported = [], [], []
 
         def next_segment(self, step):
             if self.plan:
@@ -176,6 +176,7 @@ def probe_policy():
 
         def observe(self, obs):
             self.observed.append((obs.step, obs.val_losses.tolist()))
+            self.counts_reported.append(obs.group_counts.tolist())
 
         def loss_weights(self, step, batch, seq_losses):
             self.counts_seen.append(np.bincount(batch.groups.numpy(), minlength=self.m).tolist())
@@ -185,7 +186,8 @@ def probe_policy():
             return {**super().state_dict(), "observed": self.observed}
 
         def summary(self):
-            return {**super().summary(), "observed": self.observed}
+            return {**super().summary(), "observed": self.observed, "counts_seen": self.counts_seen,
+                    "counts_reported": self.counts_reported}
 
     yield Probe
     REGISTRY.pop("_probe")
@@ -198,6 +200,12 @@ def test_policy_segments_evaluations_and_learn_params_accounting(tiny_cfg, runs_
     assert [s for s, _ in observed] == [0, 2, 4, 6]  # eval at start, then after each 2-step learn interval
     assert all(len(v) == 3 for _, v in observed)
     assert res["learn_params_steps"] == 6
+    # Each evaluation reports what its segment's batches held: nothing for the eval-only segment, then the sum of
+    # the interval's two batches (0.9 of 8 = 7.2 sequences: 7 plus a leftover slot that moves between the others).
+    seen, reported = res["policy"]["counts_seen"], res["policy"]["counts_reported"]
+    assert reported[0] == [0, 0, 0]
+    assert reported[1:] == [np.add(seen[2 * k], seen[2 * k + 1]).tolist() for k in range(3)]
+    assert all(r[j] == 14 and sum(r) == 16 for j, r in enumerate(reported[1:]))
 
 
 def test_loss_weights_change_training(tiny_cfg, tmp_path, probe_policy):
