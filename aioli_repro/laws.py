@@ -400,6 +400,52 @@ def optimal_mixture(fit: StaticLawFit, *, n_starts: int = 16, seed: int = 0) -> 
     return p / p.sum()
 
 
+def in_convex_hull(p: Any, V: Any, tol: float = 1e-9) -> bool:
+    """Is mixture p a convex combination of the rows of V? (A feasibility linear programme.)"""
+    V = np.asarray(V, dtype=float)
+    p = np.asarray(p, dtype=float)
+    n = V.shape[0]
+    res = optimize.linprog(np.zeros(n), A_eq=np.vstack([V.T, np.ones(n)]), b_eq=np.append(p, 1.0),
+                           bounds=[(0.0, None)] * n, method="highs", options={"primal_feasibility_tolerance": tol})
+    return bool(res.status == 0)
+
+
+def supported_optimal_mixture(fit: StaticLawFit, support: Any, *, n_starts: int = 16, seed: int = 0) -> np.ndarray:
+    """``optimal_mixture`` kept inside the convex hull of ``support`` (mixtures the law was fitted on, plus any the
+    caller trusts, e.g. uniform): the simplex optimum when it lies there, else the best convex combination
+    p = λ·V, λ on the simplex (the objective is convex in λ too; SLSQP from the best vertex and seeded starts).
+
+    A law fitted to n mixtures says nothing about mixtures far from them; on seven groups, ten 50-step sweep runs
+    put the unconstrained optimum on the simplex's vertices, where no run was."""
+    V = _check_mixtures(support, fit.m, "support")
+    p = optimal_mixture(fit, n_starts=n_starts, seed=seed)
+    if in_convex_hull(p, V):
+        return p
+    c, b, A, m = fit.c, fit.b, fit.A, fit.m
+
+    def value_grad(lam: np.ndarray) -> tuple[float, np.ndarray]:
+        q = lam @ V
+        e = b * np.exp(-A @ q)
+        return float(np.mean(c + e)), V @ (-(A.T @ e) / m)
+
+    vals = [value_grad(np.eye(len(V))[k])[0] for k in range(len(V))]
+    rng = np.random.default_rng(seed)
+    starts = [np.eye(len(V))[int(np.argmin(vals))], np.full(len(V), 1.0 / len(V))]
+    starts += [rng.dirichlet(np.ones(len(V))) for _ in range(max(0, n_starts - 2))]
+    best_f, best = np.inf, starts[0]
+    for lam0 in starts:
+        res = optimize.minimize(value_grad, lam0, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * len(V),
+                                constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0,
+                                              "jac": lambda x: np.ones_like(x)}],
+                                options={"ftol": 1e-14, "maxiter": 300})
+        lam = np.clip(res.x, 0.0, None)
+        lam /= lam.sum()
+        if (f := value_grad(lam)[0]) < best_f:
+            best_f, best = f, lam
+    q = np.clip(best @ V, 0.0, None)
+    return q / q.sum()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Dynamic linear law
 # ----------------------------------------------------------------------------------------------------------------------

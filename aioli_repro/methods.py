@@ -27,7 +27,7 @@ import numpy as np
 
 from . import hparams
 from .config import ConfigError, RunConfig
-from .laws import fit_static_law, optimal_mixture
+from .laws import fit_static_law, supported_optimal_mixture
 from .profiles import get_profile, profile_config
 from .runs import RunDir, default_runs_dir
 from .sweeps import sweep_mixtures
@@ -268,10 +268,19 @@ def config_mixture(p, decimals: int = 6) -> list[float]:
 
 def dml_mixture(P, L_val, seed: int, make_cfg: Callable[[list[float]], RunConfig], runner: Runner):
     """DML's proportions from a sweep (mixtures P, validation losses L_val): fit the static log-linear law, take its
-    optimum, and settle the optimum's rounding (``settle_mixture``). Returns (p, the fit). Table 2 and the restricted
-    budget both call this, so the two cannot drift apart."""
+    optimum within what the data support, and settle the optimum's rounding (``settle_mixture``). Returns (p, the
+    fit). Table 2 and the restricted budget both call this, so the two cannot drift apart.
+
+    The support is the convex hull of the sweep's mixtures and uniform (``laws.supported_optimal_mixture``): the
+    simplex optimum wherever it lies inside, as on every two- and three-group setting here. On seven groups a law
+    with eight parameters per group, fitted to ten 50-step runs, put its optimum on the simplex's vertices (all of
+    latex on one seed), where no run was and the law is extrapolating; the hull keeps it among mixtures like those
+    that were measured. Uniform is added without a run of its own: it is the baseline every method is compared with,
+    and a mixture at the centre of every sweep."""
     fit = fit_static_law(P, L_val, seed=seed)
-    return settle_mixture(optimal_mixture(fit, seed=seed), make_cfg, runner), fit
+    P = np.asarray(P, dtype=float)
+    support = np.vstack([P, np.full(P.shape[1], 1.0 / P.shape[1])])
+    return settle_mixture(supported_optimal_mixture(fit, support, seed=seed), make_cfg, runner), fit
 
 
 def settle_mixture(p, make_cfg: Callable[[list[float]], RunConfig], runner: Runner, decimals: int = 6) -> list[float]:

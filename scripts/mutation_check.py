@@ -60,6 +60,8 @@ MUTATIONS = [
      "ck, bk, Ak = _fit_static_params(P, L, n_starts, seed, huber_delta)", "tests/test_laws.py"),
     ("dynamic-law leave-one-out leaks the held-out child", L,
      "Ak = _fit_dynamic_A(P[keep], delta[keep])", "Ak = _fit_dynamic_A(P, delta)", "tests/test_laws.py"),
+    ("DML optimum leaves the data's support", L, "    if in_convex_hull(p, V):\n        return p",
+     "    if True:\n        return p", "tests/test_laws.py"),
     ("paired CI divides by n", S, "d.std(ddof=1) / np.sqrt(d.size)", "d.std(ddof=1) / d.size", STATS),
     ("detectable difference by the normal approximation", S,
      "return detectable_effect(sd_diff / np.sqrt(n), n - 1, alpha, power)",

@@ -166,6 +166,27 @@ def test_optimal_mixture_matches_brute_force(m):
     assert np.max(np.abs(p - 1 / m)) > 0.05
 
 
+def test_supported_optimum_stays_in_the_hull_and_matches_a_brute_force_search():
+    from aioli_repro.laws import in_convex_hull, supported_optimal_mixture
+
+    m = 3
+    P = train_mixtures(m)
+    fit = fit_static_law(P, static_truth(m, P), n_starts=4)
+    free = optimal_mixture(fit)
+    # A support that excludes the free optimum: three mixtures near the first group's vertex.
+    V = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.6, 0.1, 0.3]])
+    assert not in_convex_hull(free, V)
+    p = supported_optimal_mixture(fit, V)
+    assert in_convex_hull(p, V, tol=1e-7)
+    # Brute force over convex combinations of V on a fine grid of weights.
+    grid = np.array([(a, b, 1 - a - b) for a in np.linspace(0, 1, 201) for b in np.linspace(0, 1, 201) if a + b <= 1])
+    best = fit.predict(grid @ V).mean(axis=1).min()
+    assert fit.predict(p[None])[0].mean() <= best + 1e-9
+    # A support whose hull holds the free optimum leaves it alone.
+    wide = np.vstack([np.eye(3), np.full(3, 1 / 3)])
+    np.testing.assert_array_equal(supported_optimal_mixture(fit, wide), free)
+
+
 def test_optimal_mixture_on_the_boundary():
     # Training on group 0 helps everyone most: the optimum is the vertex e_0.
     fit = planted_fit([2.0, 2.0, 2.0], [1.0, 1.0, 1.0], [[3.0, 0.0, 0.0], [3.0, 0.5, 0.0], [3.0, 0.0, 0.5]])

@@ -11,7 +11,7 @@ import pytest
 from aioli_repro import hparams
 from aioli_repro import train as train_mod
 from aioli_repro.config import ConfigError, DataConfig, ModelConfig, TrainConfig
-from aioli_repro.laws import fit_static_law, optimal_mixture
+from aioli_repro.laws import fit_static_law, in_convex_hull, optimal_mixture
 from aioli_repro.methods import METHODS, Runner, run_method
 from aioli_repro.profiles import PROFILES, Profile
 
@@ -54,8 +54,17 @@ def test_grid_search_picks_by_validation_loss_and_dml_by_its_fitted_law(outcomes
     grid, dml = out["grid"], out["dml"]
     mean_val = np.mean(grid.details["sweep_val_loss"], axis=1)
     assert grid.proportions == pytest.approx(grid.details["sweep_proportions"][int(np.argmin(mean_val))])
-    fit = fit_static_law(np.array(dml.details["sweep_proportions"]), np.array(dml.details["sweep_val_loss"]), seed=0)
-    assert dml.proportions == pytest.approx(optimal_mixture(fit, seed=0).tolist(), abs=1e-6)
+    P = np.array(dml.details["sweep_proportions"])
+    fit = fit_static_law(P, np.array(dml.details["sweep_val_loss"]), seed=0)
+    support = np.vstack([P, np.full(P.shape[1], 1 / P.shape[1])])
+    # DML's mixture lies in the hull of the sweep and uniform, and the law rates it at least as well as every one
+    # of those mixtures; where the simplex optimum is inside the hull, it is that optimum.
+    assert in_convex_hull(dml.proportions, support)
+    rated = fit.predict(np.vstack([dml.proportions, support])).mean(axis=1)
+    assert rated[0] <= rated[1:].min() + 1e-9
+    free = optimal_mixture(fit, seed=0)
+    if in_convex_hull(free, support):
+        assert dml.proportions == pytest.approx(free.tolist(), abs=1e-6)
     assert dml.final["config"]["method_config"]["proportions"] == pytest.approx(dml.proportions)
 
 
