@@ -494,11 +494,14 @@ def claims_markdown(claims: list[Claim], profile: str, decidability: pd.DataFram
                   "| setting | headroom anywhere | headroom in Aioli's band | detectable now | seeds needed for the "
                   "band's headroom | can show a gain |", "|---|---|---|---|---|---|"]
         for r in decidability.itertuples():
-            need = "never (zero headroom)" if not np.isfinite(r.seeds_needed_for_band_headroom) else \
-                f"{int(r.seeds_needed_for_band_headroom)}"
+            need = r.seeds_needed_for_band_headroom
+            need = ("- (one seed: no sd)" if np.isnan(need) else "more than 1,000" if np.isinf(need)
+                    else f"{int(need)}")
+            seen = "-" if np.isnan(r.detectable_now) else f"{r.detectable_now:.2f}"
             lines.append(f"| {r.setting} | {r.headroom_anywhere:.2f} ({r.headroom_anywhere_pct:.2f}%) | "
-                         f"{r.headroom_in_band:.2f} ({r.headroom_in_band_pct:.2f}%) | {r.detectable_now:.2f} "
-                         f"({r.seeds} seeds) | {need} | {'yes' if r.can_show_a_gain else 'no'} |")
+                         f"{r.headroom_in_band:.2f} ({r.headroom_in_band_pct:.2f}%) | {seen} "
+                         f"({r.seeds} seed{'s' if r.seeds != 1 else ''}) | {need} | "
+                         f"{'yes' if r.can_show_a_gain else 'no'} |")
         lines.append("")
     lines += ["## Verdicts", "", "| claim | paper | ours | verdict | why |", "|---|---|---|---|---|"]
     for c in claims:
