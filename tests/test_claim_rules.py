@@ -161,6 +161,14 @@ def test_c4_branches(slope, noise_sd, aioli_best, verdict):
     assert got.verdict == verdict
 
 
+def test_c4_with_too_few_dots_for_a_slope_test_is_inconclusive():
+    rng = np.random.default_rng(4)
+    relation, summary, per_seed = _fidelity(np.linspace(1.0, 0.0, 20), 2.0, 0.01, rng)
+    keep = summary.iloc[:2]  # two dots, both reliable
+    got = claims.claim_c4(relation, keep, per_seed)
+    assert got.verdict == claims.INCONCLUSIVE and "too few dots" in got.why
+
+
 @pytest.mark.slow
 def test_c4_null_rates():
     rng = np.random.default_rng(6)
