@@ -347,7 +347,12 @@ class AioliPolicy(MixingPolicy):
         self.ema_matrix = None if state["ema_matrix"] is None else np.array(state["ema_matrix"])
         self.phase, self.round, self.order, self.tau = state["phase"], state["round"], state["order"], state["tau"]
         self.B = np.array(state["B"])
-        self.C = np.array(state["C"]) if "C" in state else np.zeros_like(self.B)
+        if "C" in state:
+            self.C = np.array(state["C"])
+        else:  # a checkpoint from before the loop reported counts: its intervals held the old rule's nominal counts
+            self.C = np.zeros_like(self.B)
+            for j in self.order[:self.tau]:
+                self.C[j] += largest_remainder_counts(self.P[j], self.ctx.batch_size) * self.config.lp_steps
         self.L_prev = None if state["L_prev"] is None else np.array(state["L_prev"])
 
     def summary(self):
