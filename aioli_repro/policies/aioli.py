@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ConfigError
-from ..sampler import SLOT_RULES, balanced_counts, check_proportions, largest_remainder_counts
+from ..sampler import SLOT_RULES, check_proportions, largest_remainder_counts
 from .base import MixingPolicy, Observation, Segment, register, softmax
 
 
@@ -239,7 +239,6 @@ class AioliPolicy(MixingPolicy):
         if c.lp_slots not in SLOT_RULES:
             raise ConfigError(f"aioli lp_slots must be one of {list(SLOT_RULES)}, got {c.lp_slots!r}")
         self.P = smoothed_one_hots(m, c.one_hot_factor)
-        self.P_realised = None  # set in setup(): depends on the batch size
         # Mutable state (all JSON-able, see state_dict)
         base = self.prior if (c.eg_from_prior and self.prior is not None) else self.uniform()
         self.p = base.copy()
@@ -255,18 +254,14 @@ class AioliPolicy(MixingPolicy):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        # What one batch of each one-hot mixture holds on its own (its first batch under either slot rule); the
-        # solve itself uses the counts the loop reports. Rank-check it: it is the worst case for the solve.
-        self.P_realised = np.stack([self._first_batch_counts(row, ctx.batch_size) / ctx.batch_size for row in self.P])
-        if not self.config.diagonal and np.linalg.matrix_rank(self.P_realised) < self.m:
+        # What one batch of each one-hot mixture holds on its own: its first batch, the same under both slot rules
+        # (with nothing owed yet, the balanced rule is largest remainder). The solve itself uses the counts the
+        # loop reports; this only checks that A can be solved at this batch size.
+        first = np.stack([largest_remainder_counts(row, ctx.batch_size) / ctx.batch_size for row in self.P])
+        if not self.config.diagonal and np.linalg.matrix_rank(first) < self.m:
             raise ConfigError(
                 f"with batch size {ctx.batch_size} the realised one-hot mixtures (h={self.config.one_hot_factor}, "
                 f"m={self.m}) are linearly dependent, so A cannot be solved; use a batch size with h·B an integer")
-
-    def _first_batch_counts(self, p, batch_size: int) -> np.ndarray:
-        if self.config.lp_slots == "balanced":
-            return balanced_counts(p, batch_size)[0]
-        return largest_remainder_counts(p, batch_size)
 
     # ------------------------------------------------------------------ the round state machine
     def next_segment(self, step: int) -> Segment:
