@@ -44,7 +44,6 @@ import functools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,15 +62,13 @@ from .methods import (
     stratified_config,
     sweep,
 )
-from .profiles import check_study_parameters, get_profile
+from .profiles import get_profile, study_seeds
 from .runs import RunDir
 
 __all__ = [
     "PAPER",
     "ONLINE_METHODS",
     "BREAK_FRACTION",
-    "default_settings",
-    "study_seeds",
     "break_step",
     "default_horizon",
     "run_configs",
@@ -96,10 +93,6 @@ __all__ = [
     "dynamic_reading",
     "fidelity_reading",
     "ordering_reading",
-    "plot_static_law",
-    "plot_dynamic_law",
-    "plot_fidelity",
-    "plot_colsum_ordering",
 ]
 
 PAPER = {
@@ -118,32 +111,9 @@ DYNAMIC_BREAK_FRACTION = 0.4
 HORIZON_FRACTION = 0.02  # paper: 100-step children of 5,000-step runs
 AIOLI_ROUNDS_AVERAGED = 4  # the m = 3 notebook's choice (the m = 2 notebook averages every round)
 
-_M23_SETTINGS = ("arxiv_stackexchange", "github_c4", "book_stackexchange", "arxiv_book_stackexchange",
-                 "commoncrawl_github_wikipedia")
-_SMALL_SETTINGS = {"static": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
-                   "dynamic": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
-                   "fidelity": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
-                   "ordering": ("github_c4",)}
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Study sizes
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def default_settings(profile: str, study: str) -> tuple[str, ...]:
-    """The settings a study uses by default under ``profile``: the five 2- and 3-group settings of the paper, or,
-    for a profile with ``small_studies`` (smoke, quick), one 2-group and one 3-group setting (GH/C4 alone for the
-    ordering study)."""
-    if study not in _SMALL_SETTINGS:
-        raise ValueError(f"unknown study {study!r}; choose one of {sorted(_SMALL_SETTINGS)}")
-    return _SMALL_SETTINGS[study] if get_profile(profile).small_studies else _M23_SETTINGS
-
-
-def study_seeds(profile: str, seeds: Iterable[int] | None = None) -> tuple[int, ...]:
-    """``seeds`` as a tuple, or the profile's seeds when None."""
-    check_study_parameters(profile, seeds)
-    return tuple(int(s) for s in seeds) if seeds is not None else tuple(get_profile(profile).seeds)
 
 
 def break_step(steps: int, fraction: float) -> int:
@@ -794,142 +764,6 @@ def paper_line(what: str, ours: float, paper: float, higher_is_better: bool = Tr
     else:
         verdict = "below the paper's value"
     return f"{what}: ours {ours:.3f}, paper {paper:.3f} ({verdict}; difference {gap:+.3f})."
-
-
-def _panels(n: int, width: float = 4.2, height: float = 3.6):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, list(axes[0])
-
-
-def _save(fig, path: str | Path | None):
-    if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
-
-
-def plot_static_law(study: StaticLawStudy, path: str | Path | None = None):
-    """Per setting: m = 2, observed final validation loss vs p_1 with the fitted curve per group (each seed);
-    m >= 3, fitted vs observed with the identity line."""
-    pts = study.points
-    keys = list(dict.fromkeys(pts["setting"]))
-    fig, axes = _panels(len(keys))
-    colors = {}
-    for ax, key in zip(axes, keys):
-        d = pts[pts["setting"] == key]
-        label = d["label"].iloc[0]
-        groups = list(dict.fromkeys(d["group"]))
-        for g in groups:
-            colors.setdefault(g, f"C{len(colors) % 10}")
-        if len(groups) == 2:
-            grid = np.linspace(0.02, 0.98, 97)
-            for (seed, g), dd in d.groupby(["seed", "group"], sort=False):
-                ax.scatter(dd["p1"], dd["observed"], color=colors[g], s=18, label=g if seed == d["seed"].min() else None)
-                fit = study.fits[(key, seed)]
-                curve = fit.predict(np.column_stack([grid, 1 - grid]))[:, groups.index(g)]
-                ax.plot(grid, curve, color=colors[g], lw=1, alpha=0.8)
-            ax.set(xlabel=f"p({groups[0]})", ylabel="final validation loss")
-        else:
-            for g, dd in d.groupby("group", sort=False):
-                ax.scatter(dd["observed"], dd["predicted"], color=colors[g], s=18, label=g)
-            lo, hi = d[["observed", "predicted"]].min().min(), d[["observed", "predicted"]].max().max()
-            ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
-            ax.set(xlabel="observed loss", ylabel="fitted log-linear law")
-        r2 = study.table.loc[study.table["setting"] == key, "r2"].mean()
-        ax.set_title(f"{label}: mean R² {r2:.3f}")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Static log-linear mixing law ({study.profile} profile)", y=1.02)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_dynamic_law(study: DynamicLawStudy, path: str | Path | None = None):
-    """Per setting: the loss drop L^t - L^{t+h} of each child; m = 2 against p_1 with each parent's fitted line,
-    m >= 3 fitted vs observed."""
-    pts = study.points.assign(drop=lambda x: x["L_t"] - x["observed"], drop_fit=lambda x: x["L_t"] - x["predicted"])
-    keys = list(dict.fromkeys(pts["setting"]))
-    fig, axes = _panels(len(keys))
-    colors, markers = {}, ["o", "s", "^", "D", "v", "P"]
-    for ax, key in zip(axes, keys):
-        d = pts[pts["setting"] == key]
-        groups = list(dict.fromkeys(d["group"]))
-        for g in groups:
-            colors.setdefault(g, f"C{len(colors) % 10}")
-        parents = list(dict.fromkeys(d["parent"]))
-        for (seed, k, g), dd in d.groupby(["seed", "parent", "group"], sort=False):
-            mk = markers[parents.index(k) % len(markers)]
-            lab = f"{g}, parent {dd['parent_p'].iloc[0]}" if seed == d["seed"].min() else None
-            if len(groups) == 2:
-                dd = dd.sort_values("p1")
-                ax.scatter(dd["p1"], dd["drop"], color=colors[g], marker=mk, s=18, label=lab)
-                ax.plot(dd["p1"], dd["drop_fit"], color=colors[g], lw=1, alpha=0.8)
-            else:
-                ax.scatter(dd["drop"], dd["drop_fit"], color=colors[g], marker=mk, s=18, label=lab)
-        if len(groups) == 2:
-            ax.set(xlabel=f"child's p({groups[0]})", ylabel="loss drop over the horizon")
-        else:
-            lo, hi = d[["drop", "drop_fit"]].min().min(), d[["drop", "drop_fit"]].max().max()
-            ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
-            ax.set(xlabel="observed loss drop", ylabel="fitted linear law")
-        r2 = study.table.loc[study.table["setting"] == key, "r2"].mean()
-        ax.set_title(f"{d['label'].iloc[0]}: mean R² {r2:.3f}")
-        ax.legend(fontsize=6)
-    fig.suptitle(f"Dynamic linear mixing law ({study.profile} profile)", y=1.02)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_fidelity(study: FidelityStudy, path: str | Path | None = None):
-    """sim(Ã^t, A^{t*}) against improvement over stratified, one dot per (method, setting), with the linear fit."""
-    import matplotlib.pyplot as plt
-
-    summ = study.summary()
-    rel = sim_improvement_relation(summ)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    markers = ["o", "s", "^", "D", "v", "P"]
-    settings = list(dict.fromkeys(summ["label"]))
-    methods = list(dict.fromkeys(summ["method"]))
-    for _, r in summ.iterrows():
-        ax.scatter(r["sim"], r["improvement"], color=f"C{methods.index(r['method'])}",
-                   marker=markers[settings.index(r["label"]) % len(markers)], s=50, edgecolor="k", lw=0.5)
-    for i, mth in enumerate(methods):
-        ax.scatter([], [], color=f"C{i}", label=mth)
-    for i, lab in enumerate(settings):
-        ax.scatter([], [], color="white", edgecolor="k", marker=markers[i % len(markers)], label=lab)
-    if np.isfinite(rel["r2"]):
-        xs = np.linspace(summ["sim"].min(), summ["sim"].max(), 20)
-        ax.plot(xs, rel["slope"] * xs + rel["intercept"], color="gray", lw=1, ls="--")
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set(xlabel="sim(scaled method A, fitted A*)", ylabel="improvement over stratified (perplexity)",
-           title=f"Fidelity vs improvement: R² {rel['r2']:.3f} (paper {PAPER['sim_improvement_r2']}); "
-                 f"Aioli's sim highest in {rel['aioli_highest_in']}")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_colsum_ordering(study: OrderingStudy, path: str | Path | None = None):
-    """Per trained group, how much its column sum of A^{t*} stands out (solid; above 0 = favoured by exponentiated
-    gradient) and the same for the diagonal alone (dashed), over training; means over seeds."""
-    tab = study.table
-    keys = list(dict.fromkeys(tab["setting"]))
-    fig, axes = _panels(len(keys))
-    for ax, key in zip(axes, keys):
-        d = tab[tab["setting"] == key].groupby(["group", "break_step"], sort=False)[
-            ["colsum_advantage", "diagonal_advantage"]].mean().reset_index()
-        for i, (g, dd) in enumerate(d.groupby("group", sort=False)):
-            ax.plot(dd["break_step"], dd["colsum_advantage"], marker="o", color=f"C{i}", label=f"{g}: column sum")
-            ax.plot(dd["break_step"], dd["diagonal_advantage"], marker="x", ls="--", color=f"C{i}", alpha=0.7,
-                    label=f"{g}: diagonal only")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set(xlabel="break step t", ylabel="(value - mean) / mean |value|",
-               title=f"{tab.loc[tab['setting'] == key, 'label'].iloc[0]}: which trained group A* favours")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Column sums of A^t* along the stratified trajectory ({study.profile} profile)", y=1.02)
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

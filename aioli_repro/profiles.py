@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -117,6 +118,31 @@ def profile_settings(profile: str) -> list[str]:
     from .hparams import SETTINGS
 
     return list(get_profile(profile).settings or SETTINGS)
+
+
+M23_SETTINGS = ("arxiv_stackexchange", "github_c4", "book_stackexchange", "arxiv_book_stackexchange",
+                "commoncrawl_github_wikipedia")
+"""The paper's five 2- and 3-group settings: the law and fidelity studies of notebooks 01-03 use them all."""
+SMALL_STUDY_SETTINGS = {"static": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
+                        "dynamic": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
+                        "fidelity": ("arxiv_stackexchange", "arxiv_book_stackexchange"),
+                        "ordering": ("github_c4",)}
+"""The settings of each law or fidelity study under a profile with ``small_studies`` (smoke, quick)."""
+
+
+def default_settings(profile: str, study: str) -> tuple[str, ...]:
+    """The settings a study uses by default under ``profile``: the five 2- and 3-group settings of the paper, or,
+    for a profile with ``small_studies`` (smoke, quick), one 2-group and one 3-group setting (GH/C4 alone for the
+    ordering study)."""
+    if study not in SMALL_STUDY_SETTINGS:
+        raise ValueError(f"unknown study {study!r}; choose one of {sorted(SMALL_STUDY_SETTINGS)}")
+    return SMALL_STUDY_SETTINGS[study] if get_profile(profile).small_studies else M23_SETTINGS
+
+
+def study_seeds(profile: str, seeds: Iterable[int] | None = None) -> tuple[int, ...]:
+    """``seeds`` as a tuple, or the profile's seeds when None."""
+    check_study_parameters(profile, seeds)
+    return tuple(int(s) for s in seeds) if seeds is not None else tuple(get_profile(profile).seeds)
 
 
 def profile_config(profile: str, groups, method: str = "stratified", seed: int = 0, method_config=None,

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
 from .corpus import REPO_ROOT, FolderCorpus
-from .profiles import get_profile
+from .hparams import SETTINGS
+from .profiles import check_study_parameters, default_settings, get_profile, profile_settings, study_seeds
 from .runs import RunDir, default_runs_dir
 from .token_store import atomic_write_json
 
@@ -57,6 +59,41 @@ def output_dirs(profile: str, **parameters) -> tuple[Path, Path]:
           f"figures to {figures.relative_to(REPO_ROOT)}/, not over the profile's own; "
           f"`./run_all.sh --profile {profile} --cached-only` re-renders the whole profile from the run cache")
     return results, figures
+
+
+class Study(NamedTuple):
+    """What a notebook studies and where it writes: ``study_setup``'s answer, unpacked in the notebook's first cell."""
+
+    results: Path
+    """``results/<profile>/``, or its ``subset/`` for a partial run (``output_dirs``)."""
+    figures: Path
+    """``figures/<profile>/``, or its ``subset/``."""
+    settings: list[str]
+    """Keys of ``hparams.SETTINGS``: the notebook's parameter, or the study's default under the profile."""
+    seeds: list[int]
+    """The notebook's parameter, or the profile's seeds."""
+
+
+def study_setup(profile: str, study: str = "table2", *, seeds=None, settings=None, jobs: int = 1,
+                **partial) -> Study:
+    """The shared first cell of notebooks 01-06: check the parameters papermill passed (it passes ``-p`` values
+    unchecked), pick the output folders, fill in the default settings and seeds, set the display options and print
+    what will run.
+
+    ``study`` names the default settings: ``"table2"`` the profile's settings (notebooks 04-06), or one of
+    ``profiles.SMALL_STUDY_SETTINGS`` (``"static"``, ``"dynamic"``, ``"fidelity"``) for notebooks 01-03. ``partial``
+    holds the notebook's other study parameters (``methods=...``): any of them, like ``seeds`` or ``settings``, not
+    None makes the run partial, so its tables go to ``subset/`` and never replace the profile's own."""
+    check_study_parameters(profile, seeds, settings, jobs)
+    results, figures = output_dirs(profile, seeds=seeds, settings=settings, **partial)
+    if settings is None:
+        settings = profile_settings(profile) if study == "table2" else default_settings(profile, study)
+    seeds = list(study_seeds(profile, seeds))
+    pd.set_option("display.max_columns", 40)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.precision", 4)
+    print(get_profile(profile).description, "| seeds", seeds, "| settings", [SETTINGS[s].label for s in settings])
+    return Study(results, figures, list(settings), seeds)
 
 
 def corpus_table(store=None) -> pd.DataFrame:

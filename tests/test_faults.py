@@ -27,7 +27,7 @@ import pytest
 import torch
 
 import aioli_repro.train as train_mod
-from aioli_repro import faults, hparams
+from aioli_repro import faults, hparams, profiles
 from aioli_repro.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from aioli_repro.runs import RunDir, RunLockedError
 from aioli_repro.train import TrainingDiverged, train
@@ -636,7 +636,7 @@ def test_unknown_profile_setting_and_method_for_studies(capsys, tmp_path):
 
 def test_notebook_parameters_of_the_wrong_type_fail_early(tmp_path, monkeypatch):
     """papermill passes -p values through unchecked: ``-p seeds 0,1`` arrives as the string "0,1"."""
-    from aioli_repro import fidelity, report, tables
+    from aioli_repro import report, tables
     from aioli_repro.profiles import check_study_parameters
 
     monkeypatch.setattr(train_mod, "_train_locked", _no_training)
@@ -663,7 +663,7 @@ def test_notebook_parameters_of_the_wrong_type_fail_early(tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match="settings must be a list"):
         tables.run_grid(("aioli",), "arxiv_stackexchange", "smoke", [0], runs_dir=tmp_path)
     with pytest.raises(ConfigError, match="seeds must be a list of integers"):
-        fidelity.study_seeds("smoke", "0")
+        profiles.study_seeds("smoke", "0")
     assert not tmp_path.joinpath("runs").exists()
 
 

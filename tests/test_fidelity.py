@@ -8,7 +8,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from aioli_repro import fidelity, hparams
+from aioli_repro import fidelity, hparams, plots, profiles
 from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
 from aioli_repro.methods import Runner, run_method, stratified_config, sweep
 from aioli_repro.profiles import PROFILES, Profile
@@ -90,11 +90,11 @@ def test_break_steps_horizons_and_parents():
 
 
 def test_default_settings_depend_on_the_profile_through_the_package():
-    assert len(fidelity.default_settings("smoke", "static")) == 2
-    assert fidelity.default_settings("smoke", "ordering") == ("github_c4",)
-    assert len(fidelity.default_settings("full", "fidelity")) == 5
-    assert fidelity.default_settings("quick", "fidelity") == fidelity.default_settings("smoke", "fidelity")
-    assert fidelity.study_seeds("full") == (0, 1, 2) and fidelity.study_seeds("full", [4]) == (4,)
+    assert len(profiles.default_settings("smoke", "static")) == 2
+    assert profiles.default_settings("smoke", "ordering") == ("github_c4",)
+    assert len(profiles.default_settings("full", "fidelity")) == 5
+    assert profiles.default_settings("quick", "fidelity") == profiles.default_settings("smoke", "fidelity")
+    assert profiles.study_seeds("full") == (0, 1, 2) and profiles.study_seeds("full", [4]) == (4,)
     line = fidelity.paper_line("static R²", 0.95, 0.991)
     assert "0.950" in line and "0.991" in line and "below" in line
 
@@ -116,7 +116,7 @@ def test_static_law_study_tables_and_figure(tiny, runner, tmp_path):
     summ = study.summary()
     assert list(summ["setting"]) == ["tiny2", "tiny3", "all"] and summ["fits"].tolist() == [2, 3, 5]
     assert summ["seeds"].tolist() == [1, 1, 1]
-    fidelity.plot_static_law(study, tmp_path / "static.png")
+    plots.plot_static_law(study, tmp_path / "static.png")
     assert (tmp_path / "static.png").stat().st_size > 0
 
 
@@ -197,7 +197,7 @@ def test_dynamic_law_study_tables_and_figure(tiny, runner, tmp_path):
     assert tab[["r2", "mse", "loo_r2", "loo_mse"]].notna().all().all()
     assert len(study.points) == 2 * 4 * 2 + 2 * 5 * 3
     assert study.summary().iloc[-1]["fits"] == 10
-    fidelity.plot_dynamic_law(study, tmp_path / "dynamic.png")
+    plots.plot_dynamic_law(study, tmp_path / "dynamic.png")
     assert (tmp_path / "dynamic.png").stat().st_size > 0
 
 
@@ -233,7 +233,7 @@ def test_fidelity_study_compares_each_methods_matrix_with_the_truth(tiny, runner
     assert len(summ) == 4 and set(summ["seeds"]) == {1}
     rel = study.relation()
     assert rel["dots"] == summ["sim"].notna().sum() and set(rel["aioli_highest"]) <= {"tiny2"}
-    fidelity.plot_fidelity(study, tmp_path / "fid.png")
+    plots.plot_fidelity(study, tmp_path / "fid.png")
     assert (tmp_path / "fid.png").stat().st_size > 0
 
 
@@ -248,7 +248,7 @@ def test_colsum_ordering_study(tiny, runner, tmp_path):
     path = [g.loc[g.colsum.idxmax(), "group"] for _, g in t.groupby("break_step", sort=True)]
     assert ch["favoured_over_time"].iloc[0] == " -> ".join(path)
     assert bool(ch["ordering_changes"].iloc[0]) == (len(set(path)) > 1)
-    fidelity.plot_colsum_ordering(study, tmp_path / "ord.png")
+    plots.plot_colsum_ordering(study, tmp_path / "ord.png")
     assert (tmp_path / "ord.png").stat().st_size > 0
 
 

@@ -80,22 +80,6 @@ def test_run_all_records_each_notebooks_runs_and_keeps_the_others(tmp_path, monk
                                                                      "01_b.ipynb": ["f" * ID_CHARS]}
 
 
-def test_the_notebook_generators_reproduce_the_committed_notebooks(tmp_path):
-    """notebooks/*.ipynb are written by scripts/notebooks/make_*.py; a notebook edited by hand drifts from its
-    generator, and the next regeneration silently undoes the edit. Regenerate into a scratch folder and compare."""
-    import subprocess
-    import sys
-
-    repo = pipeline.REPO_ROOT
-    (tmp_path / "notebooks").mkdir()
-    for script in sorted((repo / "scripts" / "notebooks").glob("make_*.py")):
-        subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, capture_output=True)
-    made = sorted(p.name for p in (tmp_path / "notebooks").glob("*.ipynb"))
-    assert made == [p.name for p in pipeline.notebooks()]
-    drifted = [n for n in made if (tmp_path / "notebooks" / n).read_bytes() != (repo / "notebooks" / n).read_bytes()]
-    assert not drifted, f"regenerate with scripts/notebooks/make_*.py (or port the edit into it): {drifted}"
-
-
 def test_cache_usage_prunes_only_unused_entries_of_the_recipe_and_only_after_a_full_render(tmp_path, monkeypatch,
                                                                                           capsys):
     mod = load_script("cache_usage")
@@ -162,7 +146,8 @@ def test_a_partial_notebook_run_writes_beside_the_profiles_tables_not_over_them(
 @pytest.mark.parametrize("name", ["01_static_mixing_law", "02_dynamic_mixing_law", "03_method_fidelity",
                                   "04_perplexity_comparison", "05_restricted_budget", "06_ablations"])
 def test_every_study_parameter_of_a_notebook_routes_a_partial_run_to_the_subset_folder(name):
-    """A parameter that narrows or changes the study (None: the profile's own) must reach ``output_dirs``, and every
+    """A parameter that narrows or changes the study (None: the profile's own) must reach ``study_setup`` (which hands
+    it to ``output_dirs``), and every
     ``not_finished`` record must go to the folder it chose; else a partial run overwrites the profile's tables."""
     import ast
 
@@ -174,9 +159,9 @@ def test_every_study_parameter_of_a_notebook_routes_a_partial_run_to_the_subset_
     assert {"seeds", "settings"} <= set(narrowing)
     code = "\n".join("".join(c["source"]) for c in cells)
     calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    call = next((n for n in calls if n.func.id == "output_dirs"), None)
-    assert call is not None, f"{name} does not choose its folders with output_dirs"
-    assert sorted(k.arg for k in call.keywords) == sorted(narrowing)
+    call = next((n for n in calls if n.func.id == "study_setup"), None)
+    assert call is not None, f"{name} does not choose its folders with study_setup"
+    assert sorted(k.arg for k in call.keywords if k.arg != "jobs") == sorted(narrowing)
     assert all(k.value.id == k.arg for k in call.keywords)  # seeds=seeds, not seeds=None
     records = [n for n in calls if n.func.id == "not_finished"]
     assert records and all(getattr(n.args[0], "id", "") == "RESULTS" for n in records)
@@ -212,23 +197,19 @@ def test_fit_tables_written_from_noisy_refits_are_byte_identical(tmp_path):
                                                   "missing,"]
 
 
-@pytest.mark.parametrize("notebook, figure", [("04_perplexity_comparison", "04_perplexity_differences.png"),
-                                              ("06_ablations", "06_ablations.png")])
-def test_a_figure_of_several_seeds_redraws_byte_for_byte(notebook, figure, tmp_path):
+@pytest.mark.parametrize("figure", ["04_perplexity_differences.png", "06_ablations.png"])
+def test_a_figure_of_several_seeds_redraws_byte_for_byte(figure, tmp_path):
     """seaborn's strip jitter and bootstrap error bars are random unless seeded, so re-rendering the same runs used
-    to rewrite the figure (and show other error bars). Run the notebook's own figure cell twice on five seeds."""
+    to rewrite the figure (and show other error bars). Draw the notebook's figure twice from five seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
     import pandas as pd
-    import seaborn as sns
 
-    from aioli_repro import tables
+    from aioli_repro import plots, tables
 
-    cells = json.loads((pipeline.REPO_ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
-    (cell,) = ["".join(c["source"]) for c in cells if c["cell_type"] == "code" and figure in "".join(c["source"])]
     rng = np.random.default_rng(0)
     methods = ["stratified", "aioli", "aioli_static"]
     runs = pd.DataFrame([{"setting": s, "label": s.upper(), "method": m, "seed": seed,
@@ -236,10 +217,11 @@ def test_a_figure_of_several_seeds_redraws_byte_for_byte(notebook, figure, tmp_p
                          for s in ("a_b", "c_d") for m in methods for seed in range(5)])
     drawn = []
     for attempt in range(2):
-        folder = tmp_path / str(attempt)
-        folder.mkdir()
-        exec(cell, {"runs": runs, "methods": methods, "seeds": list(range(5)), "profile": "test", "FIGURES": folder,
-                    "tables": tables, "sns": sns, "plt": plt})
+        path = tmp_path / f"{attempt}_{figure}"
+        if figure.startswith("04"):
+            plots.plot_perplexity_differences(tables.differences(runs), methods, "test", path)
+        else:
+            plots.plot_ablations(tables.differences(runs), "test", path)
         plt.close("all")
-        drawn.append((folder / figure).read_bytes())
+        drawn.append(path.read_bytes())
     assert drawn[0] == drawn[1]

@@ -1,0 +1,220 @@
+"""Every figure the notebooks save, one function per figure.
+
+Figures are drawn here rather than in the notebooks so that all eight notebooks draw the same way, a figure is
+re-drawn identically by ``run_all.sh --cached-only`` whichever notebook calls it, and each function is exercised on a
+tiny table by the tests. A notebook passes the table it has just computed and the path to save to, then shows the
+figure; to try another look, copy the function into the notebook and edit it there.
+
+Every function returns the matplotlib ``Figure`` and saves it at ``dpi=120`` when ``path`` is given. Nothing here
+draws from a random number generator (no jitter; seaborn's bootstrap gets ``seed=0``), so a re-render of the same runs
+writes the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .fidelity import PAPER, DynamicLawStudy, FidelityStudy, OrderingStudy, StaticLawStudy, sim_improvement_relation
+
+__all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
+           "plot_perplexity_differences", "plot_restricted", "plot_ablations"]
+
+
+def _panels(n: int, width: float = 4.2, height: float = 3.6):
+
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+def _save(fig, path: str | Path | None):
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+def plot_static_law(study: StaticLawStudy, path: str | Path | None = None):
+    """Per setting: m = 2, observed final validation loss vs p_1 with the fitted curve per group (each seed);
+    m >= 3, fitted vs observed with the identity line."""
+    pts = study.points
+    keys = list(dict.fromkeys(pts["setting"]))
+    fig, axes = _panels(len(keys))
+    colors = {}
+    for ax, key in zip(axes, keys):
+        d = pts[pts["setting"] == key]
+        label = d["label"].iloc[0]
+        groups = list(dict.fromkeys(d["group"]))
+        for g in groups:
+            colors.setdefault(g, f"C{len(colors) % 10}")
+        if len(groups) == 2:
+            grid = np.linspace(0.02, 0.98, 97)
+            for (seed, g), dd in d.groupby(["seed", "group"], sort=False):
+                ax.scatter(dd["p1"], dd["observed"], color=colors[g], s=18, label=g if seed == d["seed"].min() else None)
+                fit = study.fits[(key, seed)]
+                curve = fit.predict(np.column_stack([grid, 1 - grid]))[:, groups.index(g)]
+                ax.plot(grid, curve, color=colors[g], lw=1, alpha=0.8)
+            ax.set(xlabel=f"p({groups[0]})", ylabel="final validation loss")
+        else:
+            for g, dd in d.groupby("group", sort=False):
+                ax.scatter(dd["observed"], dd["predicted"], color=colors[g], s=18, label=g)
+            lo, hi = d[["observed", "predicted"]].min().min(), d[["observed", "predicted"]].max().max()
+            ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
+            ax.set(xlabel="observed loss", ylabel="fitted log-linear law")
+        r2 = study.table.loc[study.table["setting"] == key, "r2"].mean()
+        ax.set_title(f"{label}: mean R² {r2:.3f}")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Static log-linear mixing law ({study.profile} profile)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, path)
+
+def plot_dynamic_law(study: DynamicLawStudy, path: str | Path | None = None):
+    """Per setting: the loss drop L^t - L^{t+h} of each child; m = 2 against p_1 with each parent's fitted line,
+    m >= 3 fitted vs observed."""
+    pts = study.points.assign(drop=lambda x: x["L_t"] - x["observed"], drop_fit=lambda x: x["L_t"] - x["predicted"])
+    keys = list(dict.fromkeys(pts["setting"]))
+    fig, axes = _panels(len(keys))
+    colors, markers = {}, ["o", "s", "^", "D", "v", "P"]
+    for ax, key in zip(axes, keys):
+        d = pts[pts["setting"] == key]
+        groups = list(dict.fromkeys(d["group"]))
+        for g in groups:
+            colors.setdefault(g, f"C{len(colors) % 10}")
+        parents = list(dict.fromkeys(d["parent"]))
+        for (seed, k, g), dd in d.groupby(["seed", "parent", "group"], sort=False):
+            mk = markers[parents.index(k) % len(markers)]
+            lab = f"{g}, parent {dd['parent_p'].iloc[0]}" if seed == d["seed"].min() else None
+            if len(groups) == 2:
+                dd = dd.sort_values("p1")
+                ax.scatter(dd["p1"], dd["drop"], color=colors[g], marker=mk, s=18, label=lab)
+                ax.plot(dd["p1"], dd["drop_fit"], color=colors[g], lw=1, alpha=0.8)
+            else:
+                ax.scatter(dd["drop"], dd["drop_fit"], color=colors[g], marker=mk, s=18, label=lab)
+        if len(groups) == 2:
+            ax.set(xlabel=f"child's p({groups[0]})", ylabel="loss drop over the horizon")
+        else:
+            lo, hi = d[["drop", "drop_fit"]].min().min(), d[["drop", "drop_fit"]].max().max()
+            ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
+            ax.set(xlabel="observed loss drop", ylabel="fitted linear law")
+        r2 = study.table.loc[study.table["setting"] == key, "r2"].mean()
+        ax.set_title(f"{d['label'].iloc[0]}: mean R² {r2:.3f}")
+        ax.legend(fontsize=6)
+    fig.suptitle(f"Dynamic linear mixing law ({study.profile} profile)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, path)
+
+def plot_fidelity(study: FidelityStudy, path: str | Path | None = None):
+    """sim(Ã^t, A^{t*}) against improvement over stratified, one dot per (method, setting), with the linear fit."""
+
+    summ = study.summary()
+    rel = sim_improvement_relation(summ)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    markers = ["o", "s", "^", "D", "v", "P"]
+    settings = list(dict.fromkeys(summ["label"]))
+    methods = list(dict.fromkeys(summ["method"]))
+    for _, r in summ.iterrows():
+        ax.scatter(r["sim"], r["improvement"], color=f"C{methods.index(r['method'])}",
+                   marker=markers[settings.index(r["label"]) % len(markers)], s=50, edgecolor="k", lw=0.5)
+    for i, mth in enumerate(methods):
+        ax.scatter([], [], color=f"C{i}", label=mth)
+    for i, lab in enumerate(settings):
+        ax.scatter([], [], color="white", edgecolor="k", marker=markers[i % len(markers)], label=lab)
+    if np.isfinite(rel["r2"]):
+        xs = np.linspace(summ["sim"].min(), summ["sim"].max(), 20)
+        ax.plot(xs, rel["slope"] * xs + rel["intercept"], color="gray", lw=1, ls="--")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set(xlabel="sim(scaled method A, fitted A*)", ylabel="improvement over stratified (perplexity)",
+           title=f"Fidelity vs improvement: R² {rel['r2']:.3f} (paper {PAPER['sim_improvement_r2']}); "
+                 f"Aioli's sim highest in {rel['aioli_highest_in']}")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+def plot_colsum_ordering(study: OrderingStudy, path: str | Path | None = None):
+    """Per trained group, how much its column sum of A^{t*} stands out (solid; above 0 = favoured by exponentiated
+    gradient) and the same for the diagonal alone (dashed), over training; means over seeds."""
+    tab = study.table
+    keys = list(dict.fromkeys(tab["setting"]))
+    fig, axes = _panels(len(keys))
+    for ax, key in zip(axes, keys):
+        d = tab[tab["setting"] == key].groupby(["group", "break_step"], sort=False)[
+            ["colsum_advantage", "diagonal_advantage"]].mean().reset_index()
+        for i, (g, dd) in enumerate(d.groupby("group", sort=False)):
+            ax.plot(dd["break_step"], dd["colsum_advantage"], marker="o", color=f"C{i}", label=f"{g}: column sum")
+            ax.plot(dd["break_step"], dd["diagonal_advantage"], marker="x", ls="--", color=f"C{i}", alpha=0.7,
+                    label=f"{g}: diagonal only")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="break step t", ylabel="(value - mean) / mean |value|",
+               title=f"{tab.loc[tab['setting'] == key, 'label'].iloc[0]}: which trained group A* favours")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Column sums of A^t* along the stratified trajectory ({study.profile} profile)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+
+def plot_stratified_curves(curves: pd.DataFrame, profile: str, seed: int, path: str | Path | None = None):
+    """Notebook 00: each group's validation loss over training of one stratified run (``report.run_metrics``)."""
+    fig, ax = plt.subplots()  # a figure of its own: seaborn would draw on whatever figure is current
+    sns.lineplot(curves, x="step", y="val_loss", hue="group", marker="o", ax=ax)
+    ax.set(title=f"Stratified mixing of 7 groups ({profile} profile, seed {seed})",
+           ylabel="validation loss (nats/token)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_perplexity_differences(diffs: pd.DataFrame, methods, profile: str, path: str | Path | None = None):
+    """Notebook 04: each method's test-perplexity difference from stratified, one panel per setting, one dot per seed
+    (``tables.differences``)."""
+    # seeds side by side (dodge), not jittered: seaborn's jitter draws from numpy's global RNG, so every re-render of
+    # the same runs moved the points and rewrote the figure
+    g = sns.catplot(diffs.assign(seed=diffs.seed.astype(str)), x="method", y="diff", col="label", kind="strip",
+                    col_wrap=3, sharey=False, height=2.8, aspect=1.3, order=[m for m in methods if m != "stratified"],
+                    hue="seed", dodge=True, jitter=False)
+    for ax in g.axes.flat:
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.tick_params(axis="x", rotation=45)
+    g.set_axis_labels("", "test perplexity - stratified")
+    g.figure.suptitle(f"Average test perplexity difference from stratified ({profile} profile; below 0 = better)",
+                      y=1.02)
+    if path is not None:
+        g.figure.savefig(path, dpi=120, bbox_inches="tight")
+    return g.figure
+
+
+def plot_restricted(pairs: pd.DataFrame, profile: str, path: str | Path | None = None):
+    """Notebook 05: Aioli started from a method's p_init against that p_init alone, one dot per (method, setting,
+    seed); below the diagonal, Aioli improves."""
+    fig, ax = plt.subplots()
+    sns.scatterplot(pairs, x="method_ppl", y="aioli_ppl", hue="method", style="label", ax=ax)
+    lims = [min(pairs.method_ppl.min(), pairs.aioli_ppl.min()), max(pairs.method_ppl.max(), pairs.aioli_ppl.max())]
+    ax.plot(lims, lims, color="grey", lw=0.8)
+    # Log axes: one failed p_init (DML on SlimPajama) would squash the other pairs into a corner.
+    ax.set(xscale="log", yscale="log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not 10^2
+        axis.set_major_formatter(lambda v, _: f"{v:g}")
+        axis.set_minor_formatter(lambda v, _: f"{v:g}" if str(int(v))[0] in "2468" else "")
+    ax.set(xlabel="method's proportions alone: test perplexity", ylabel="Aioli from those proportions",
+           title=f"Restricted budget ({profile}): below the diagonal = Aioli improves")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7)
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def plot_ablations(diffs: pd.DataFrame, profile: str, path: str | Path | None = None):
+    """Notebook 06: Aioli and its ablations, difference from stratified per setting, with 95% bootstrap intervals
+    over seeds where there are several."""
+    # the error bars are bootstrap intervals: a fixed seed keeps a re-render of the same runs byte for byte the same
+    fig, ax = plt.subplots()
+    sns.barplot(diffs, x="label", y="diff", hue="method", errorbar=("ci", 95) if diffs.seed.nunique() > 1 else None,
+                seed=0, ax=ax)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="", ylabel="test perplexity - stratified", title=f"Aioli and its ablations ({profile})")
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
