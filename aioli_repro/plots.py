@@ -22,7 +22,7 @@ import seaborn as sns
 from .fidelity import PAPER, DynamicLawStudy, FidelityStudy, OrderingStudy, StaticLawStudy, sim_improvement_relation
 
 __all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
-           "plot_perplexity_differences", "plot_restricted", "plot_ablations"]
+           "plot_perplexity_differences", "plot_restricted", "plot_ablations", "plot_validation_gaps"]
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.6):
@@ -218,3 +218,19 @@ def plot_ablations(diffs: pd.DataFrame, profile: str, path: str | Path | None = 
     if path is not None:
         fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
+
+
+def plot_validation_gaps(panels: dict[str, pd.DataFrame], profile: str, setting: str,
+                         path: str | Path | None = None):
+    """Notebook 08: per panel, a ``by_step`` table of ``diagnostics`` (step -> gap in mean validation loss to the
+    matching stratified run, one column per run) as one line per run; above 0 = behind stratified."""
+    fig, axes = _panels(len(panels), width=5.6, height=3.8)
+    for ax, (title, by_step) in zip(axes, panels.items()):
+        for i, col in enumerate(by_step.columns):
+            ax.plot(by_step.index, by_step[col], color=f"C{i}", lw=1.2, label=col.split(" (")[0])
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(xlabel="step", ylabel="mean val loss - stratified (nats)", title=title)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"When the difference is paid ({setting}, {profile} profile; mean over seeds)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, path)

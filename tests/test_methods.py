@@ -15,7 +15,7 @@ from aioli_repro.laws import fit_static_law, in_convex_hull, optimal_mixture
 from aioli_repro.methods import METHODS, Runner, run_method
 from aioli_repro.profiles import PROFILES, Profile
 
-from .conftest import TINY_CORPUS, TINY_TOKENIZER, load_script
+from .conftest import TINY_CORPUS, TINY_TOKENIZER
 
 SETTING = hparams.Setting("tiny", "C/L", ("github", "wikipedia"), ("code", "licenses"))
 
@@ -238,27 +238,25 @@ def test_a_fitted_mixture_at_a_rounding_boundary_reuses_the_committed_neighbour(
 
 def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_stratified(tiny_profile, tmp_path,
                                                                                          monkeypatch):
-    import pandas as pd
+    from aioli_repro import diagnostics
 
-    mod = load_script("aioli_lp_cost")
     monkeypatch.setitem(hparams.SETTINGS, SETTING.key, SETTING)
-    assert mod.main(["--profile", tiny_profile, "--setting", SETTING.key, "--seeds", "0", "1", "--jobs", "1",
-                     "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 0
-    df = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}.csv")
+    runner = Runner(jobs=1, runs_dir=tmp_path / "runs", progress=False)
+    d = diagnostics.lp_cost_study(SETTING.key, tiny_profile, [0, 1], runner)
+    df = d.runs
     assert list(df["seed"]) == [0, 1] and (df["learn_params_steps"] > 0).all()
-    summary = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_summary.csv")
-    assert summary["mean"].iloc[2] == pytest.approx((df["aioli"] - df["aioli_eta0"]).mean())
+    assert d.summary["compared"].iloc[2] == "aioli - aioli_eta0"
+    assert d.summary["mean"].iloc[2] == pytest.approx((df["aioli"] - df["aioli_eta0"]).mean())
     # eta = 0: LearnParams ran, and the mixture never left uniform (Aioli's own did)
     assert (df["aioli_eta0_max_dev"] < 1e-12).all() and (df["aioli_max_dev"] > 0).all()
     assert df["aioli_eta0_run_id"].nunique() == 2
-    by_step = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_by_step.csv", index_col="step")
+    by_step = d.by_step
     assert by_step.index.tolist() == [8, 16, 24] and by_step.shape[1] == 2  # every evaluation after step 0
     assert by_step.notna().all().all() and (by_step.abs() < 5).all().all()
-    # --lp-start: two more runs per seed (eta = 0, and Aioli itself) hold LearnParams back for the first steps; the
+    # lp_start: two more runs per seed (eta = 0, and Aioli itself) hold LearnParams back for the first steps; the
     # first two are reused.
-    assert mod.main(["--profile", tiny_profile, "--setting", SETTING.key, "--seeds", "0", "1", "--jobs", "1",
-                     "--lp-start", "8", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 0
-    late = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_lp8.csv")
+    late_d = diagnostics.lp_cost_study(SETTING.key, tiny_profile, [0, 1], runner, lp_start=8)
+    late = late_d.runs
     assert late.drop(columns=[c for c in late.columns if "late" in c]).equals(df)
     assert (late["aioli_eta0_late_max_dev"] < 1e-12).all() and late["aioli_eta0_late_run_id"].nunique() == 2
     assert (late["late_learn_params_steps"] > 0).all()
@@ -268,11 +266,32 @@ def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_str
     for metrics in late_runs:
         kinds = [json.loads(line) for line in metrics.read_text().splitlines()]
         assert min(r["step"] for r in kinds if r.get("kind") == "learn_params") >= 8  # none in the first 8 steps
-    summary = pd.read_csv(tmp_path / "out" / f"aioli_lp_cost_{SETTING.key}_lp8_summary.csv")
+    summary = late_d.summary
     assert summary["compared"].tolist()[-2:] == ["aioli_eta0 - aioli_eta0_late", "aioli - aioli_late"]
     assert summary["mean"].iloc[-1] == pytest.approx((late["aioli"] - late["aioli_late"]).mean())
-    with pytest.raises(SystemExit, match="--lp-start"):
-        mod.main(["--profile", tiny_profile, "--setting", SETTING.key, "--lp-start", "24"])
+    with pytest.raises(ValueError, match="lp_start"):
+        diagnostics.lp_cost_study(SETTING.key, tiny_profile, [0], runner, lp_start=24)
+
+
+@pytest.mark.slow
+def test_the_early_step_controls_pair_one_block_and_a_long_warm_up_with_stratified(tiny_profile, tmp_path,
+                                                                                   monkeypatch):
+    from aioli_repro import diagnostics
+
+    monkeypatch.setitem(hparams.SETTINGS, SETTING.key, SETTING)
+    runner = Runner(jobs=1, runs_dir=tmp_path / "runs", progress=False)
+    d = diagnostics.early_steps_study(SETTING.key, tiny_profile, [0, 1], runner, block_step=8, warmup_long=6)
+    df = d.runs
+    assert {"lp_block_0", "lp_block_8", "stratified_wu6", "lp_block_0_wu6", "stratified", "aioli_static"} <= set(df)
+    assert (df["block_steps"] > 0).all()
+    wu = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*wu6*/config.json")]
+    assert len(wu) == 4 and all(c["config"]["train"]["warmup_steps"] == 6 for c in wu)
+    row = d.summary.set_index("compared").loc["lp_block_0_wu6 - stratified_wu6"]
+    assert row["mean"] == pytest.approx((df["lp_block_0_wu6"] - df["stratified_wu6"]).mean())
+    assert d.summary.set_index("compared").loc["stratified: seed sd", "mean"] == pytest.approx(df["stratified"].std())
+    # each gap is taken against the stratified run of the same warm-up
+    assert sorted(d.by_step.columns) == ["aioli_static - stratified", "lp_block_0 - stratified",
+                                         "lp_block_0_wu6 - stratified_wu6", "lp_block_8 - stratified"]
 
 
 def test_finished_finals_reads_the_finished_seeds_and_trains_nothing(outcomes, tiny_profile):

@@ -373,13 +373,9 @@ def test_estimate_agreement_needs_learnparams_rounds():
         estimate_agreement([{"policy": {"history": [{"proportions": [0.5, 0.5]}]}, "groups": ["a", "b"]}])
 
 
-def test_the_reach_script_writes_both_summaries_from_finished_runs(tmp_path, monkeypatch):
-    """scripts/aioli_reach.py on stand-in finished runs: one row per setting that has any, in both CSVs."""
-    import pandas as pd
-
-    from aioli_repro import methods
-
-    from .conftest import load_script
+def test_reach_and_signal_summarise_the_settings_with_finished_runs(monkeypatch):
+    """diagnostics.reach_and_signal on stand-in finished runs: one row per setting that has any, in both tables."""
+    from aioli_repro import diagnostics
 
     def fake_finals(method, setting, profile):
         if setting != "github_c4":
@@ -388,9 +384,8 @@ def test_the_reach_script_writes_both_summaries_from_finished_runs(tmp_path, mon
         res["config"] = {"method_config": {"eta": 0.2}}
         return [res, res]
 
-    monkeypatch.setattr(methods, "finished_finals", fake_finals)
-    assert load_script("aioli_reach").main(["--profile", "full", "--out", str(tmp_path)]) == 0
-    reach, signal = pd.read_csv(tmp_path / "aioli_reach.csv"), pd.read_csv(tmp_path / "aioli_signal.csv")
+    monkeypatch.setattr(diagnostics, "finished_finals", fake_finals)
+    reach, signal = diagnostics.reach_and_signal("full")
     assert reach["label"].tolist() == ["GH/C4"] and reach["rounds"].iloc[0] == 6
     assert signal["label"].tolist() == ["GH/C4"] and signal["across_seeds_cos"].iloc[0] == pytest.approx(1.0)
 
