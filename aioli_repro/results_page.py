@@ -62,10 +62,10 @@ def results_markdown(profile: str, root: Path = REPO_ROOT) -> str:
            f"`aioli_repro.results_page.write_results_readme(\"{profile}\")`, which notebook 07 calls."]
     if profile in ("smoke", "quick"):
         p = get_profile(profile)
-        out.append(f"\n> The `{profile}` profile is a **pipeline demonstration**: one seed of a {p.model.preset}-parameter "
-                   f"model trained for {p.train.steps} steps on {len(profile_settings(profile))} settings. Its numbers "
-                   "show that every table and figure regenerates; they are not evidence for or against the paper (see "
-                   "the verdicts' reasons).")
+        out.append(f"\n> The `{profile}` profile is a **pipeline demonstration**: one seed of a "
+                   f"{p.model.preset}-parameter model trained for {p.train.steps} steps on "
+                   f"{len(profile_settings(profile))} settings. Its numbers show that every table and figure "
+                   "regenerates; they are not evidence for or against the paper (see the verdicts' reasons).")
     missing = [nb for nb in ("01", "02", "03", "04", "05", "06") if not list(res.glob(f"{nb}_*"))]
     if missing:
         out.append(f"\n**Not yet run for this profile:** notebooks {', '.join(missing)} (their tables appear here "
@@ -110,8 +110,8 @@ def results_markdown(profile: str, root: Path = REPO_ROOT) -> str:
                 f"max {s['paper']['max']})."]
     by_start = res / "05_by_start.csv"
     if by_start.exists():
-        out += ["\nWhere Aioli gains (`05_by_start.csv`; perplexity, runs of every seed, regression to the mean inflates "
-                "the first row):\n", md_table(pd.read_csv(by_start).round(3))]
+        out += ["\nWhere Aioli gains (`05_by_start.csv`; perplexity, runs of every seed, regression to the mean "
+                "inflates the first row):\n", md_table(pd.read_csv(by_start).round(3))]
     spread = res / "05_p_init_spread.csv"
     df = pd.read_csv(spread) if spread.exists() else None
     if df is not None and df.max_tv_between_seeds.notna().any():  # one seed (quick, smoke) has no spread to show
