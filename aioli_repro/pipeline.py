@@ -97,11 +97,12 @@ def write_logs(profile: str, jobs: int, cached_only: bool, timings: dict[str, fl
     atomic_write_json(used_path, dict(sorted(used_before.items())))
 
 
-def not_finished_summary(profile: str, stems: list[str]) -> str:
-    """One line: how many parts each of these notebooks left out at its latest render (empty when none)."""
+def not_finished_summary(profile: str, stems: list[str], folder: Path | None = None) -> str:
+    """One line: how many parts each of these notebooks left out at its latest render (empty when none), from the
+    ``not_finished.json`` of ``folder`` (default ``results/<profile>/``)."""
     from .report import NONE_FINISHED, read_not_finished
 
-    record = read_not_finished(REPO_ROOT / "results" / profile)
+    record = read_not_finished(REPO_ROOT / "results" / profile if folder is None else folder)
 
     return "; ".join(f"{stem[:2]} all" if record[stem] == [NONE_FINISHED] else f"{stem[:2]} {len(record[stem])} part(s)"
                      for stem in stems if record.get(stem))

@@ -58,7 +58,7 @@ PROFILES: dict[str, Profile] = {
         # Sized for about 20 minutes from scratch on 2 cores (the target): 100 steps and a 64-sequence test
         # sample per group halve the training and evaluation of the earlier 200-step, 256-sequence recipe, and three
         # settings (one per group count) instead of six halve the number of runs. The chunked LM-head loss trains
-        # the 300k preset (whose head is most of the model) 37% faster (README, "Speed").
+        # the 300k preset (whose head is most of the model) 37% faster (docs/performance.md).
         TrainConfig(steps=100, eval_every=50, checkpoint_every=50, test_max_sequences=64, fused_loss=True,
                     **{**_CPU_TRAIN, "warmup_steps": 10}),
         jobs=2, settings=("arxiv_stackexchange", "arxiv_book_stackexchange", "slimpajama"), small_studies=True,

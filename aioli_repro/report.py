@@ -44,9 +44,9 @@ def output_dirs(profile: str, **parameters) -> tuple[Path, Path]:
     study ``parameters`` (seeds, settings, methods, ...) are all None, i.e. the profile's own, else their ``subset/``
     sub-folders.
 
-    A notebook run over some seeds or settings (the README's way to train a long profile in sittings, or a user's edit
-    of the parameters cell) must not replace the profile's complete tables with partial ones: the committed tables and
-    ``not_finished.json`` would then describe the subset. Its runs still land in the shared run cache, so
+    A notebook run over some seeds or settings (how docs/profiles_and_cost.md trains a long profile in sittings, or a
+    user's edit of the parameters cell) must not replace the profile's complete tables with partial ones: the
+    committed tables and ``not_finished.json`` would then describe the subset. Its runs still land in the shared run cache, so
     ``run_all.sh --profile <profile> --cached-only`` re-renders the whole profile with them."""
     results, figures = results_dir(profile), figures_dir(profile)
     chosen = sorted(k for k, v in parameters.items() if v is not None)

@@ -16,7 +16,7 @@ parts are kept, unfinished ones are redone from their start, and the final ``.bi
 checksummed ``.json`` is written, so a file that passes the checksum is always complete. Progress is a tqdm bar over
 shards with the token rate.
 
-Needs (measured tokenizer rates in the README): the Hugging Face download (14 GB of parquet) and its Arrow copy
+Needs (measured tokenizer rates in docs/data.md): the Hugging Face download (14 GB of parquet) and its Arrow copy
 (24 GB) in the ``datasets`` cache, plus 2 bytes per token in the token store (about 12 GB for all seven train
 groups, and as much again transiently for the parts while a build runs).
 

@@ -52,15 +52,15 @@ PEAK_BF16_TFLOPS: list[tuple[str, float]] = [
     (r"RTX 4090", 165.2), (r"RTX 3090", 71.0),
     (r"MI300X", 1307.4), (r"MI250X", 383.0),
 ]
-# The full profile's size, from the README's cost count: about 250 run-equivalents per seed (Table 2's sweeps and
-# proxies, the restricted budget, the ablations, the law studies), 3 seeds, each run 1,000 steps of 8 x 256 tokens.
-# Its estimate on a GPU is those training tokens over the measured aggregate rate of K runs at once; each share run
-# is a whole full-profile run (start-up, 1,000 steps, the final evaluation on the full splits), so the rate carries
-# those overheads as the real profile does.
+# The full profile's size, from the cost count in docs/profiles_and_cost.md: about 250 run-equivalents per seed
+# (Table 2's sweeps and proxies, the restricted budget, the ablations, the law studies), 3 seeds, each run 1,000
+# steps of 8 x 256 tokens. Its estimate on a GPU is those training tokens over the measured aggregate rate of K runs
+# at once; each share run is a whole full-profile run (start-up, 1,000 steps, the final evaluation on the full
+# splits), so the rate carries those overheads as the real profile does.
 FULL_PROFILE = {"run_equivalents": 750, "tokens_per_run": 1000 * 8 * 256}
 CPU_REFERENCE = {"tokens_per_s": 2 * 6_700, "full_profile_hours": 34.0,
                  "what": "the full profile on the project's 2-core AMD EPYC VM: two runs at once, median in-run "
-                         "6.7k tokens/s each (bench --in-runs, README, 2026-11-29)"}
+                         "6.7k tokens/s each (bench --in-runs, docs/performance.md, 2026-11-29)"}
 
 
 def full_profile_minutes(tokens_per_s: float) -> float:

@@ -70,7 +70,8 @@ def _gpu_check_module():
 
 def test_the_full_profile_estimate_agrees_with_the_cpu_cost_count():
     """At the 2-core VM's measured rate (two runs at once, 6.7k tokens/s each) the token count gives back the
-    README's 34-hour estimate within the evaluation time it leaves out; at the H200's measured 16-run rate, minutes."""
+    34-hour estimate of docs/profiles_and_cost.md within the evaluation time it leaves out; at the H200's measured
+    16-run rate, minutes."""
     mod = _gpu_check_module()
     cpu_hours = mod.full_profile_minutes(mod.CPU_REFERENCE["tokens_per_s"]) / 60
     assert 0.85 * mod.CPU_REFERENCE["full_profile_hours"] < cpu_hours < mod.CPU_REFERENCE["full_profile_hours"]
