@@ -28,7 +28,11 @@ class DataConfig:
     """Which text, which groups, how it is tokenised and cut into sequences."""
 
     groups: tuple[str, ...] = ("code", "books")
-    """Names of the data groups to mix, in the order proportions refer to (p_1..p_m)."""
+    """Names of the data groups to mix, in the order proportions refer to (p_1..p_m). A name may carry a cap on the
+    group's training tokens, ``name@tokens`` (e.g. ``books@300000``): the run trains on the first ``tokens`` tokens
+    of the group's training split, repeated for as many epochs as it draws (a data-constrained group), and evaluates
+    on the group's whole validation and test splits. The cap is part of the name, so a capped group's runs have their
+    own run ids."""
     corpus: str = "embedded"
     """``embedded`` (the offline corpus shipped in ``data/corpus``), ``slimpajama`` (DKYoon/SlimPajama-6B through
     ``datasets``; needs network once), or a path to a folder holding a corpus ``manifest.json``."""
@@ -191,10 +195,29 @@ def validate_groups(groups) -> tuple[str, ...]:
     groups = tuple(groups)
     if len(groups) < 2:
         raise ConfigError(f"a mixture needs at least two groups, got {list(groups)}")
-    dupes = sorted({g for g in groups if groups.count(g) > 1})
+    bases = [split_group(g)[0] for g in groups]
+    dupes = sorted({b for b in bases if bases.count(b) > 1})
     if dupes:
-        raise ConfigError(f"duplicate group names: {dupes}")
+        raise ConfigError(f"duplicate group names: {dupes} (a capped group, name@tokens, counts as its name)")
     return groups
+
+
+CAP_SEPARATOR = "@"
+
+
+def split_group(group: str) -> tuple[str, int | None]:
+    """``"books@300000"`` -> ``("books", 300000)``; an uncapped name -> ``(name, None)`` (``DataConfig.groups``)."""
+    base, sep, cap = str(group).partition(CAP_SEPARATOR)
+    if not sep:
+        return base, None
+    if not base or not cap.isdigit() or int(cap) < 1:
+        raise ConfigError(f"a capped group is name@tokens with a positive whole number of tokens, got {group!r}")
+    return base, int(cap)
+
+
+def base_groups(groups) -> tuple[str, ...]:
+    """The corpus groups behind ``groups``, caps dropped: what a text source must hold."""
+    return tuple(split_group(g)[0] for g in groups)
 
 
 def _jsonable(x: Any) -> Any:

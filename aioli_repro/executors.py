@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, canonical_json
+from .config import ConfigError, base_groups, canonical_json
 
 ENV = "AIOLI_EXECUTOR"
 # Environment a job inherits from the submitting process (caches, run cache, offline switches, fault injection).
@@ -432,7 +432,8 @@ def cached_result(cfg, runs_dir: str | Path, keep_model: bool = False, resolve_a
             from .tokenizer import load_tokenizer, tokenizer_fingerprint
 
             d = cfg.data
-            source = open_source(d.corpus, d.split_seed, d.val_fraction, d.test_fraction, groups=d.groups)
+            source = open_source(d.corpus, d.split_seed, d.val_fraction, d.test_fraction,
+                                 groups=base_groups(d.groups))
             _FINGERPRINTS[key] = {"corpus": source.fingerprint,
                                   "tokenizer": tokenizer_fingerprint(load_tokenizer(d.tokenizer))}
         fingerprints = {**_FINGERPRINTS[key], "device": device}

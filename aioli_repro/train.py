@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import faults
-from .config import RunConfig, run_id
+from .config import ConfigError, RunConfig, base_groups, run_id, split_group
 from .corpus import open_source
 from .model import (
     FUSED_LOSS_ATTR,
@@ -77,14 +77,15 @@ def load_data(cfg: RunConfig, verbose: bool = True) -> Data:
 
 def _load_data(cfg: RunConfig, verbose: bool = True) -> Data:
     d = cfg.data
-    source = open_source(d.corpus, d.split_seed, d.val_fraction, d.test_fraction, groups=d.groups)
+    source = open_source(d.corpus, d.split_seed, d.val_fraction, d.test_fraction, groups=base_groups(d.groups))
     if hasattr(source, "check_groups"):
-        source.check_groups(d.groups)
+        source.check_groups(base_groups(d.groups))
     tokenizer = load_tokenizer(d.tokenizer)
     store = TokenStore(source, tokenizer, verbose=verbose)
-    streams = {g: store.tokens(g, "train") for g in d.groups}
+    streams = {g: capped_train_tokens(store, g) for g in d.groups}
     # Evenly spaced windows (no seed): the same validation tokens for every run of every method.
-    val = {g: eval_windows(store.tokens(g, "val"), d.context_length, cfg.train.eval_sequences) for g in d.groups}
+    val = {g: eval_windows(store.tokens(split_group(g)[0], "val"), d.context_length, cfg.train.eval_sequences)
+           for g in d.groups}
     return Data(tuple(d.groups), tokenizer, store, streams, val)
 
 
@@ -190,9 +191,20 @@ def compile_model(model):
     return torch.compile(model, backend=backend, **({"mode": mode} if mode else {}))
 
 
+def capped_train_tokens(store: TokenStore, group: str):
+    """A group's training tokens: the whole split, or its first ``tokens`` for a capped group ``name@tokens``."""
+    base, cap = split_group(group)
+    tokens = store.tokens(base, "train")
+    if cap is not None and cap > tokens.size:
+        raise ConfigError(f"group {group!r} caps {base!r} at {cap} training tokens, but it has only {tokens.size}")
+    return tokens if cap is None else tokens[:cap]
+
+
 def _final_windows(data: Data, cfg: RunConfig, split: str) -> dict[str, torch.Tensor]:
-    """Evaluation windows of a whole split (capped at ``test_max_sequences`` per group, evenly spaced)."""
-    return {g: eval_windows(data.store.tokens(g, split), cfg.data.context_length, cfg.train.test_max_sequences)
+    """Evaluation windows of a whole split (capped at ``test_max_sequences`` per group, evenly spaced); a capped
+    group is evaluated on its corpus group's whole split."""
+    return {g: eval_windows(data.store.tokens(split_group(g)[0], split), cfg.data.context_length,
+                            cfg.train.test_max_sequences)
             for g in data.groups}
 
 
