@@ -1,0 +1,109 @@
+"""Where does mixing matter? Screening combinations of groups for the gain of the best static mixture over uniform.
+
+At our scale the paper-analogue settings have almost none: the static law puts the best mixture 0.08-1.7% of
+average test perplexity above uniform (``decidability``), below what a few seeds detect. A bench that can tell
+mixing methods apart needs settings with headroom, found on *validation* losses so that the test results on fresh
+seeds are not flattered by the search.
+
+``screen`` trains a short sweep of static mixtures per candidate (the same sweep grid search and DML use, with
+fewer points and optionally fewer steps) and reports two estimates of the headroom, relative to the uniform mixture's
+average validation perplexity:
+
+- ``observed_gain_pct``: the best swept mixture against uniform, both as trained (model-free; what grid search sees);
+- ``law_gain_pct``: the best mixture anywhere under the static log-linear law fitted to the sweep. The law is
+  monotone in each p_j, so it cannot represent a group that over-fits when it is repeated (a capped group,
+  ``name@tokens``); there the observed gain is the one to trust, and the two disagreeing is itself a finding.
+
+A candidate is a tuple of group names (``pair_candidates`` builds all pairs, capped or not); ``as_setting`` turns a
+chosen one into an ``hparams.Setting`` every method can run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import hparams
+from .config import CAP_SEPARATOR, split_group, validate_groups
+from .decidability import headroom
+from .methods import sweep
+from .profiles import get_profile
+
+__all__ = ["EMBEDDED_GROUPS", "pair_candidates", "as_setting", "screen", "screen_summary"]
+
+EMBEDDED_GROUPS = tuple(hparams.ANALOGUE.values())
+"""The seven groups of the embedded corpus, in the order of their SlimPajama counterparts."""
+
+
+def pair_candidates(groups: Sequence[str] = EMBEDDED_GROUPS, caps: Iterable[int] = ()) -> list[tuple[str, ...]]:
+    """Every pair of ``groups``, and for each cap every pair with one of its two groups capped at that many training
+    tokens (both orders, so each group is capped against each other group)."""
+    pairs = list(itertools.combinations(groups, 2))
+    out = [tuple(p) for p in pairs]
+    for cap in caps:
+        for a, b in pairs:
+            out += [(f"{a}{CAP_SEPARATOR}{int(cap)}", b), (a, f"{b}{CAP_SEPARATOR}{int(cap)}")]
+    return out
+
+
+def label(groups: Sequence[str]) -> str:
+    """A short name for a candidate: ``books/pydocs@300k``."""
+    def short(g):
+        base, cap = split_group(g)
+        return base if cap is None else f"{base}@{cap / 1000:g}k"
+    return "/".join(short(g) for g in groups)
+
+
+def as_setting(groups: Sequence[str], key: str | None = None, name: str | None = None) -> hparams.Setting:
+    """A setting on the embedded corpus's ``groups`` that ``methods.run_method`` and the tables accept. It has no
+    SlimPajama counterpart: its paper groups are its own."""
+    groups = validate_groups(groups)
+    return hparams.Setting(key or "+".join(groups), name or label(groups), tuple(groups), tuple(groups))
+
+
+def _uniform_index(P: np.ndarray) -> int | None:
+    hit = np.flatnonzero(np.all(np.isclose(P, 1.0 / P.shape[1], atol=1e-6), axis=1))
+    return int(hit[0]) if hit.size else None
+
+
+def screen(candidates: Sequence[Sequence[str]], profile: str, seeds: Sequence[int], runner, n_points: int = 5,
+           steps: int | None = None) -> pd.DataFrame:
+    """One row per (candidate, seed): a static sweep of ``n_points`` mixtures (for pairs, p_1 on a grid that holds
+    0.5 when ``n_points`` is odd) trained under ``profile`` (``steps`` shortens the runs), and the headroom of the
+    best mixture over uniform on average *validation* perplexity, observed and by the static law. All runs go to the
+    runner at once, so they train in parallel and are cached like every other run."""
+    prof = get_profile(profile)
+    S = steps or prof.train.steps
+    plan = [(tuple(c), seed, sweep(profile, tuple(c), seed, steps=steps, n=n_points))
+            for c in candidates for seed in seeds]
+    results = runner.run([cfg for _, _, cfgs in plan for cfg in cfgs])
+    rows, i = [], 0
+    for groups, seed, cfgs in plan:
+        res, i = results[i:i + len(cfgs)], i + len(cfgs)
+        P = np.array([c.method_config["proportions"] for c in cfgs])
+        L = np.array([[r["val_loss"][g] for g in groups] for r in res])
+        ppl = np.exp(L).mean(axis=1)  # average validation perplexity of each swept mixture
+        u = _uniform_index(P)
+        m = len(groups)
+        law = headroom(P, L, hparams.aioli_config(m, S)["eta"], seed=seed)
+        uniform = float(ppl[u]) if u is not None else law["ppl_uniform"]
+        best = int(np.argmin(ppl))
+        rows.append({"candidate": label(groups), "groups": "+".join(groups), "seed": seed, "m": m,
+                     "mixtures": len(P), "steps": S, "ppl_uniform": uniform, "ppl_best_observed": float(ppl[best]),
+                     "p_best_observed": [round(float(x), 4) for x in P[best]],
+                     "observed_gain_pct": 100 * (uniform - float(ppl[best])) / uniform,
+                     "law_gain_pct": 100 * law["headroom_anywhere"] / law["ppl_uniform"],
+                     "law_p_best": law["p_best"], "law_r2_min": law["fit_r2_min"]})
+    return pd.DataFrame(rows)
+
+
+def screen_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per candidate, means over seeds, the largest observed gain first."""
+    agg = table.groupby(["candidate", "groups", "m", "steps"], sort=False).agg(
+        seeds=("seed", "nunique"), ppl_uniform=("ppl_uniform", "mean"),
+        observed_gain_pct=("observed_gain_pct", "mean"), law_gain_pct=("law_gain_pct", "mean"),
+        law_r2_min=("law_r2_min", "min")).reset_index()
+    return agg.sort_values("observed_gain_pct", ascending=False, kind="stable").reset_index(drop=True)

@@ -1,0 +1,70 @@
+"""The headroom screen on a planted law: its numbers are set against a brute-force search written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aioli_repro import headroom
+from aioli_repro.profiles import PROFILES
+
+
+class PlantedRunner:
+    """Answers each static run with validation losses from a planted law instead of training."""
+
+    def __init__(self, law):
+        self.law, self.seen = law, []
+
+    def run(self, cfgs):
+        self.seen += cfgs
+        return [{"val_loss": dict(zip(c.data.groups, self.law(np.array(c.method_config["proportions"]))))}
+                for c in cfgs]
+
+
+def planted(p):
+    # group 1 gains far more from its own data than group 0: the best mixture is p_1 = 0.185, far from uniform
+    c, b, a = np.array([1.0, 1.2]), np.array([0.5, 3.0]), np.array([1.0, 4.0])
+    return c + b * np.exp(-a * p)
+
+
+def test_pair_candidates_cap_each_group_against_each_other():
+    cands = headroom.pair_candidates(("a", "b", "c"), caps=[1000])
+    assert len(cands) == 3 + 6 and ("a", "b") in cands and ("a@1000", "b") in cands and ("a", "b@1000") in cands
+    assert len(headroom.pair_candidates()) == 21
+    assert headroom.label(("books@300000", "pydocs")) == "books@300k/pydocs"
+
+
+def test_the_screen_reports_the_observed_and_the_law_headroom_of_a_planted_pair():
+    runner = PlantedRunner(planted)
+    table = headroom.screen([("code", "licenses")], "full", [0], runner, n_points=5)
+    row = table.iloc[0]
+    grid = np.array([[k / 6, 1 - k / 6] for k in range(1, 6)])  # n = 5: p1 in 1/6 .. 5/6, 0.5 included
+    ppl = np.exp(np.array([planted(p) for p in grid])).mean(axis=1)
+    uniform = np.exp(planted(np.array([0.5, 0.5]))).mean()
+    assert row.ppl_uniform == pytest.approx(uniform)
+    assert row.observed_gain_pct == pytest.approx(100 * (uniform - ppl.min()) / uniform)
+    assert row.p_best_observed == pytest.approx(list(grid[ppl.argmin()]), abs=1e-4)
+    fine = np.linspace(0, 1, 100001)
+    best = np.exp(np.array([planted(np.array([x, 1 - x])) for x in fine])).mean(axis=1).min()
+    assert row.law_gain_pct == pytest.approx(100 * (uniform - best) / uniform, rel=1e-3)  # the law fits exactly
+    assert row.law_gain_pct > row.observed_gain_pct > 0
+    assert len(runner.seen) == 5 and all(c.train.steps == PROFILES["full"].train.steps for c in runner.seen)
+
+
+def test_a_shortened_screen_trains_shorter_runs_and_the_summary_ranks_by_observed_gain():
+    flat = PlantedRunner(lambda p: np.array([2.0, 2.0]))  # no mixture matters
+    table = headroom.screen([("code", "licenses"), ("code@5000", "licenses")], "full", [0, 1],
+                            PlantedRunner(planted), n_points=3, steps=200)
+    assert set(table.steps) == {200} and len(table) == 4
+    summary = headroom.screen_summary(table)
+    assert summary.seeds.tolist() == [2, 2] and summary.observed_gain_pct.is_monotonic_decreasing
+    none = headroom.screen([("code", "licenses")], "full", [0], flat, n_points=3)
+    assert none.observed_gain_pct.iloc[0] == pytest.approx(0) and abs(none.law_gain_pct.iloc[0]) < 1e-6
+
+
+def test_a_chosen_candidate_becomes_a_setting_every_method_accepts():
+    st = headroom.as_setting(("pydocs@300000", "code"))
+    assert st.groups == ("pydocs@300000", "code") and st.label == "pydocs@300k/code"
+    from aioli_repro.methods import setting_groups
+
+    assert setting_groups(st, "full") == ("pydocs@300000", "code")
