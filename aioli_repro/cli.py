@@ -15,7 +15,15 @@ import sys
 import textwrap
 from typing import Any, get_type_hints
 
-from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .bench import aioli_overhead, doge_gradients, in_run_throughput, run_benchmark
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .corpus import open_source
+from .errors import ConfigError
+from .executors import Runner
+from .methods import run_method
+from .token_store import TokenStore
+from .tokenizer import EMBEDDED_TOKENIZER, load_tokenizer, train_tokenizer
+from .train import train
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -161,8 +169,6 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "train":
-        from .train import train
-
         cfg = build_config(args)
         result = train(cfg, runs_dir=args.runs_dir, progress=not args.quiet)
         summary = {k: result[k] for k in ("name", "method", "groups", "steps", "avg_test_perplexity",
@@ -170,15 +176,11 @@ def _dispatch(args) -> int:
         print(json.dumps(summary, indent=1))
         return 0
     if args.command == "method":
-        from .methods import Runner, run_method
-
         outcome = run_method(args.name, args.setting, args.profile, args.seed,
                              Runner(args.jobs, args.runs_dir, progress=True))
         print(json.dumps(outcome.summary(), indent=1, default=str)[:4000])
         return 0
     if args.command == "groups":
-        from .corpus import open_source
-
         src = open_source(args.corpus)
         for name, meta in src.manifest["groups"].items():
             print(f"{name:12s} analogue of {meta.get('slimpajama_analogue', '?'):14s} "
@@ -186,10 +188,6 @@ def _dispatch(args) -> int:
                   f"{meta.get('description', '')}")
         return 0
     if args.command == "prepare":
-        from .corpus import open_source
-        from .token_store import TokenStore
-        from .tokenizer import load_tokenizer
-
         src = open_source(args.corpus, groups=args.groups)
         groups = args.groups or src.groups
         if hasattr(src, "check_groups"):
@@ -198,9 +196,6 @@ def _dispatch(args) -> int:
         print(json.dumps(counts, indent=1))
         return 0
     if args.command == "tokenizer":
-        from .corpus import open_source
-        from .tokenizer import EMBEDDED_TOKENIZER, train_tokenizer
-
         src = open_source(args.corpus)
         texts = [t for g in src.groups for t in src.documents(g, "train")]
         out = args.out or EMBEDDED_TOKENIZER
@@ -208,8 +203,6 @@ def _dispatch(args) -> int:
         print(f"saved a {args.vocab_size}-token byte-level BPE to {out}")
         return 0
     if args.command == "bench":
-        from .bench import aioli_overhead, doge_gradients, in_run_throughput, run_benchmark
-
         if args.doge:
             doge_gradients(**({"out": args.out} if args.out else {}))
         elif args.in_runs:

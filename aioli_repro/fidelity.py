@@ -48,22 +48,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from . import hparams
-from .config import ConfigError, RunConfig, canonical_json
-from .executors import cached_result
+from .config import RunConfig, canonical_json
+from .errors import ConfigError
+from .executors import NotCachedError, Runner, cached_result
 from .laws import DynamicLawFit, fit_dynamic_law, fit_method_scale, fit_static_law, similarity_parts
-from .methods import (
-    NotCachedError,
-    Runner,
-    ensure_reference_weights,
-    run_method,
-    setting_groups,
-    stratified_config,
-    sweep,
-)
+from .methods import ensure_reference_weights, run_method, setting_groups, stratified_config, sweep
 from .profiles import get_profile, study_seeds
 from .runs import RunDir
+from .train import load_data, train
 
 __all__ = [
     "PAPER",
@@ -168,14 +163,10 @@ def run_configs(cfgs: Sequence[RunConfig], runner: Runner, keep_steps: tuple[int
         return runner.run(cfgs)
     if runner.jobs > 1 and len(cfgs) > 1 and not keep_steps:
         return runner.run(cfgs)
-    from .train import load_data, train
-
     loaded: dict[str, Any] = {}
     out = []
     it = cfgs
     if runner.progress and len(cfgs) > 1:
-        from tqdm.auto import tqdm
-
         it = tqdm(cfgs, desc=f"{len(cfgs)} runs", unit="run")
     for c in it:
         key = canonical_json({"data": dataclasses.asdict(c.data), "eval_sequences": c.train.eval_sequences})

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from .corpus import REPO_ROOT
+from .paths import REPO_ROOT, atomic_write_json
 from .profiles import PROFILES
-from .token_store import atomic_write_json
+from .report import NONE_FINISHED, not_finished, read_not_finished, results_dir
 from .usage import read_used, runs_cost
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -34,7 +34,7 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 def accepts_cached_only(path: Path) -> bool:
     """Whether a notebook can render from the run cache alone (it declares a ``cached_only`` parameter)."""
-    import papermill as pm
+    import papermill as pm  # lazy, here and below: papermill brings the Jupyter client, needed only to run notebooks
 
     return "cached_only" in pm.inspect_notebook(str(path))
 
@@ -44,7 +44,7 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
     """Execute one notebook; its wall time, or None when ``cached_only`` finds none of its runs finished (the
     notebook is then skipped, and an executed copy from an earlier invocation is kept). With ``used_log``, every run
     the notebook reads or trains appends its id to that file (see :mod:`aioli_repro.usage`)."""
-    import papermill as pm
+    import papermill as pm  # lazy: see accepts_cached_only
 
     if used_log is not None:
         used_log.unlink(missing_ok=True)
@@ -64,8 +64,6 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
         if cached_only and e.ename == "NotCachedError":
             target.unlink(missing_ok=True)
             print(f"[run_all] {path.name}: none of its runs has finished under this profile yet; skipped")
-            from .report import NONE_FINISHED, not_finished, results_dir
-
             not_finished(results_dir(profile), path.stem, [NONE_FINISHED])
             return None
         raise SystemExit(f"\n[run_all] FAILED: notebook {path.name}, cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
@@ -100,8 +98,6 @@ def write_logs(profile: str, jobs: int, cached_only: bool, timings: dict[str, fl
 def not_finished_summary(profile: str, stems: list[str], folder: Path | None = None) -> str:
     """One line: how many parts each of these notebooks left out at its latest render (empty when none), from the
     ``not_finished.json`` of ``folder`` (default ``results/<profile>/``)."""
-    from .report import NONE_FINISHED, read_not_finished
-
     record = read_not_finished(REPO_ROOT / "results" / profile if folder is None else folder)
 
     return "; ".join(f"{stem[:2]} all" if record[stem] == [NONE_FINISHED] else f"{stem[:2]} {len(record[stem])} part(s)"

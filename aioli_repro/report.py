@@ -13,11 +13,11 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from .corpus import REPO_ROOT, FolderCorpus
+from .corpus import FolderCorpus
 from .hparams import SETTINGS
+from .paths import REPO_ROOT, atomic_write_json
 from .profiles import check_study_parameters, default_settings, get_profile, profile_settings, study_seeds
 from .runs import RunDir, default_runs_dir
-from .token_store import atomic_write_json
 
 
 def results_dir(profile: str) -> Path:

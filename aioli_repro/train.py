@@ -13,6 +13,7 @@ every predicted token of its test split (EOS separators included), exponentiated
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import resource
@@ -23,20 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from safetensors.torch import save_model
+from tqdm.auto import tqdm
 
 from . import faults
-from .config import ConfigError, RunConfig, base_groups, run_id, split_group
+from .config import RunConfig, base_groups, run_id, split_group
 from .corpus import open_source
-from .model import (
-    FUSED_LOSS_ATTR,
-    build_model,
-    count_parameters,
-    flops_per_token,
-    resolve_device,
-    token_losses,
-    use_fused_loss,
-)
+from .errors import ConfigError
+from .model import build_model, count_parameters, flops_per_token, resolve_device, sequence_losses, use_fused_loss
 from .policies import Observation, PolicyContext, Segment, make_policy
 from .runs import RunDir
 from .sampler import MixtureSampler, eval_windows
@@ -66,8 +61,6 @@ _DATA_CACHE: dict[str, Data] = {}
 def load_data(cfg: RunConfig, verbose: bool = True) -> Data:
     """Tokenizer, token store and evaluation windows for a config; reused within a process (a study trains
     hundreds of runs on the same data, and reloading costs about a second each time)."""
-    import json
-
     key = json.dumps([dataclasses.asdict(cfg.data), cfg.train.eval_sequences], sort_keys=True, default=str)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one data configuration at a time: memory stays flat across studies
@@ -104,18 +97,6 @@ def make_optimizer(model, t) -> torch.optim.AdamW:
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=1e-8)
-
-
-def sequence_losses(model, tokens: torch.Tensor, autocast: bool) -> torch.Tensor:
-    """Mean next-token cross-entropy of each sequence, [batch]. A model marked by ``use_fused_loss`` (the run's
-    ``train.fused_loss``) goes through the chunked LM-head loss unless bf16 autocast is on."""
-    inputs, labels = tokens[:, :-1], tokens[:, 1:]
-    if getattr(model, FUSED_LOSS_ATTR, False) and not autocast:
-        return token_losses(model, inputs, labels).mean(dim=1)
-    with torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = model(input_ids=inputs).logits
-    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-    return loss.view(labels.shape).mean(dim=1)
 
 
 @torch.no_grad()
@@ -318,8 +299,6 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         return Observation(step, np.array([losses[g] for g in groups]), seg_counts.copy())
 
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=end, initial=step, desc=run.path.name, unit="step", dynamic_ncols=True)
     tokens_per_step = t.batch_size * cfg.data.context_length
     start_step = int(cfg.branch["step"]) if cfg.branch else 0  # children are charged only their own steps
@@ -420,8 +399,6 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     if keep_steps:  # what children need from their parent besides its weights, kept with the (committed) result
         result["branch_points"] = run.branch_points(keep_steps)
     if keep_model:
-        from safetensors.torch import save_model
-
         save_model(model, str(run.model_path))
     faults.hit("result", end)
     if previous is not None:

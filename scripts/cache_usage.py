@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aioli_repro.corpus import REPO_ROOT  # noqa: E402
+from aioli_repro.paths import REPO_ROOT  # noqa: E402
 from aioli_repro.pipeline import notebooks  # noqa: E402
 from aioli_repro.usage import runs_cost, unused_cache_entries  # noqa: E402
 

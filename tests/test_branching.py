@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from aioli_repro.config import ConfigError
+from aioli_repro.errors import ConfigError
 from aioli_repro.runs import RunDir
 from aioli_repro.train import train
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from aioli_repro import hparams
-from aioli_repro.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
+from aioli_repro.errors import ConfigError
 from aioli_repro.executors import ENV, ExecutorConfig, InProcessExecutor, LocalPoolExecutor, SlurmConfig, resolve
 from aioli_repro.profiles import PROFILES, Profile
 
@@ -22,7 +23,7 @@ SETTING = hparams.Setting("tiny", "C/L", ("github", "wikipedia"), ("code", "lice
 
 
 def test_executor_config_from_strings_files_and_the_environment(tmp_path, monkeypatch):
-    from aioli_repro.methods import Runner
+    from aioli_repro.executors import Runner
 
     monkeypatch.delenv(ENV, raising=False)
     assert resolve() == ExecutorConfig()
@@ -91,7 +92,7 @@ def test_two_workers_racing_for_one_run_compute_it_once(tiny_cfg, tmp_path, monk
 
 
 def test_runner_trains_identical_configs_once_and_returns_results_in_order(tiny_cfg, tmp_path):
-    from aioli_repro.methods import Runner
+    from aioli_repro.executors import Runner
 
     calls = []
 
@@ -125,7 +126,7 @@ def cpu_tiny_profile(monkeypatch):
 
 def test_slurm_backend_through_submitit_local_one_job_per_run(cpu_tiny_profile, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from aioli_repro.methods import Runner
+    from aioli_repro.executors import Runner
     from aioli_repro.tables import run_grid
 
     cache = tmp_path / "result_cache"

@@ -10,7 +10,8 @@ import pytest
 
 from aioli_repro import fidelity, hparams, plots, profiles
 from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
-from aioli_repro.methods import Runner, run_method, stratified_config, sweep
+from aioli_repro.executors import Runner
+from aioli_repro.methods import run_method, stratified_config, sweep
 from aioli_repro.profiles import PROFILES, Profile
 from aioli_repro.runs import RunDir
 
@@ -256,7 +257,7 @@ def test_cached_only_studies_render_the_finished_part_and_train_nothing(tiny, ru
     """A sitting of the long profile renders notebooks 01-03 from the runs finished so far: with a runner that only
     reads the cache, each study keeps its finished (setting, seed) parts exactly and lists the others."""
     import aioli_repro.train as train_mod
-    from aioli_repro.methods import NotCachedError
+    from aioli_repro.executors import NotCachedError
 
     def no_training(*a, **k):
         raise AssertionError("a cached_only study trained a run")
