@@ -1,4 +1,11 @@
-"""Command line: ``python -m aioli_repro {train,groups,prepare,tokenizer,bench} ...``.
+"""Command line: ``python -m aioli_repro <command> ...``, one subcommand per stage.
+
+    prepare   tokenise groups into the token store (``groups`` lists them, ``tokenizer`` retrains the BPE)
+    train     one run
+    method    one method end to end on a setting (its extra runs, then its final run)
+    run-all   every notebook of a profile, in order (what ``run_all.sh`` runs after setting up the venv)
+    bench     speed: matmul peak, throughput and MFU per preset, Aioli's overhead, DoGE's gradients
+    cache     what a profile's notebooks cost from scratch; the cached runs none of them uses (``--prune``)
 
 The ``train`` options are generated from the config dataclasses, so ``--help`` shows each field's docstring and can
 never drift from what the code reads.
@@ -21,9 +28,12 @@ from .corpus import open_source
 from .errors import ConfigError
 from .executors import Runner
 from .methods import run_method
+from .pipeline import add_arguments as add_run_all_arguments
+from .pipeline import notebooks, run_all
 from .token_store import TokenStore
 from .tokenizer import EMBEDDED_TOKENIZER, load_tokenizer, train_tokenizer
 from .train import train
+from .usage import cache_report
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -102,6 +112,19 @@ def make_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    pr = sub.add_parser("prepare", help="tokenise groups into the token store (done automatically on first use)")
+    pr.add_argument("--groups", type=_parse_list(str), default=None, help="default: all groups")
+    pr.add_argument("--corpus", default="embedded")
+    pr.add_argument("--tokenizer", default="embedded")
+
+    g = sub.add_parser("groups", help="list the data groups of the embedded corpus (or --corpus)")
+    g.add_argument("--corpus", default="embedded")
+
+    tk = sub.add_parser("tokenizer", help="retrain the embedded byte-level BPE on the corpus' train splits")
+    tk.add_argument("--vocab-size", type=int, default=4096)
+    tk.add_argument("--corpus", default="embedded")
+    tk.add_argument("--out", default=None, help="output folder (default: data/tokenizer)")
+
     p = sub.add_parser("train", help="train one run (reuses a finished run, resumes an interrupted one)",
                        description="Train one run. Example: python -m aioli_repro train --groups code,books "
                                    "--proportions 0.5,0.5 --steps 300")
@@ -128,18 +151,11 @@ def make_parser() -> argparse.ArgumentParser:
     mt.add_argument("--jobs", type=int, default=1, help="independent runs executed in parallel")
     mt.add_argument("--runs-dir", default=None)
 
-    g = sub.add_parser("groups", help="list the data groups of the embedded corpus (or --corpus)")
-    g.add_argument("--corpus", default="embedded")
-
-    pr = sub.add_parser("prepare", help="tokenise groups into the token store (done automatically on first use)")
-    pr.add_argument("--groups", type=_parse_list(str), default=None, help="default: all groups")
-    pr.add_argument("--corpus", default="embedded")
-    pr.add_argument("--tokenizer", default="embedded")
-
-    tk = sub.add_parser("tokenizer", help="retrain the embedded byte-level BPE on the corpus' train splits")
-    tk.add_argument("--vocab-size", type=int, default=4096)
-    tk.add_argument("--corpus", default="embedded")
-    tk.add_argument("--out", default=None, help="output folder (default: data/tokenizer)")
+    ra = sub.add_parser("run-all", help="execute every notebook of a profile in order (run_all.sh's Python side)",
+                        description="Regenerate every table and figure of a profile: the numbered notebooks run in "
+                                    "order; finished runs come from the run cache. Example: python -m aioli_repro "
+                                    "run-all --profile smoke --cached-only")
+    add_run_all_arguments(ra)
 
     b = sub.add_parser("bench", help="measure matmul peak, training throughput and MFU of each preset")
     b.add_argument("--presets", type=_parse_list(str), default=("300k", "1m", "4m", "20m"))
@@ -155,6 +171,17 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--in-runs", action="store_true",
                    help="instead: throughput and MFU of the profile's finished real runs, read from the result cache "
                         "(results/bench/in_run_throughput.csv; trains nothing)")
+
+    c = sub.add_parser("cache", help="a profile's from-scratch cost from its run records; list or prune the cached "
+                                     "runs no notebook uses",
+                       description="Reads results/<profile>/used_runs.json (written by run_all) and prints, per "
+                                   "notebook and in all, the runs used and the training seconds they recorded, then "
+                                   "the committed cached runs of the profile's recipe that no notebook used.")
+    c.add_argument("--profile", default="quick")
+    c.add_argument("--jobs", type=int, default=2, help="runs at once on a fresh clone (default 2: the 2-core CPU)")
+    c.add_argument("--prune", action="store_true",
+                   help="delete the cached runs of this recipe no notebook used (only after a render of every "
+                        "notebook of the profile: an entry of a study still in progress looks unused too)")
     return parser
 
 
@@ -211,5 +238,10 @@ def _dispatch(args) -> int:
             aioli_overhead(args.profile, **({"out": args.out} if args.out else {}))
         else:
             run_benchmark(presets=args.presets, steps=args.steps, **({"out": args.out} if args.out else {}))
+        return 0
+    if args.command == "run-all":
+        return run_all(args)
+    if args.command == "cache":
+        cache_report(args.profile, [p.name for p in notebooks()], jobs=args.jobs, prune=args.prune)
         return 0
     raise AssertionError(args.command)

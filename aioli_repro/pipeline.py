@@ -104,8 +104,8 @@ def not_finished_summary(profile: str, stems: list[str], folder: Path | None = N
                      for stem in stems if record.get(stem))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="run_all.sh", description="Regenerate every table and figure.")
+def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``run_all.sh`` (and of ``python -m aioli_repro run-all``, which shares them)."""
     ap.add_argument("--profile", default="quick", choices=list(PROFILES), help="see aioli_repro/profiles.py")
     ap.add_argument("--jobs", type=int, default=None,
                     help="independent training runs executed in parallel (default: the profile's, see profiles.py)")
@@ -113,7 +113,16 @@ def main(argv=None) -> int:
     ap.add_argument("--cached-only", action="store_true",
                     help="train nothing: re-render, from finished runs only, the notebooks that can (01-07), listing "
                          "what is not finished yet; the others are skipped (e.g. between sittings of the full profile)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="run_all.sh", description="Regenerate every table and figure.")
+    return run_all(add_arguments(ap).parse_args(argv))
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Execute the chosen notebooks of a profile in order, then write the timing and run-usage logs."""
     todo = notebooks(args.only)
     if args.cached_only:
         skipped = [p.name for p in todo if not accepts_cached_only(p)]

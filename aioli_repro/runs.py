@@ -46,7 +46,7 @@ def result_cache_dir() -> Path | None:
 
 def note_used(run_id: str) -> None:
     """Append ``run_id`` to the file named by ``AIOLI_USED_RUNS``, if set: the runs a render read or trained, so
-    ``scripts/cache_usage.py`` can sum what they cost and list the cached runs no table uses any more. One short
+    ``python -m aioli_repro cache`` can sum what they cost and list the cached runs no table uses any more. One short
     ``O_APPEND`` write per run, so the parallel workers of a study can share the file."""
     path = os.environ.get("AIOLI_USED_RUNS")
     if path:
