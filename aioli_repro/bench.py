@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -53,7 +52,6 @@ def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
 def measure_training(preset: str, vocab: int, context: int, micro_batch: int, steps: int, threads: int | None = None,
                      compile_model: bool = False, fused_loss: bool = False, start_at: float = 0.0) -> dict:
     """Median step time of forward + backward + clip + AdamW on random tokens, with a per-phase breakdown."""
-
     if threads:
         torch.set_num_threads(threads)
     model = use_fused_loss(build_model(preset, vocab, context, seed=0), fused_loss)
@@ -121,7 +119,6 @@ def _run_parallel(kwargs: dict, processes: int) -> dict:
 
 def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path = "results/bench/benchmark_speed.json",
                   vocab: int | None = None, context: int = 256, micro_batch: int = 8, knobs: bool = True) -> dict:
-
     if vocab is None:
         vocab = len(load_tokenizer("embedded"))
     configs = [dict(preset=p, vocab=vocab, context=context, micro_batch=micro_batch, steps=steps) for p in presets]
@@ -178,7 +175,6 @@ def aioli_overhead(profile: str = "full", settings=("arxiv_stackexchange", "arxi
                    steps: int | None = None, out: str | Path = "results/bench/benchmark_aioli_overhead.json") -> dict:
     """Wall-time ratio of an Aioli run to a stratified run of the same length, measured back to back per setting
     (fresh run directories, so nothing is cached). The extra cost is LearnParams' validation passes."""
-
     os.environ["AIOLI_RESULT_CACHE"] = "off"  # time real runs, never a cached result
     rows = []
     for key in settings:
@@ -211,7 +207,6 @@ def doge_gradients(preset: str = "1m", context: int = 256, batch: int = 8, group
     (``group_gradients``, used since 2026-11-30) against one full-batch graph differentiated once per group
     (``full_graph_group_gradients``, before). Both are timed alternately in this process, on the full profile's
     model and batch with a stratified batch of m groups; the ratio is what matters on a shared VM."""
-
     torch.set_num_threads(threads)
     model = build_model(preset, 4096, context, 0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -250,6 +245,8 @@ def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
     profile's default), the machine's utilisation is about ``jobs`` times that. The summary leaves out the proxy runs
     of DoReMi and DoGE: their extra forward/backward passes (reference model, per-group gradients) are real work that
     the model-FLOP count of a training step does not include."""
+    # Lazy: the measuring subprocesses import this module, and their peak RSS should be the model's, not pandas'.
+    import pandas as pd
 
     prof = get_profile(profile)
     if peak_gflops is None:
@@ -304,8 +301,6 @@ def benchmark_jobs(n_runs: int = 6, steps: int = 50, profile: str = "quick", job
     ``threads_list`` (one entry per ``jobs_list`` entry, 0 = that default) sets the threads per run explicitly.
     Records the 1-minute load average before each configuration (other work on the machine skews the figures).
     Prints and returns the figures (a measurement, not a test)."""
-
-
     os.environ["AIOLI_RESULT_CACHE"] = "off"  # time real runs
     groups = hparams.get_setting(setting).groups
     cfgs = [profile_config(profile, groups, "stratified", seed, steps=steps, name=f"bench-jobs-{seed}")

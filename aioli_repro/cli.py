@@ -27,7 +27,6 @@ from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .corpus import open_source
 from .errors import ConfigError
 from .executors import Runner
-from .methods import run_method
 from .pipeline import add_arguments as add_run_all_arguments
 from .pipeline import notebooks, run_all
 from .token_store import TokenStore
@@ -203,6 +202,10 @@ def _dispatch(args) -> int:
         print(json.dumps(summary, indent=1))
         return 0
     if args.command == "method":
+        # Lazy: methods brings scipy (the mixing-law fits), which no other command's process needs; a `train` process
+        # then holds only the training code, and the peak RSS its result records is the run's own.
+        from .methods import run_method
+
         outcome = run_method(args.name, args.setting, args.profile, args.seed,
                              Runner(args.jobs, args.runs_dir, progress=True))
         print(json.dumps(outcome.summary(), indent=1, default=str)[:4000])

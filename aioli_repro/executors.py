@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from .config import RunConfig, base_groups, canonical_json, run_id
@@ -59,6 +58,7 @@ from .errors import ConfigError
 from .model import resolve_device
 from .paths import atomic_write_json
 from .runs import RunDir, default_runs_dir
+from .threads import init_worker, set_threads
 from .tokenizer import load_tokenizer, tokenizer_fingerprint
 from .train import train
 
@@ -212,17 +212,6 @@ def _forwarded_env() -> dict[str, str]:
     return env
 
 
-def _set_threads(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
-
-
-def _init_local_worker(threads: int, env: dict[str, str]) -> None:
-    os.environ.update(env)
-    os.environ.pop(ENV, None)  # a worker trains its runs itself; it never starts executors of its own
-    _set_threads(threads)
-
-
 class Executor:
     """Maps a picklable module-level function over argument tuples; results come back in order."""
 
@@ -266,8 +255,10 @@ class LocalPoolExecutor(Executor):
         if not args:
             return []
         results: list[Any] = [None] * len(args)
+        # The initializer sets the worker's threads before anything loads numpy or torch (see threads.py); ENV is
+        # unset there because a worker trains its runs itself, it never starts executors of its own.
         pool = ProcessPoolExecutor(min(self.jobs, len(args)), mp_context=mp.get_context("spawn"),
-                                   initializer=_init_local_worker, initargs=(self.threads, _forwarded_env()))
+                                   initializer=init_worker, initargs=(self.threads, _forwarded_env(), (ENV,)))
         try:
             futures = {pool.submit(fn, *a): i for i, a in enumerate(args)}
             for fut in _progress(as_completed(futures), len(futures), f"{desc} on {self.jobs} workers", progress):
@@ -290,7 +281,7 @@ class _Job:
     def __call__(self, *args):
         os.environ.update(self.env)
         os.environ.pop(ENV, None)
-        _set_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", self.threads)))
+        set_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", self.threads)))
         value = self.fn(*args)
         # The caller reads this JSON, never submitit's pickled return value (nothing read back may be a pickle).
         import submitit  # lazy, as everywhere here: only the Slurm backend needs submitit

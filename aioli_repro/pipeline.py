@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .paths import REPO_ROOT, atomic_write_json
 from .profiles import PROFILES
-from .report import NONE_FINISHED, not_finished, read_not_finished, results_dir
 from .usage import read_used, runs_cost
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -64,6 +63,10 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
         if cached_only and e.ename == "NotCachedError":
             target.unlink(missing_ok=True)
             print(f"[run_all] {path.name}: none of its runs has finished under this profile yet; skipped")
+            # Lazy, here and below: report brings pandas, which run_all's own process (and the command line, which
+            # shares its options) otherwise never needs.
+            from .report import NONE_FINISHED, not_finished, results_dir
+
             not_finished(results_dir(profile), path.stem, [NONE_FINISHED])
             return None
         raise SystemExit(f"\n[run_all] FAILED: notebook {path.name}, cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
@@ -98,6 +101,8 @@ def write_logs(profile: str, jobs: int, cached_only: bool, timings: dict[str, fl
 def not_finished_summary(profile: str, stems: list[str], folder: Path | None = None) -> str:
     """One line: how many parts each of these notebooks left out at its latest render (empty when none), from the
     ``not_finished.json`` of ``folder`` (default ``results/<profile>/``)."""
+    from .report import NONE_FINISHED, read_not_finished  # lazy: see run_notebook
+
     record = read_not_finished(REPO_ROOT / "results" / profile if folder is None else folder)
 
     return "; ".join(f"{stem[:2]} all" if record[stem] == [NONE_FINISHED] else f"{stem[:2]} {len(record[stem])} part(s)"

@@ -97,7 +97,6 @@ def check_study_parameters(profile, seeds=None, settings=None, jobs=1) -> None:
     """Refuse a study's parameters of the wrong type before anything runs. Notebooks get them from papermill, which
     passes ``-p`` values through unchecked (``-p seeds 0,1`` arrives as the string "0,1"; lists need
     ``-y 'seeds: [0, 1]'``), and a string would otherwise be iterated character by character."""
-
     get_profile(profile)
     if seeds is not None and (isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__")
                               or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in seeds)):
