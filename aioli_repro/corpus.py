@@ -1,8 +1,9 @@
 """Text sources: the embedded offline corpus (seven real data groups) and its document-level splits.
 
 A *text source* is anything with ``groups``, a content ``fingerprint`` and ``documents(group, split)``
-(:class:`aioli_repro.token_store.TextSource`, what the token store reads), so the embedded corpus, a user's own folder in the same format and SlimPajama
-(:mod:`aioli_repro.slimpajama`) are interchangeable.
+(:class:`aioli_repro.token_store.TextSource`, what the token store reads), so the embedded corpus, a user's own
+folder in the same format and SlimPajama (:mod:`aioli_repro.slimpajama`) are interchangeable; :func:`open_source`
+picks one from ``DataConfig.corpus``.
 
 Corpus folder format: ``manifest.json`` plus one ``<group>.jsonl.gz`` per group with ``{"text": ..., "source": ...}``
 lines. The manifest records each file's sha256, and a file that does not match is refused (never silently used).
