@@ -12,12 +12,26 @@ import csv
 import json
 import os
 import platform
+import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
+
+from . import hparams
+from .config import TrainConfig
+from .executors import ExecutorConfig, Runner, available_cores, default_threads
+from .model import build_model, count_parameters, flops_per_token, sequence_losses, use_fused_loss
+from .policies.doge import full_graph_group_gradients, group_gradients
+from .profiles import get_profile, profile_config
+from .runs import result_cache_dir
+from .tokenizer import load_tokenizer
+from .train import make_optimizer, train
 
 
 def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
@@ -38,12 +52,6 @@ def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
 def measure_training(preset: str, vocab: int, context: int, micro_batch: int, steps: int, threads: int | None = None,
                      compile_model: bool = False, fused_loss: bool = False, start_at: float = 0.0) -> dict:
     """Median step time of forward + backward + clip + AdamW on random tokens, with a per-phase breakdown."""
-    import resource
-
-    from .config import TrainConfig
-    from .model import build_model, count_parameters, flops_per_token, use_fused_loss
-    from .train import make_optimizer, sequence_losses
-
     if threads:
         torch.set_num_threads(threads)
     model = use_fused_loss(build_model(preset, vocab, context, seed=0), fused_loss)
@@ -111,10 +119,6 @@ def _run_parallel(kwargs: dict, processes: int) -> dict:
 
 def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path = "results/bench/benchmark_speed.json",
                   vocab: int | None = None, context: int = 256, micro_batch: int = 8, knobs: bool = True) -> dict:
-    from tqdm.auto import tqdm
-
-    from .tokenizer import load_tokenizer
-
     if vocab is None:
         vocab = len(load_tokenizer("embedded"))
     configs = [dict(preset=p, vocab=vocab, context=context, micro_batch=micro_batch, steps=steps) for p in presets]
@@ -171,12 +175,6 @@ def aioli_overhead(profile: str = "full", settings=("arxiv_stackexchange", "arxi
                    steps: int | None = None, out: str | Path = "results/bench/benchmark_aioli_overhead.json") -> dict:
     """Wall-time ratio of an Aioli run to a stratified run of the same length, measured back to back per setting
     (fresh run directories, so nothing is cached). The extra cost is LearnParams' validation passes."""
-    import tempfile
-
-    from . import hparams
-    from .profiles import profile_config
-    from .train import train
-
     os.environ["AIOLI_RESULT_CACHE"] = "off"  # time real runs, never a cached result
     rows = []
     for key in settings:
@@ -209,11 +207,6 @@ def doge_gradients(preset: str = "1m", context: int = 256, batch: int = 8, group
     (``group_gradients``, used since 2026-11-30) against one full-batch graph differentiated once per group
     (``full_graph_group_gradients``, before). Both are timed alternately in this process, on the full profile's
     model and batch with a stratified batch of m groups; the ratio is what matters on a shared VM."""
-    import statistics
-
-    from .model import build_model
-    from .policies.doge import full_graph_group_gradients, group_gradients
-
     torch.set_num_threads(threads)
     model = build_model(preset, 4096, context, 0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -252,10 +245,8 @@ def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
     profile's default), the machine's utilisation is about ``jobs`` times that. The summary leaves out the proxy runs
     of DoReMi and DoGE: their extra forward/backward passes (reference model, per-group gradients) are real work that
     the model-FLOP count of a training step does not include."""
+    # Lazy: the measuring subprocesses import this module, and their peak RSS should be the model's, not pandas'.
     import pandas as pd
-
-    from .profiles import get_profile
-    from .runs import result_cache_dir
 
     prof = get_profile(profile)
     if peak_gflops is None:
@@ -300,3 +291,48 @@ def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
     print(f"  with {prof.jobs} runs at once (the profile's --jobs): machine MFU about "
           f"{prof.jobs * q.loc[0.5, 'mfu_of_machine']:.2f} (median), {prof.jobs * q.loc[0.9, 'mfu_of_machine']:.2f} (p90)")
     return df
+
+
+def benchmark_jobs(n_runs: int = 6, steps: int = 50, profile: str = "quick", jobs_list=(1, 2),
+                   setting: str = "arxiv_stackexchange", out: str | Path | None = None, threads_list=None) -> dict:
+    """Total wall time of ``n_runs`` short runs of the same recipe (seeds 0..n-1, so none is cached) with each
+    ``jobs`` value: jobs = 1 trains them one after another in this process with every core's thread; jobs = N trains
+    N at a time, one process each with cores // N threads (process start-up and data loading included).
+    ``threads_list`` (one entry per ``jobs_list`` entry, 0 = that default) sets the threads per run explicitly.
+    Records the 1-minute load average before each configuration (other work on the machine skews the figures).
+    Prints and returns the figures (a measurement, not a test)."""
+    os.environ["AIOLI_RESULT_CACHE"] = "off"  # time real runs
+    groups = hparams.get_setting(setting).groups
+    cfgs = [profile_config(profile, groups, "stratified", seed, steps=steps, name=f"bench-jobs-{seed}")
+            for seed in range(n_runs)]
+    cores = available_cores()
+    rows = []
+    for jobs, threads in zip(jobs_list, threads_list or [0] * len(jobs_list)):
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = float("nan")
+        with tempfile.TemporaryDirectory() as tmp:
+            threads = threads or default_threads(jobs)
+            before = torch.get_num_threads()
+            if jobs == 1:
+                torch.set_num_threads(threads)
+            t = time.perf_counter()
+            res = Runner(runs_dir=tmp, progress=False, executor=ExecutorConfig(jobs=jobs, threads=threads)).run(cfgs)
+            wall = time.perf_counter() - t
+            torch.set_num_threads(before)
+        tok = sum(r["train_tokens"] for r in res)
+        rows.append({"jobs": jobs, "threads_per_run": threads, "load_avg_1min_before": load, "wall_s": wall,
+                     "runs": n_runs,
+                     "train_tokens_per_s_total": tok / wall,
+                     "mean_run_train_s": sum(r["wall_time_s"] for r in res) / n_runs})
+        print(f"[bench jobs] jobs={jobs} x {threads} thread(s), load {load:.1f} before: {n_runs} runs of {steps} steps in {wall:.1f} s "
+              f"({tok / wall:,.0f} training tokens/s overall; one run's training loop {rows[-1]['mean_run_train_s']:.1f} s)",
+              flush=True)
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+              "cores": cores, "profile": profile, "steps": steps, "rows": rows,
+              "speedup": rows[0]["wall_s"] / rows[-1]["wall_s"] if len(rows) > 1 else None}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+    return report

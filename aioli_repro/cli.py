@@ -1,4 +1,11 @@
-"""Command line: ``python -m aioli_repro {train,groups,prepare,tokenizer,bench} ...``.
+"""Command line: ``python -m aioli_repro <command> ...``, one subcommand per stage.
+
+    prepare   tokenise groups into the token store (``groups`` lists them, ``tokenizer`` retrains the BPE)
+    train     one run
+    method    one method end to end on a setting (its extra runs, then its final run)
+    run-all   every notebook of a profile, in order (what ``run_all.sh`` runs after setting up the venv)
+    bench     speed: matmul peak, throughput and MFU per preset, Aioli's overhead, DoGE's gradients
+    cache     what a profile's notebooks cost from scratch; the cached runs none of them uses (``--prune``)
 
 The ``train`` options are generated from the config dataclasses, so ``--help`` shows each field's docstring and can
 never drift from what the code reads.
@@ -15,7 +22,17 @@ import sys
 import textwrap
 from typing import Any, get_type_hints
 
-from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .bench import aioli_overhead, doge_gradients, in_run_throughput, run_benchmark
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .corpus import open_source
+from .errors import ConfigError
+from .executors import Runner
+from .pipeline import add_arguments as add_run_all_arguments
+from .pipeline import notebooks, run_all
+from .token_store import TokenStore
+from .tokenizer import EMBEDDED_TOKENIZER, load_tokenizer, train_tokenizer
+from .train import train
+from .usage import cache_report
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -94,6 +111,19 @@ def make_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    pr = sub.add_parser("prepare", help="tokenise groups into the token store (done automatically on first use)")
+    pr.add_argument("--groups", type=_parse_list(str), default=None, help="default: all groups")
+    pr.add_argument("--corpus", default="embedded")
+    pr.add_argument("--tokenizer", default="embedded")
+
+    g = sub.add_parser("groups", help="list the data groups of the embedded corpus (or --corpus)")
+    g.add_argument("--corpus", default="embedded")
+
+    tk = sub.add_parser("tokenizer", help="retrain the embedded byte-level BPE on the corpus' train splits")
+    tk.add_argument("--vocab-size", type=int, default=4096)
+    tk.add_argument("--corpus", default="embedded")
+    tk.add_argument("--out", default=None, help="output folder (default: data/tokenizer)")
+
     p = sub.add_parser("train", help="train one run (reuses a finished run, resumes an interrupted one)",
                        description="Train one run. Example: python -m aioli_repro train --groups code,books "
                                    "--proportions 0.5,0.5 --steps 300")
@@ -120,18 +150,11 @@ def make_parser() -> argparse.ArgumentParser:
     mt.add_argument("--jobs", type=int, default=1, help="independent runs executed in parallel")
     mt.add_argument("--runs-dir", default=None)
 
-    g = sub.add_parser("groups", help="list the data groups of the embedded corpus (or --corpus)")
-    g.add_argument("--corpus", default="embedded")
-
-    pr = sub.add_parser("prepare", help="tokenise groups into the token store (done automatically on first use)")
-    pr.add_argument("--groups", type=_parse_list(str), default=None, help="default: all groups")
-    pr.add_argument("--corpus", default="embedded")
-    pr.add_argument("--tokenizer", default="embedded")
-
-    tk = sub.add_parser("tokenizer", help="retrain the embedded byte-level BPE on the corpus' train splits")
-    tk.add_argument("--vocab-size", type=int, default=4096)
-    tk.add_argument("--corpus", default="embedded")
-    tk.add_argument("--out", default=None, help="output folder (default: data/tokenizer)")
+    ra = sub.add_parser("run-all", help="execute every notebook of a profile in order (run_all.sh's Python side)",
+                        description="Regenerate every table and figure of a profile: the numbered notebooks run in "
+                                    "order; finished runs come from the run cache. Example: python -m aioli_repro "
+                                    "run-all --profile smoke --cached-only")
+    add_run_all_arguments(ra)
 
     b = sub.add_parser("bench", help="measure matmul peak, training throughput and MFU of each preset")
     b.add_argument("--presets", type=_parse_list(str), default=("300k", "1m", "4m", "20m"))
@@ -147,6 +170,17 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--in-runs", action="store_true",
                    help="instead: throughput and MFU of the profile's finished real runs, read from the result cache "
                         "(results/bench/in_run_throughput.csv; trains nothing)")
+
+    c = sub.add_parser("cache", help="a profile's from-scratch cost from its run records; list or prune the cached "
+                                     "runs no notebook uses",
+                       description="Reads results/<profile>/used_runs.json (written by run_all) and prints, per "
+                                   "notebook and in all, the runs used and the training seconds they recorded, then "
+                                   "the committed cached runs of the profile's recipe that no notebook used.")
+    c.add_argument("--profile", default="quick")
+    c.add_argument("--jobs", type=int, default=2, help="runs at once on a fresh clone (default 2: the 2-core CPU)")
+    c.add_argument("--prune", action="store_true",
+                   help="delete the cached runs of this recipe no notebook used (only after a render of every "
+                        "notebook of the profile: an entry of a study still in progress looks unused too)")
     return parser
 
 
@@ -161,8 +195,6 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "train":
-        from .train import train
-
         cfg = build_config(args)
         result = train(cfg, runs_dir=args.runs_dir, progress=not args.quiet)
         summary = {k: result[k] for k in ("name", "method", "groups", "steps", "avg_test_perplexity",
@@ -170,15 +202,15 @@ def _dispatch(args) -> int:
         print(json.dumps(summary, indent=1))
         return 0
     if args.command == "method":
-        from .methods import Runner, run_method
+        # Lazy: methods brings scipy (the mixing-law fits), which no other command's process needs; a `train` process
+        # then holds only the training code, and the peak RSS its result records is the run's own.
+        from .methods import run_method
 
         outcome = run_method(args.name, args.setting, args.profile, args.seed,
                              Runner(args.jobs, args.runs_dir, progress=True))
         print(json.dumps(outcome.summary(), indent=1, default=str)[:4000])
         return 0
     if args.command == "groups":
-        from .corpus import open_source
-
         src = open_source(args.corpus)
         for name, meta in src.manifest["groups"].items():
             print(f"{name:12s} analogue of {meta.get('slimpajama_analogue', '?'):14s} "
@@ -186,10 +218,6 @@ def _dispatch(args) -> int:
                   f"{meta.get('description', '')}")
         return 0
     if args.command == "prepare":
-        from .corpus import open_source
-        from .token_store import TokenStore
-        from .tokenizer import load_tokenizer
-
         src = open_source(args.corpus, groups=args.groups)
         groups = args.groups or src.groups
         if hasattr(src, "check_groups"):
@@ -198,9 +226,6 @@ def _dispatch(args) -> int:
         print(json.dumps(counts, indent=1))
         return 0
     if args.command == "tokenizer":
-        from .corpus import open_source
-        from .tokenizer import EMBEDDED_TOKENIZER, train_tokenizer
-
         src = open_source(args.corpus)
         texts = [t for g in src.groups for t in src.documents(g, "train")]
         out = args.out or EMBEDDED_TOKENIZER
@@ -208,8 +233,6 @@ def _dispatch(args) -> int:
         print(f"saved a {args.vocab_size}-token byte-level BPE to {out}")
         return 0
     if args.command == "bench":
-        from .bench import aioli_overhead, doge_gradients, in_run_throughput, run_benchmark
-
         if args.doge:
             doge_gradients(**({"out": args.out} if args.out else {}))
         elif args.in_runs:
@@ -218,5 +241,10 @@ def _dispatch(args) -> int:
             aioli_overhead(args.profile, **({"out": args.out} if args.out else {}))
         else:
             run_benchmark(presets=args.presets, steps=args.steps, **({"out": args.out} if args.out else {}))
+        return 0
+    if args.command == "run-all":
+        return run_all(args)
+    if args.command == "cache":
+        cache_report(args.profile, [p.name for p in notebooks()], jobs=args.jobs, prune=args.prune)
         return 0
     raise AssertionError(args.command)

@@ -15,12 +15,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError
+from .model import PRESETS
+from .policies import REGISTRY
+
 # Bump when a change to the code changes results for an unchanged config: old cached runs then stop matching.
 CODE_VERSION = 1
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid. Raised before any training starts."""
 
 
 @dataclass
@@ -179,8 +179,6 @@ class RunConfig:
                                   f"got {self.branch}")
         if t.device not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"train.device must be auto, cpu, cuda or mps, got {t.device!r}")
-        from .model import PRESETS  # local import: model.py imports this module
-
         if self.model.preset not in PRESETS:
             raise ConfigError(f"unknown model preset {self.model.preset!r}; choose one of {list(PRESETS)}")
         if self.data.context_length < 8:
@@ -241,8 +239,6 @@ _ID_OMIT_AT_DEFAULT: dict[str, dict[str, Any]] = {"train": {"compile": False, "f
 def run_id(cfg: RunConfig, extra: dict[str, Any] | None = None) -> str:
     """Hash of everything that determines a run's result: the config (minus its display name), the code version,
     and ``extra`` (content fingerprints of the corpus and tokenizer, resolved device type)."""
-    from .policies import REGISTRY  # local import: the policies import this module
-
     d = cfg.to_dict()
     d.pop("name", None)
     if cfg.method in REGISTRY:

@@ -1,8 +1,9 @@
 """Text sources: the embedded offline corpus (seven real data groups) and its document-level splits.
 
-A *text source* is anything with ``groups``, a content ``fingerprint`` and ``documents(group, split)``. The token
-store only needs that, so the embedded corpus, a user's own folder in the same format and SlimPajama
-(:mod:`aioli_repro.slimpajama`) are interchangeable.
+A *text source* is anything with ``groups``, a content ``fingerprint`` and ``documents(group, split)``
+(:class:`aioli_repro.token_store.TextSource`, what the token store reads), so the embedded corpus, a user's own
+folder in the same format and SlimPajama (:mod:`aioli_repro.slimpajama`) are interchangeable; :func:`open_source`
+picks one from ``DataConfig.corpus``.
 
 Corpus folder format: ``manifest.json`` plus one ``<group>.jsonl.gz`` per group with ``{"text": ..., "source": ...}``
 lines. The manifest records each file's sha256, and a file that does not match is refused (never silently used).
@@ -16,35 +17,14 @@ import json
 import random
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
 
-from .config import ConfigError
+from .errors import ConfigError, CorpusError
+from .paths import REPO_ROOT, sha256_file
+from .slimpajama import SlimPajamaSource
+from .token_store import TextSource
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_CORPUS = REPO_ROOT / "data" / "corpus"
 SPLITS = ("train", "val", "test")
-
-
-class CorpusError(RuntimeError):
-    """The corpus on disk is missing, altered or malformed."""
-
-
-class TextSource(Protocol):
-    name: str
-    groups: tuple[str, ...]
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def documents(self, group: str, split: str) -> list[str]: ...
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_documents(docs: list[str], seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[str]]:
@@ -144,8 +124,6 @@ def open_source(corpus: str, split_seed: int = 0, val_fraction: float = 0.05, te
                 groups=None) -> TextSource:
     """Resolve ``DataConfig.corpus`` to a text source."""
     if corpus == "slimpajama":
-        from .slimpajama import SlimPajamaSource
-
         return SlimPajamaSource(groups=groups)
     root = EMBEDDED_CORPUS if corpus == "embedded" else Path(corpus)
     return FolderCorpus(root, split_seed, val_fraction, test_fraction)

@@ -18,6 +18,9 @@ from scipy import optimize
 
 from . import hparams
 from .laws import StaticLawFit, fit_static_law
+from .methods import setting_groups, sweep
+from .policies.aioli import eg_band
+from .profiles import get_profile
 from .stats import min_detectable_difference, seeds_needed
 
 
@@ -97,10 +100,6 @@ def headroom(P, L_test, eta: float, seed: int = 0, n_starts: int = 16) -> dict:
 
 def headroom_table(settings, profile: str, seeds, runner) -> pd.DataFrame:
     """``headroom`` per (setting, seed) from the full-length sweep runs grid search and DML share (cached runs)."""
-    from .methods import setting_groups, sweep
-    from .policies.aioli import eg_band
-    from .profiles import get_profile
-
     rows = []
     S = get_profile(profile).train.steps
     for s in settings:

@@ -29,6 +29,9 @@ Which executor: an explicit ``executor`` argument (an :class:`ExecutorConfig`, a
 
 so ``AIOLI_EXECUTOR=slurm.json ./run_all.sh --profile paper`` runs the notebooks' training runs on the cluster.
 
+Studies never pick an executor themselves: they hand configs to a :class:`Runner`, which resolves the executor once,
+trains each distinct config once, and with ``cached_only`` only reads the run cache.
+
 Cross-machine locking relies on ``flock`` over the shared file system: NFSv4 and most cluster file systems support it
 (Lustre needs the ``flock`` mount option); without it, two jobs could compute the same run at once (each still writes
 a complete result atomically, so nothing is corrupted, but GPU time is wasted).
@@ -38,16 +41,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, base_groups, canonical_json
+from tqdm.auto import tqdm
+
+from .config import RunConfig, base_groups, canonical_json, run_id
+from .corpus import open_source
+from .errors import ConfigError
+from .model import resolve_device
+from .paths import atomic_write_json
+from .runs import RunDir, default_runs_dir
+from .threads import init_worker, set_threads
+from .tokenizer import load_tokenizer, tokenizer_fingerprint
+from .train import train
 
 ENV = "AIOLI_EXECUTOR"
 # Environment a job inherits from the submitting process (caches, run cache, offline switches, fault injection).
@@ -199,19 +212,6 @@ def _forwarded_env() -> dict[str, str]:
     return env
 
 
-def _set_threads(threads: int) -> None:
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _init_local_worker(threads: int, env: dict[str, str]) -> None:
-    os.environ.update(env)
-    os.environ.pop(ENV, None)  # a worker trains its runs itself; it never starts executors of its own
-    _set_threads(threads)
-
-
 class Executor:
     """Maps a picklable module-level function over argument tuples; results come back in order."""
 
@@ -237,8 +237,6 @@ class InProcessExecutor(Executor):
 def _progress(it, total: int, desc: str, progress: bool):
     if not progress:
         return it
-    from tqdm.auto import tqdm
-
     return tqdm(it, total=total, desc=desc, unit="run")
 
 
@@ -253,15 +251,14 @@ class LocalPoolExecutor(Executor):
         return self.jobs
 
     def map(self, fn, args, keys=None, desc="runs", progress=True):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         args = list(args)
         if not args:
             return []
         results: list[Any] = [None] * len(args)
+        # The initializer sets the worker's threads before anything loads numpy or torch (see threads.py); ENV is
+        # unset there because a worker trains its runs itself, it never starts executors of its own.
         pool = ProcessPoolExecutor(min(self.jobs, len(args)), mp_context=mp.get_context("spawn"),
-                                   initializer=_init_local_worker, initargs=(self.threads, _forwarded_env()))
+                                   initializer=init_worker, initargs=(self.threads, _forwarded_env(), (ENV,)))
         try:
             futures = {pool.submit(fn, *a): i for i, a in enumerate(args)}
             for fut in _progress(as_completed(futures), len(futures), f"{desc} on {self.jobs} workers", progress):
@@ -284,12 +281,10 @@ class _Job:
     def __call__(self, *args):
         os.environ.update(self.env)
         os.environ.pop(ENV, None)
-        _set_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", self.threads)))
+        set_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", self.threads)))
         value = self.fn(*args)
         # The caller reads this JSON, never submitit's pickled return value (nothing read back may be a pickle).
-        import submitit
-
-        from .token_store import atomic_write_json
+        import submitit  # lazy, as everywhere here: only the Slurm backend needs submitit
 
         atomic_write_json(_json_result_path(Path(submitit.JobEnvironment().paths.folder),
                                             submitit.JobEnvironment().job_id), {"value": value})
@@ -300,7 +295,7 @@ def _json_result_path(folder: Path, job_id: str) -> Path:
     return Path(folder) / f"{job_id}_result.json"
 
     def checkpoint(self, *args):
-        from submitit.helpers import DelayedSubmission
+        from submitit.helpers import DelayedSubmission  # lazy: Slurm only
 
         return DelayedSubmission(self, *args)
 
@@ -312,7 +307,7 @@ class SlurmExecutor(Executor):
     local = False
 
     def __init__(self, cfg: SlurmConfig, folder: str | Path):
-        import submitit
+        import submitit  # lazy: only the Slurm backend needs submitit (and its cluster probing)
 
         self.cfg = cfg
         self.folder = Path(cfg.folder or folder)
@@ -380,8 +375,6 @@ class SlurmExecutor(Executor):
         return fut
 
     def map(self, fn, args, keys=None, desc="runs", progress=True):
-        from concurrent.futures import as_completed
-
         args = list(args)
         keys = list(keys) if keys is not None else [None] * len(args)
         futures = [self.submit(fn, a, k) for a, k in zip(args, keys)]
@@ -414,23 +407,15 @@ def cached_result(cfg, runs_dir: str | Path, keep_model: bool = False, resolve_a
     a study's tables then needs no cluster time). Needs the device type: a config with ``device='auto'`` is found only
     with ``resolve_auto`` (this machine's device is the one that would train it; not so on a cluster's login node);
     any failure to compute the fingerprints also answers None (the job then finds the result itself)."""
-    from .config import run_id
-    from .runs import RunDir
-
     device = cfg.train.device
     if device == "auto":
         if not resolve_auto:
             return None
-        from .model import resolve_device
-
         device = resolve_device(device).type
     try:
         key = json.dumps([cfg.data.corpus, cfg.data.tokenizer, cfg.data.split_seed, cfg.data.val_fraction,
                           cfg.data.test_fraction, list(cfg.data.groups)])
         if key not in _FINGERPRINTS:
-            from .corpus import open_source
-            from .tokenizer import load_tokenizer, tokenizer_fingerprint
-
             d = cfg.data
             source = open_source(d.corpus, d.split_seed, d.val_fraction, d.test_fraction,
                                  groups=base_groups(d.groups))
@@ -446,56 +431,67 @@ def cached_result(cfg, runs_dir: str | Path, keep_model: bool = False, resolve_a
     return done
 
 
-# --------------------------------------------------------------------------------------------- jobs=1 vs jobs=2
-def benchmark_jobs(n_runs: int = 6, steps: int = 50, profile: str = "quick", jobs_list=(1, 2),
-                   setting: str = "arxiv_stackexchange", out: str | Path | None = None, threads_list=None) -> dict:
-    """Total wall time of ``n_runs`` short runs of the same recipe (seeds 0..n-1, so none is cached) with each
-    ``jobs`` value: jobs = 1 trains them one after another in this process with every core's thread; jobs = N trains
-    N at a time, one process each with cores // N threads (process start-up and data loading included).
-    ``threads_list`` (one entry per ``jobs_list`` entry, 0 = that default) sets the threads per run explicitly.
-    Records the 1-minute load average before each configuration (other work on the machine skews the figures).
-    Prints and returns the figures (a measurement, not a test)."""
-    import platform
-    import tempfile
+# ------------------------------------------------------------------------------------------ what studies call
+def _train_one(cfg_dict: dict, runs_dir: str, keep_model: bool) -> dict:
+    return train(RunConfig.from_dict(cfg_dict), runs_dir=runs_dir, progress=False, keep_model=keep_model)
 
-    import torch
 
-    from . import hparams
-    from .methods import Runner
-    from .profiles import profile_config
+_RUNNER_LOCK = threading.Lock()
 
-    os.environ["AIOLI_RESULT_CACHE"] = "off"  # time real runs
-    groups = hparams.get_setting(setting).groups
-    cfgs = [profile_config(profile, groups, "stratified", seed, steps=steps, name=f"bench-jobs-{seed}")
-            for seed in range(n_runs)]
-    cores = available_cores()
-    rows = []
-    for jobs, threads in zip(jobs_list, threads_list or [0] * len(jobs_list)):
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            load = float("nan")
-        with tempfile.TemporaryDirectory() as tmp:
-            threads = threads or default_threads(jobs)
-            before = torch.get_num_threads()
-            if jobs == 1:
-                torch.set_num_threads(threads)
-            t = time.perf_counter()
-            res = Runner(runs_dir=tmp, progress=False, executor=ExecutorConfig(jobs=jobs, threads=threads)).run(cfgs)
-            wall = time.perf_counter() - t
-            torch.set_num_threads(before)
-        tok = sum(r["train_tokens"] for r in res)
-        rows.append({"jobs": jobs, "threads_per_run": threads, "load_avg_1min_before": load, "wall_s": wall,
-                     "runs": n_runs,
-                     "train_tokens_per_s_total": tok / wall,
-                     "mean_run_train_s": sum(r["wall_time_s"] for r in res) / n_runs})
-        print(f"[bench jobs] jobs={jobs} x {threads} thread(s), load {load:.1f} before: {n_runs} runs of {steps} steps in {wall:.1f} s "
-              f"({tok / wall:,.0f} training tokens/s overall; one run's training loop {rows[-1]['mean_run_train_s']:.1f} s)",
-              flush=True)
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-              "cores": cores, "profile": profile, "steps": steps, "rows": rows,
-              "speedup": rows[0]["wall_s"] / rows[-1]["wall_s"] if len(rows) > 1 else None}
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=1) + "\n")
-    return report
+
+class NotCachedError(RuntimeError):
+    """A runner that only reads the run cache (``cached_only``) was asked for a run nobody has finished yet."""
+
+
+class Runner:
+    """Executes independent runs through one of the executors above: in this process (local, jobs = 1), in a pool of
+    local processes (jobs = N), or one Slurm job per run. ``executor`` is an ``ExecutorConfig``, a dict or a string
+    (``local:4``, ``slurm``, a JSON file); without one, ``$AIOLI_EXECUTOR``, else local with ``jobs``.
+
+    ``cached_only``: train nothing; a run that is neither in ``runs_dir`` nor in the committed result cache raises
+    ``NotCachedError`` (used to render the finished part of a long study between sittings)."""
+
+    def __init__(self, jobs: int = 1, runs_dir=None, progress: bool = True, executor=None, cached_only: bool = False):
+        self.executor_config = resolve(executor, jobs)
+        self.jobs = self.executor_config.jobs
+        self.runs_dir, self.progress = str(runs_dir or default_runs_dir()), progress
+        self.cached_only = cached_only
+        self._executor = None
+
+    @property
+    def executor(self):
+        with _RUNNER_LOCK:  # run_grid's Slurm path calls one Runner from many threads: build one executor only
+            if self._executor is None:
+                self._executor = make_executor(self.executor_config, self.runs_dir)
+        return self._executor
+
+    def run(self, cfgs: list[RunConfig], keep_model: bool = False) -> list[dict]:
+        if not cfgs:
+            return []
+        if self.cached_only:  # a finished run's result is enough: the weights a caller would train with are not needed
+            hits = [cached_result(c, self.runs_dir, resolve_auto=True) for c in cfgs]
+            if missing := [c.name or c.method for c, h in zip(cfgs, hits) if h is None]:
+                raise NotCachedError(f"not in the run cache: {', '.join(missing)}")
+            return hits
+        ex = self.executor
+        if ex.in_process or (ex.local and len(cfgs) == 1):
+            return [train(c, runs_dir=self.runs_dir, progress=self.progress, keep_model=keep_model) for c in cfgs]
+        # Identical configs are trained once; on a cluster, runs that already finished are not submitted again.
+        keys = [run_key(c.to_dict(), self.runs_dir, keep_model) for c in cfgs]
+        todo: dict[str, RunConfig] = {}
+        done: dict[str, dict] = {}
+        for k, c in zip(keys, cfgs):
+            if k in todo or k in done:
+                continue
+            if not ex.local and (hit := cached_result(c, self.runs_dir, keep_model)) is not None:
+                done[k] = hit
+            else:
+                todo[k] = c
+        if todo:
+            out = ex.map(_train_one, [(c.to_dict(), self.runs_dir, keep_model) for c in todo.values()],
+                         keys=list(todo), desc=f"{len(todo)} runs", progress=self.progress)
+            done.update(zip(todo, out))
+        return [done[k] for k in keys]
+
+    def run_one(self, cfg: RunConfig, keep_model: bool = False) -> dict:
+        return self.run([cfg], keep_model)[0]

@@ -1,8 +1,8 @@
 """Each method end to end: its extra runs (sweeps, skills graph, reference and proxy), then its final run.
 
 A method is a recipe of training runs; every run goes through the one loop and the run cache, and independent runs
-can execute in parallel (``Runner(jobs=N)``). ``run_method`` returns the final run's result (the one whose test
-perplexity the tables report), the proportions the method settled on, and its extra training cost.
+can execute in parallel (``executors.Runner(jobs=N)``). ``run_method`` returns the final run's result (the one whose
+test perplexity the tables report), the proportions the method settled on, and its extra training cost.
 
 | method | extra runs (unrestricted) | final run |
 |---|---|---|
@@ -18,7 +18,6 @@ perplexity the tables report), the proportions the method settled on, and its ex
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,88 +25,16 @@ from typing import Any
 import numpy as np
 
 from . import hparams
-from .config import ConfigError, RunConfig
+from .config import RunConfig
+from .errors import ConfigError
+from .executors import NotCachedError, Runner, cached_result
 from .laws import fit_static_law, supported_optimal_mixture
+from .policies.skillit import skills_graph
 from .profiles import get_profile, profile_config
-from .runs import RunDir, default_runs_dir
+from .runs import RunDir
 from .sweeps import sweep_mixtures
 
 METHODS = ("stratified", "grid", "dml", "skillit", "doremi", "doge", "aioli", "aioli_static", "aioli_diagonal")
-
-
-def _train_one(cfg_dict: dict, runs_dir: str, keep_model: bool) -> dict:
-    from .train import train
-
-    return train(RunConfig.from_dict(cfg_dict), runs_dir=runs_dir, progress=False, keep_model=keep_model)
-
-
-_RUNNER_LOCK = threading.Lock()
-
-
-class NotCachedError(RuntimeError):
-    """A runner that only reads the run cache (``cached_only``) was asked for a run nobody has finished yet."""
-
-
-class Runner:
-    """Executes independent runs through an executor (``aioli_repro.executors``): in this process (local, jobs = 1),
-    in a pool of local processes (jobs = N), or one Slurm job per run. ``executor`` is an ``ExecutorConfig``, a dict
-    or a string (``local:4``, ``slurm``, a JSON file); without one, ``$AIOLI_EXECUTOR``, else local with ``jobs``.
-
-    ``cached_only``: train nothing; a run that is neither in ``runs_dir`` nor in the committed result cache raises
-    ``NotCachedError`` (used to render the finished part of a long study between sittings)."""
-
-    def __init__(self, jobs: int = 1, runs_dir=None, progress: bool = True, executor=None, cached_only: bool = False):
-        from .executors import resolve
-
-        self.executor_config = resolve(executor, jobs)
-        self.jobs = self.executor_config.jobs
-        self.runs_dir, self.progress = str(runs_dir or default_runs_dir()), progress
-        self.cached_only = cached_only
-        self._executor = None
-
-    @property
-    def executor(self):
-        from .executors import make_executor
-
-        with _RUNNER_LOCK:  # run_grid's Slurm path calls one Runner from many threads: build one executor only
-            if self._executor is None:
-                self._executor = make_executor(self.executor_config, self.runs_dir)
-        return self._executor
-
-    def run(self, cfgs: list[RunConfig], keep_model: bool = False) -> list[dict]:
-        if not cfgs:
-            return []
-        from .executors import cached_result, run_key
-
-        if self.cached_only:  # a finished run's result is enough: the weights a caller would train with are not needed
-            hits = [cached_result(c, self.runs_dir, resolve_auto=True) for c in cfgs]
-            if missing := [c.name or c.method for c, h in zip(cfgs, hits) if h is None]:
-                raise NotCachedError(f"not in the run cache: {', '.join(missing)}")
-            return hits
-        ex = self.executor
-        if ex.in_process or (ex.local and len(cfgs) == 1):
-            from .train import train
-
-            return [train(c, runs_dir=self.runs_dir, progress=self.progress, keep_model=keep_model) for c in cfgs]
-        # Identical configs are trained once; on a cluster, runs that already finished are not submitted again.
-        keys = [run_key(c.to_dict(), self.runs_dir, keep_model) for c in cfgs]
-        todo: dict[str, RunConfig] = {}
-        done: dict[str, dict] = {}
-        for k, c in zip(keys, cfgs):
-            if k in todo or k in done:
-                continue
-            if not ex.local and (hit := cached_result(c, self.runs_dir, keep_model)) is not None:
-                done[k] = hit
-            else:
-                todo[k] = c
-        if todo:
-            out = ex.map(_train_one, [(c.to_dict(), self.runs_dir, keep_model) for c in todo.values()],
-                         keys=list(todo), desc=f"{len(todo)} runs", progress=self.progress)
-            done.update(zip(todo, out))
-        return [done[k] for k in keys]
-
-    def run_one(self, cfg: RunConfig, keep_model: bool = False) -> dict:
-        return self.run([cfg], keep_model)[0]
 
 
 @dataclass
@@ -177,8 +104,6 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
         return profile_config(profile, groups, pol, seed, mc, name=f"{name}", **kw)
 
     if method == "stratified":
-        from .executors import cached_result
-
         # Stratified is also DoReMi's reference, so a run trained here keeps its weights. A finished run without them
         # (a fresh clone's committed result) is not trained again for them: only training DoReMi's proxy, or a
         # prefix of it, needs them, and those callers ask for them (doremi_proxy, ensure_reference_weights).
@@ -209,8 +134,6 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
         graph_runs = runner.run(one_hot)
         start = np.array(_val_curve(graph_runs[0], runner)[0])
         end = np.array([_val_curve(r, runner)[-1] for r in graph_runs])
-        from .policies.skillit import skills_graph
-
         G = skills_graph(start, end)
         mc = hparams.skillit_config(m, S, paper_scale, graph=G.tolist())
         res = runner.run_one(cfg("skillit", "skillit", mc))
@@ -291,8 +214,6 @@ def settle_mixture(p, make_cfg: Callable[[list[float]], RunConfig], runner: Runn
     asked for a new run of a mixture under 1e-6 away. The candidates are the mixtures whose every entry is ``p``'s entry
     rounded down or up (2^m of them), renormalised; the exact rounding wins whenever it is cached or none is."""
     exact = config_mixture(p, decimals)
-    from .executors import cached_result
-
     if cached_result(make_cfg(exact), runner.runs_dir, resolve_auto=True) is not None:
         return exact
     q = np.clip(np.asarray(p, dtype=float), 0.0, None)
@@ -337,8 +258,6 @@ def doremi_proxy(runner: Runner, reference_cfg: RunConfig, proxy_cfg) -> dict:
 
     The reference's weights are needed only to train the proxy: when the proxy has finished (e.g. in the committed
     result cache of a fresh clone), its result is returned without retraining the reference for its weights."""
-    from .executors import cached_result
-
     ref = cached_result(reference_cfg, runner.runs_dir, resolve_auto=True)
     if ref is not None:
         cfg = proxy_cfg(reference_model_path(ref, runner))

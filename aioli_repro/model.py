@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def build_model(preset: str, vocab_size: int, context_length: int, seed: int, eos_token_id: int = 0,
                 pad_token_id: int | None = None):
     """A freshly initialised GPTNeoXForCausalLM. The initialisation depends on ``seed`` alone."""
+    # Lazy: transformers takes seconds to import, and every module that only reads configs or results imports this one.
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     if preset not in PRESETS:
@@ -133,7 +135,7 @@ FUSED_LOSS_ATTR = "aioli_fused_loss"
 
 
 def use_fused_loss(model, enabled: bool = True):
-    """Mark ``model`` so that ``train.sequence_losses`` computes its losses with :func:`token_losses`."""
+    """Mark ``model`` so that :func:`sequence_losses` computes its losses with :func:`token_losses`."""
     setattr(model, FUSED_LOSS_ATTR, bool(enabled))
     return model
 
@@ -144,3 +146,15 @@ def token_losses(model, inputs: torch.Tensor, labels: torch.Tensor, chunk: int =
     flat = ChunkedLinearCrossEntropy.apply(hidden.flatten(0, 1), model.get_output_embeddings().weight,
                                            labels.flatten(), chunk)
     return flat.view(labels.shape)
+
+
+def sequence_losses(model, tokens: torch.Tensor, autocast: bool) -> torch.Tensor:
+    """Mean next-token cross-entropy of each sequence, [batch]. A model marked by ``use_fused_loss`` (the run's
+    ``train.fused_loss``) goes through the chunked LM-head loss unless bf16 autocast is on."""
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    if getattr(model, FUSED_LOSS_ATTR, False) and not autocast:
+        return token_losses(model, inputs, labels).mean(dim=1)
+    with torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=inputs).logits
+    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+    return loss.view(labels.shape).mean(dim=1)

@@ -15,9 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from .corpus import REPO_ROOT
+from .paths import REPO_ROOT, atomic_write_json
 from .profiles import PROFILES
-from .token_store import atomic_write_json
 from .usage import read_used, runs_cost
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -34,7 +33,7 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 def accepts_cached_only(path: Path) -> bool:
     """Whether a notebook can render from the run cache alone (it declares a ``cached_only`` parameter)."""
-    import papermill as pm
+    import papermill as pm  # lazy, here and below: papermill brings the Jupyter client, needed only to run notebooks
 
     return "cached_only" in pm.inspect_notebook(str(path))
 
@@ -44,7 +43,7 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
     """Execute one notebook; its wall time, or None when ``cached_only`` finds none of its runs finished (the
     notebook is then skipped, and an executed copy from an earlier invocation is kept). With ``used_log``, every run
     the notebook reads or trains appends its id to that file (see :mod:`aioli_repro.usage`)."""
-    import papermill as pm
+    import papermill as pm  # lazy: see accepts_cached_only
 
     if used_log is not None:
         used_log.unlink(missing_ok=True)
@@ -64,6 +63,8 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
         if cached_only and e.ename == "NotCachedError":
             target.unlink(missing_ok=True)
             print(f"[run_all] {path.name}: none of its runs has finished under this profile yet; skipped")
+            # Lazy, here and below: report brings pandas, which run_all's own process (and the command line, which
+            # shares its options) otherwise never needs.
             from .report import NONE_FINISHED, not_finished, results_dir
 
             not_finished(results_dir(profile), path.stem, [NONE_FINISHED])
@@ -100,7 +101,7 @@ def write_logs(profile: str, jobs: int, cached_only: bool, timings: dict[str, fl
 def not_finished_summary(profile: str, stems: list[str], folder: Path | None = None) -> str:
     """One line: how many parts each of these notebooks left out at its latest render (empty when none), from the
     ``not_finished.json`` of ``folder`` (default ``results/<profile>/``)."""
-    from .report import NONE_FINISHED, read_not_finished
+    from .report import NONE_FINISHED, read_not_finished  # lazy: see run_notebook
 
     record = read_not_finished(REPO_ROOT / "results" / profile if folder is None else folder)
 
@@ -108,8 +109,8 @@ def not_finished_summary(profile: str, stems: list[str], folder: Path | None = N
                      for stem in stems if record.get(stem))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="run_all.sh", description="Regenerate every table and figure.")
+def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``run_all.sh`` (and of ``python -m aioli_repro run-all``, which shares them)."""
     ap.add_argument("--profile", default="quick", choices=list(PROFILES), help="see aioli_repro/profiles.py")
     ap.add_argument("--jobs", type=int, default=None,
                     help="independent training runs executed in parallel (default: the profile's, see profiles.py)")
@@ -117,7 +118,16 @@ def main(argv=None) -> int:
     ap.add_argument("--cached-only", action="store_true",
                     help="train nothing: re-render, from finished runs only, the notebooks that can (01-07), listing "
                          "what is not finished yet; the others are skipped (e.g. between sittings of the full profile)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="run_all.sh", description="Regenerate every table and figure.")
+    return run_all(add_arguments(ap).parse_args(argv))
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Execute the chosen notebooks of a profile in order, then write the timing and run-usage logs."""
     todo = notebooks(args.only)
     if args.cached_only:
         skipped = [p.name for p in todo if not accepts_cached_only(p)]

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .fidelity import PAPER, DynamicLawStudy, FidelityStudy, OrderingStudy, StaticLawStudy, sim_improvement_relation
+from .fidelity import PAPER, FidelityStudy, OrderingStudy, sim_improvement_relation
+from .law_studies import DynamicLawStudy, StaticLawStudy
 
 __all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
            "plot_perplexity_differences", "plot_restricted", "plot_ablations", "plot_validation_gaps"]

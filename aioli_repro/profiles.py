@@ -14,8 +14,11 @@ import copy
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from numbers import Integral
 
-from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .errors import ConfigError
+from .hparams import SETTINGS
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,6 @@ def check_study_parameters(profile, seeds=None, settings=None, jobs=1) -> None:
     """Refuse a study's parameters of the wrong type before anything runs. Notebooks get them from papermill, which
     passes ``-p`` values through unchecked (``-p seeds 0,1`` arrives as the string "0,1"; lists need
     ``-y 'seeds: [0, 1]'``), and a string would otherwise be iterated character by character."""
-    from numbers import Integral
-
-    from .hparams import SETTINGS
-
     get_profile(profile)
     if seeds is not None and (isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__")
                               or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in seeds)):
@@ -115,8 +114,6 @@ def check_study_parameters(profile, seeds=None, settings=None, jobs=1) -> None:
 
 
 def profile_settings(profile: str) -> list[str]:
-    from .hparams import SETTINGS
-
     return list(get_profile(profile).settings or SETTINGS)
 
 

@@ -11,13 +11,14 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
-from .corpus import REPO_ROOT, FolderCorpus
+from .corpus import FolderCorpus
 from .hparams import SETTINGS
+from .paths import REPO_ROOT, atomic_write_json
 from .profiles import check_study_parameters, default_settings, get_profile, profile_settings, study_seeds
 from .runs import RunDir, default_runs_dir
-from .token_store import atomic_write_json
 
 
 def results_dir(profile: str) -> Path:
@@ -168,3 +169,17 @@ def not_finished(folder: Path, notebook: str, missing: list[str]) -> None:
         record[notebook] = list(missing)
     if record or path.exists():
         atomic_write_json(path, dict(sorted(record.items())))
+
+
+def paper_line(what: str, ours: float, paper: float, higher_is_better: bool = True, tol: float = 0.02) -> str:
+    """One plain sentence putting our number beside the paper's."""
+    if not np.isfinite(ours):
+        return f"{what}: ours undefined (too few points or constant values); paper {paper:.3f}."
+    gap = ours - paper
+    if abs(gap) <= tol:
+        verdict = "about the paper's value"
+    elif (gap > 0) == higher_is_better:
+        verdict = "above the paper's value"
+    else:
+        verdict = "below the paper's value"
+    return f"{what}: ours {ours:.3f}, paper {paper:.3f} ({verdict}; difference {gap:+.3f})."

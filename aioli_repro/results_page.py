@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .corpus import REPO_ROOT
 from .hparams import SETTINGS
+from .paths import REPO_ROOT
 from .pipeline import not_finished_summary, notebooks
 from .profiles import get_profile, profile_settings
 from .tables import TABLE2_METHODS

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_model, save_model
 
 from . import faults
 from .config import RunConfig, canonical_json
-from .corpus import REPO_ROOT, sha256_file
-from .token_store import atomic_write_bytes, atomic_write_json
+from .paths import REPO_ROOT, atomic_write_bytes, atomic_write_json, sha256_file
 
 RESULT_FORMAT = 1
 
@@ -46,7 +46,7 @@ def result_cache_dir() -> Path | None:
 
 def note_used(run_id: str) -> None:
     """Append ``run_id`` to the file named by ``AIOLI_USED_RUNS``, if set: the runs a render read or trained, so
-    ``scripts/cache_usage.py`` can sum what they cost and list the cached runs no table uses any more. One short
+    ``python -m aioli_repro cache`` can sum what they cost and list the cached runs no table uses any more. One short
     ``O_APPEND`` write per run, so the parallel workers of a study can share the file."""
     path = os.environ.get("AIOLI_USED_RUNS")
     if path:
@@ -253,8 +253,6 @@ class RunDir:
     def _write_state(self, folder: Path, model, tensors: dict[str, Any], state: dict[str, Any]) -> None:
         """Model (safetensors), tensors (torch.save, read back with weights_only=True) and a JSON state that records
         both files' checksums, written into ``folder`` (which must not exist yet)."""
-        from safetensors.torch import save_model
-
         folder.mkdir(parents=True)
         save_model(model, str(folder / "model.safetensors"))
         faults.hit("checkpoint", state.get("step", -1))
@@ -266,8 +264,6 @@ class RunDir:
 
     def _read_state(self, folder: Path, model, run_id: str | None = None):
         """Load a folder written by ``_write_state``; None (with a message) if it is missing, corrupt or foreign."""
-        from safetensors.torch import load_model
-
         state_path = folder / "state.json"
         if not state_path.exists():
             return None

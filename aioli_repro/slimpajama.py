@@ -26,18 +26,26 @@ ahead of training (all three splits).
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import json
+import multiprocessing as mp
 import os
+import shutil
 import socket
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
 
-from .config import ConfigError
-from .corpus import CorpusError, sha256_file
+from .errors import ConfigError, CorpusError
+from .paths import atomic_write_json, sha256_file
+from .token_store import TokenStore
+from .tokenizer import load_tokenizer
 
 DATASET = "DKYoon/SlimPajama-6B"
 SET_NAMES = {
@@ -102,7 +110,7 @@ class SlimPajamaSource:
     def _load(self, hf_split: str):
         if hf_split in self._splits:
             return self._splits[hf_split]
-        import datasets
+        import datasets  # lazy, here and below: a heavy import (pyarrow, pandas) only SlimPajama needs
 
         if self.data_files is not None:
             ds = datasets.load_dataset("json", data_files={hf_split: self.data_files[hf_split]}, split=hf_split,
@@ -113,7 +121,7 @@ class SlimPajamaSource:
         return ds
 
     def _load_hub(self, hf_split: str):
-        import datasets
+        import datasets  # lazy: see _load
 
         # A cached copy works offline; only go to the network when it is not there, and fail fast without one.
         old = os.environ.get("HF_DATASETS_OFFLINE")
@@ -172,8 +180,6 @@ def _worker_state(source: SlimPajamaSource, split: str, tok_json: str):
     """The dataset and tokenizer of this worker process, opened once."""
     key = (source.dataset, json.dumps(source.data_files, sort_keys=True), source.cache_dir, split, tok_json)
     if _WORKER.get("key") != key:
-        from tokenizers import Tokenizer
-
         _WORKER.clear()
         _WORKER.update(key=key, ds=source._load(split).with_format("arrow"), tok=Tokenizer.from_str(tok_json))
     return _WORKER["ds"], _WORKER["tok"]
@@ -196,9 +202,7 @@ def _tokenize_shard(source: SlimPajamaSource, split: str, shard: int, start: int
                     tok_json: str, eos: int, parts: str, batch_rows: int = 1000) -> dict:
     """Tokenise rows [start, stop) of the split for ``groups``: each group's tokens (an EOS after every document)
     are appended to ``<parts>/shard_<n>/<group>.bin`` batch by batch, then the part is marked done."""
-    import pyarrow.compute as pc
-
-    from .token_store import atomic_write_json
+    import pyarrow.compute as pc  # lazy: comes with datasets, which only SlimPajama needs
 
     t0 = time.perf_counter()
     ds, tok = _worker_state(source, split, tok_json)
@@ -253,8 +257,6 @@ def build_train_tokens(source: SlimPajamaSource, store, groups, workers: int | N
     """Tokenise ``split`` of ``groups`` into ``store`` with ``workers`` processes (see the module docstring).
     Returns per-group token counts. Safe to run from several processes at once (the build is locked) and to
     interrupt (it resumes)."""
-    from .token_store import atomic_write_json
-
     workers = max(1, int(workers or source.workers))
     shard_rows = max(1, int(shard_rows or source.shard_rows))
     ds = source._load(split)
@@ -280,8 +282,6 @@ def build_train_tokens(source: SlimPajamaSource, store, groups, workers: int | N
         counts = {g: int(json.loads(store.path(g, split).with_suffix(".json").read_text())["tokens"])
                   for g in groups}
         if not any(parts.rglob("*.bin")):  # every group of this split is built: drop the empty part folders
-            import shutil
-
             shutil.rmtree(parts, ignore_errors=True)
             try:
                 parts.parent.rmdir()
@@ -300,8 +300,6 @@ def _run_shards(source, split, todo, total, store, parts, workers, batch_rows) -
     args = [(source, split, i, a, b, gs, tok_json, store.eos, str(parts), batch_rows) for i, a, b, gs in todo]
     bar = None
     if store.verbose:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=total, initial=total - len(todo), unit="shard", dynamic_ncols=True,
                    desc=f"tokenising {split} of {','.join(sorted({g for t in todo for g in t[3]}))} on {workers} proc")
     t0, tokens = time.perf_counter(), 0
@@ -319,9 +317,6 @@ def _run_shards(source, split, todo, total, store, parts, workers, batch_rows) -
             for a in args:
                 done(_tokenize_shard(*a))
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
             with ProcessPoolExecutor(min(workers, len(args)), mp_context=mp.get_context("spawn"),
                                      initializer=_init_tokenize_worker) as pool:
                 futures = [pool.submit(_tokenize_shard, *a) for a in args]
@@ -380,11 +375,6 @@ def _assemble(store, split, groups, shards, parts: Path, atomic_write_json) -> l
 
 def main(argv=None) -> int:
     """Prepare SlimPajama groups in the token store ahead of training (train in parallel shards, then val/test)."""
-    import argparse
-
-    from .token_store import TokenStore
-    from .tokenizer import load_tokenizer
-
     ap = argparse.ArgumentParser(prog="python -m aioli_repro.slimpajama", description=main.__doc__)
     ap.add_argument("--groups", default=",".join(SET_NAMES), help="comma-separated SlimPajama groups (default: all)")
     ap.add_argument("--tokenizer", default="pythia", help="pythia (the paper's), embedded, or a tokenizer folder")

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist
+from tqdm.auto import tqdm
 
 from . import hparams
-from .config import ConfigError
-from .methods import NotCachedError, Runner, doremi_proxy, run_method
+from .errors import ConfigError
+from .executors import NotCachedError, Runner, make_executor, resolve
+from .methods import _val_curve, dml_mixture, doremi_proxy, run_method, setting_groups, sweep
+from .policies.skillit import skillit_weights, skills_graph
 from .profiles import check_study_parameters, get_profile, profile_config
 from .stats import min_detectable_difference, paired_ci, seeds_needed
 
@@ -121,8 +124,6 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
     ``cached_only`` trains nothing: the table holds the (method, setting, seed) studies whose runs have all finished
     (here or in the committed result cache), and ``df.attrs["missing"]`` lists the others. A sitting of the long
     ``full`` profile renders its finished part this way."""
-    from .executors import make_executor, resolve
-
     check_study_parameters(profile, seeds, settings, jobs)  # notebook parameters arrive unchecked
     seeds = list(seeds if seeds is not None else get_profile(profile).seeds)
     ex_cfg = resolve("local" if cached_only else executor, 1 if cached_only else jobs)  # reading needs no workers
@@ -137,8 +138,6 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
             futures = [pool.submit(_study, m, s, profile, seed, runner, budget) for m, s, seed in tasks]
             done = as_completed(futures)
             if progress:
-                from tqdm.auto import tqdm
-
                 done = tqdm(done, total=len(futures), desc=f"{desc} on slurm", unit="method")
             rows = [f.result() for f in done]
     else:
@@ -151,8 +150,6 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
         ex = make_executor(ex_cfg, runs_dir)
         args = [(m, s, profile, seed, runs_dir, budget, cached_only) for m, s, seed in tasks]
         if ex.in_process and progress:
-            from tqdm.auto import tqdm
-
             rows = [_task(*a) for a in tqdm(args, desc=desc, unit="method")]
         else:
             rows = ex.map(_task, args, desc=f"{desc} x{ex_cfg.jobs}", progress=progress)
@@ -289,8 +286,6 @@ def study_sweep(setting: str, profile: str, seed: int, budget: str = "unrestrict
                 plan: RestrictedPlan = RestrictedPlan()) -> list:
     """The sweep runs grid search and DML share in a study: full length, or, under the restricted budget, each of
     0.5·S / n steps."""
-    from .methods import setting_groups, sweep
-
     groups = setting_groups(setting, profile)
     cfgs = sweep(profile, groups, seed)
     if budget in ("restricted", "restricted_control"):
@@ -337,9 +332,6 @@ def restricted_start(method: str, setting: str, profile: str, seed: int, runner:
                      plan: RestrictedPlan = RestrictedPlan()) -> dict:
     """What a method learns within the restricted budget: its p_init, the run of p_init alone, and the Aioli config
     that starts from it (S_init steps on p_init), with the config factory of the study."""
-    from .methods import _val_curve, dml_mixture, setting_groups
-    from .policies.skillit import skillit_weights, skills_graph
-
     prof = get_profile(profile)
     st = hparams.get_setting(setting)
     groups = setting_groups(st, profile)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .corpus import REPO_ROOT, TextSource, sha256_file
+from .paths import REPO_ROOT, atomic_write_bytes, atomic_write_json, sha256_file
 from .tokenizer import eos_id, tokenizer_fingerprint
 
 STORE_FORMAT = 1
@@ -26,23 +27,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("AIOLI_CACHE", REPO_ROOT / ".cache"))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+class TextSource(Protocol):
+    """What the store reads from a text source (the embedded corpus, a corpus folder, SlimPajama): its groups, a
+    content fingerprint that keys the store, and each group split's documents."""
 
+    name: str
+    groups: tuple[str, ...]
 
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+    @property
+    def fingerprint(self) -> str: ...
+
+    def documents(self, group: str, split: str) -> list[str]: ...
 
 
 class TokenStore:
@@ -102,8 +97,6 @@ class TokenStore:
         pieces = []
         it = range(0, len(docs), 512)
         if self.verbose:
-            from tqdm.auto import tqdm
-
             it = tqdm(it, desc=f"tokenising {group}/{split}", unit="x512 docs", leave=False)
         eos = np.array([self.eos], dtype=np.uint16)
         for start in it:

@@ -11,7 +11,10 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .corpus import REPO_ROOT, CorpusError
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from .errors import CorpusError
+from .paths import REPO_ROOT
 
 EMBEDDED_TOKENIZER = REPO_ROOT / "data" / "tokenizer"
 EOS = "<|endoftext|>"
@@ -24,7 +27,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, out_dir: Path 
 
     Token ids 0 and 1 are ``<|endoftext|>`` (the document separator) and ``<|pad|>``.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    # Lazy: transformers takes seconds to import, and only building and loading a tokenizer needs it.
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 260 or vocab_size > 65535:
@@ -50,7 +53,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, out_dir: Path 
 
 def load_tokenizer(name: str = "embedded"):
     """``embedded`` (shipped in data/tokenizer), ``pythia`` (EleutherAI/pythia-160m) or a saved tokenizer folder."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # lazy: seconds to import, see train_tokenizer
 
     if name == "pythia":
         try:

@@ -13,6 +13,7 @@ every predicted token of its test split (EOS separators included), exponentiated
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import resource
@@ -23,20 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from safetensors.torch import save_model
+from tqdm.auto import tqdm
 
 from . import faults
-from .config import ConfigError, RunConfig, base_groups, run_id, split_group
+from .config import RunConfig, base_groups, run_id, split_group
 from .corpus import open_source
-from .model import (
-    FUSED_LOSS_ATTR,
-    build_model,
-    count_parameters,
-    flops_per_token,
-    resolve_device,
-    token_losses,
-    use_fused_loss,
-)
+from .errors import ConfigError
+from .model import build_model, count_parameters, flops_per_token, resolve_device, sequence_losses, use_fused_loss
 from .policies import Observation, PolicyContext, Segment, make_policy
 from .runs import RunDir
 from .sampler import MixtureSampler, eval_windows
@@ -66,8 +61,6 @@ _DATA_CACHE: dict[str, Data] = {}
 def load_data(cfg: RunConfig, verbose: bool = True) -> Data:
     """Tokenizer, token store and evaluation windows for a config; reused within a process (a study trains
     hundreds of runs on the same data, and reloading costs about a second each time)."""
-    import json
-
     key = json.dumps([dataclasses.asdict(cfg.data), cfg.train.eval_sequences], sort_keys=True, default=str)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one data configuration at a time: memory stays flat across studies
@@ -104,18 +97,6 @@ def make_optimizer(model, t) -> torch.optim.AdamW:
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=1e-8)
-
-
-def sequence_losses(model, tokens: torch.Tensor, autocast: bool) -> torch.Tensor:
-    """Mean next-token cross-entropy of each sequence, [batch]. A model marked by ``use_fused_loss`` (the run's
-    ``train.fused_loss``) goes through the chunked LM-head loss unless bf16 autocast is on."""
-    inputs, labels = tokens[:, :-1], tokens[:, 1:]
-    if getattr(model, FUSED_LOSS_ATTR, False) and not autocast:
-        return token_losses(model, inputs, labels).mean(dim=1)
-    with torch.autocast(device_type=tokens.device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = model(input_ids=inputs).logits
-    loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-    return loss.view(labels.shape).mean(dim=1)
 
 
 @torch.no_grad()
@@ -258,75 +239,25 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
     t = cfg.train
     end = t.stop_at or t.steps
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()  # bf16 is 15-30x slower on AVX2 CPUs
-
-    def model_factory():
-        # A compiled module forwards attribute lookups to the plain one, so a fused-loss mark would route the loss
-        # around the compiled graph: under ``compile`` the fused loss is off, as TrainConfig.fused_loss documents.
-        return use_fused_loss(build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
-                                          eos_id(data.tokenizer), data.tokenizer.pad_token_id),
-                              t.fused_loss and not t.compile).to(device)
-
-    model = model_factory().train()
-    net = compile_model(model) if t.compile else model  # what the loop runs forward; `model` owns the state
-    optimizer = make_optimizer(model, t)
-    sampler = MixtureSampler(data.train_streams, cfg.data.context_length, t.seed)
-
-    policy.setup(PolicyContext(batch_size=t.batch_size, device=device, model=model, model_factory=model_factory,
-                               val_sample=data.val_sample, eval_batch_size=t.eval_batch_size, autocast=autocast,
-                               runs_dir=run.path.parent))
-    step, segment, seg_done, wall = 0, None, 0, 0.0
-    seg_counts = np.zeros(len(data.groups), dtype=np.int64)  # sequences of each group trained in this segment
-    lp_steps = 0  # steps spent in policy-requested learning segments (Aioli's LearnParams)
-
-    if (ckpt := run.load_checkpoint(model)) is not None:
-        tensors, state = ckpt
-        optimizer.load_state_dict(tensors["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        policy.load_state_dict(state["policy"])
-        step, seg_done, wall, lp_steps = state["step"], state["seg_done"], state["wall"], state["lp_steps"]
-        segment = Segment(**state["segment"]) if state["segment"] else None
-        seg_counts = np.asarray(state.get("seg_counts", seg_counts), dtype=np.int64)
-        run.truncate_metrics(step)
-        if progress:
-            print(f"[train] resuming {run.path.name} from step {step}")
-    elif cfg.branch is not None:  # a child starts from its parent's state at the branch step
-        tensors, state = RunDir.load_branch(cfg.branch["parent"], int(cfg.branch["step"]), runs_dir, model)
-        optimizer.load_state_dict(tensors["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        step = state["step"]
-        run.truncate_metrics(-1)
-    else:
-        run.truncate_metrics(-1)
-        if t.eval_every:  # the curve's starting point: an untrained model scores about ln(vocabulary size)
-            run.append_metrics({"step": 0, "val_loss": evaluate(net, data.val_sample, t.eval_batch_size, device,
-                                                                autocast)})
-
-    def checkpoint():
-        run.save_checkpoint(model, {"optimizer": optimizer.state_dict()}, {
-            "step": step, "sampler": sampler.state_dict(), "policy": policy.state_dict(),
-            "segment": segment.to_dict() if segment else None, "seg_done": seg_done, "wall": wall,
-            "lp_steps": lp_steps, "seg_counts": seg_counts.tolist()})
-
-    groups = data.groups
-    bar = None
+    model, net, optimizer, sampler = _setup(cfg, data, device, policy, run, autocast)
+    step, segment, seg_done, wall, lp_steps, seg_counts = _resume(cfg, run, model, optimizer, sampler, policy,
+                                                                  len(data.groups), runs_dir, progress)
+    # A fresh start (a resumed run or a child starts past step 0): the curve begins where an untrained model scores
+    # about ln(vocabulary size).
+    if step == 0 and t.eval_every:
+        run.append_metrics({"step": 0, "val_loss": evaluate(net, data.val_sample, t.eval_batch_size, device, autocast)})
 
     def observe(seg: Segment) -> Observation:
         windows = {g: w[: seg.eval_sequences] for g, w in data.val_sample.items()} if seg.eval_sequences \
             else data.val_sample
         losses = evaluate(net, windows, t.eval_batch_size, device, autocast)
         faults.hit("evaluate", step)
-        return Observation(step, np.array([losses[g] for g in groups]), seg_counts.copy())
+        return Observation(step, np.array([losses[g] for g in data.groups]), seg_counts.copy())
 
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=end, initial=step, desc=run.path.name, unit="step", dynamic_ncols=True)
-    tokens_per_step = t.batch_size * cfg.data.context_length
-    start_step = int(cfg.branch["step"]) if cfg.branch else 0  # children are charged only their own steps
-    t0 = time.perf_counter()
-    last_loss = float("nan")
+    bar = tqdm(total=end, initial=step, desc=run.path.name, unit="step", dynamic_ncols=True) if progress else None
+    t0, last_loss = time.perf_counter(), float("nan")
     while step < end:
-        if segment is None or seg_done >= segment.steps:
+        if segment is None or seg_done >= segment.steps:  # the policy answers an evaluation, then says what is next
             if segment is not None and segment.evaluate:
                 policy.observe(observe(segment))
             segment, seg_done = policy.next_segment(step), 0
@@ -340,16 +271,16 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = sampler.next_batch(segment.proportions, t.batch_size, exact=segment.exact, slots=segment.slots)
-        seg_counts += np.bincount(batch.groups.numpy(), minlength=len(groups))
+        seg_counts += np.bincount(batch.groups.numpy(), minlength=len(data.groups))
         if device.type == "cuda":  # pinned host batch: the micro-batch copies to the GPU are non_blocking
             batch.tokens = batch.tokens.pin_memory()
         seq_loss_all = policy.compute_gradients(step, batch, lr)  # DoGE builds its own update
         if seq_loss_all is None:
             seq_loss_all = forward_backward(net, policy, step, batch, t, device, autocast)
         if not torch.isfinite(seq_loss_all).all():
-            bad = sorted({groups[int(g)] for g in batch.groups[~torch.isfinite(seq_loss_all)]})
-            raise TrainingDiverged(f"non-finite training loss at step {step + 1} of {t.steps} on group(s) {bad}; the last good "
-                                   f"checkpoint in {run.ckpt} is kept and no result is written")
+            bad = sorted({data.groups[int(g)] for g in batch.groups[~torch.isfinite(seq_loss_all)]})
+            raise TrainingDiverged(f"non-finite training loss at step {step + 1} of {t.steps} on group(s) {bad}; the "
+                                   f"last good checkpoint in {run.ckpt} is kept and no result is written")
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -358,6 +289,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         if segment.kind == "learn_params":
             lp_steps += 1
             faults.hit("learn_params", step)
+        # ---- after the step: log, evaluate, keep a branch point, checkpoint
         last_loss = float(seq_loss_all.mean())
         if bar is not None:
             bar.update(1)
@@ -380,25 +312,97 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < end:
             wall += time.perf_counter() - t0
             t0 = time.perf_counter()
-            checkpoint()
+            run.save_checkpoint(model, {"optimizer": optimizer.state_dict()}, {  # all that _resume restores
+                "step": step, "sampler": sampler.state_dict(), "policy": policy.state_dict(),
+                "segment": segment.to_dict() if segment else None, "seg_done": seg_done, "wall": wall,
+                "lp_steps": lp_steps, "seg_counts": seg_counts.tolist()})
     if segment is not None and segment.evaluate:  # a policy's last evaluation request still gets its answer
         policy.observe(observe(segment))
     wall += time.perf_counter() - t0
     if bar is not None:
         bar.close()
+    final, eval_wall = _final_evaluation(net, data, cfg, device, autocast)
+    result = _result_record(cfg, data, policy, model, device, final, end=end, wall=wall, eval_wall=eval_wall,
+                            lp_steps=lp_steps, last_loss=last_loss)
+    return _finish(run, result, model, keep_model, keep_steps, previous, end)
 
-    # ---- final evaluation on the full validation and test splits
+
+def _setup(cfg, data, device, policy, run, autocast):
+    """The freshly initialised model, the module the loop runs forward (``net``: the compiled one under ``compile``,
+    else the model itself; ``model`` owns the state), the optimizer and the sampler; and the policy, set up with what
+    the loop lends it."""
+    t = cfg.train
+
+    def model_factory():
+        # A compiled module forwards attribute lookups to the plain one, so a fused-loss mark would route the loss
+        # around the compiled graph: under ``compile`` the fused loss is off, as TrainConfig.fused_loss documents.
+        return use_fused_loss(build_model(cfg.model.preset, len(data.tokenizer), cfg.data.context_length, t.seed,
+                                          eos_id(data.tokenizer), data.tokenizer.pad_token_id),
+                              t.fused_loss and not t.compile).to(device)
+
+    model = model_factory().train()
+    net = compile_model(model) if t.compile else model
+    optimizer = make_optimizer(model, t)
+    sampler = MixtureSampler(data.train_streams, cfg.data.context_length, t.seed)
+    policy.setup(PolicyContext(batch_size=t.batch_size, device=device, model=model, model_factory=model_factory,
+                               val_sample=data.val_sample, eval_batch_size=t.eval_batch_size, autocast=autocast,
+                               runs_dir=run.path.parent))
+    return model, net, optimizer, sampler
+
+
+def _resume(cfg, run, model, optimizer, sampler, policy, n_groups: int, runs_dir, progress: bool):
+    """Where the loop starts: ``(step, segment, seg_done, wall, lp_steps, seg_counts)``.
+
+    An interrupted run restores all of it from its own last checkpoint (model, optimizer, sampler and policy state,
+    the segment in progress), so it ends with exactly the result of an uninterrupted one. A child
+    (``RunConfig.branch``) starts from its parent's state at the branch step, with a segment of its own. Anything else
+    starts at step 0. ``metrics.jsonl`` is cut back to the step the loop starts from, so no record is written twice.
+    """
+    seg_counts = np.zeros(n_groups, dtype=np.int64)  # sequences of each group trained in the current segment
+    if (ckpt := run.load_checkpoint(model)) is not None:
+        tensors, state = ckpt
+        optimizer.load_state_dict(tensors["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        policy.load_state_dict(state["policy"])
+        segment = Segment(**state["segment"]) if state["segment"] else None
+        seg_counts = np.asarray(state.get("seg_counts", seg_counts), dtype=np.int64)  # older checkpoints lack them
+        run.truncate_metrics(state["step"])
+        if progress:
+            print(f"[train] resuming {run.path.name} from step {state['step']}")
+        return state["step"], segment, state["seg_done"], state["wall"], state["lp_steps"], seg_counts
+    if cfg.branch is not None:
+        tensors, state = RunDir.load_branch(cfg.branch["parent"], int(cfg.branch["step"]), runs_dir, model)
+        optimizer.load_state_dict(tensors["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        run.truncate_metrics(-1)
+        return state["step"], None, 0, 0.0, 0, seg_counts
+    run.truncate_metrics(-1)
+    return 0, None, 0, 0.0, 0, seg_counts
+
+
+def _final_evaluation(net, data: Data, cfg: RunConfig, device, autocast: bool) -> tuple[dict, float]:
+    """Per-group losses on the whole validation and test splits (``val`` only for a branched child), the tokens each
+    scored, and the seconds it took."""
     t1 = time.perf_counter()
     final = {"test": {}, "test_tokens": {}}
-    for split in ("val", "test") if t.final_eval == "val+test" else ("val",):
+    for split in ("val", "test") if cfg.train.final_eval == "val+test" else ("val",):
         windows = _final_windows(data, cfg, split)
-        final[split] = evaluate(net, windows, t.eval_batch_size, device, autocast)
+        final[split] = evaluate(net, windows, cfg.train.eval_batch_size, device, autocast)
         final[f"{split}_tokens"] = {g: int(w.shape[0] * cfg.data.context_length) for g, w in windows.items()}
-    eval_wall = time.perf_counter() - t1
+    return final, time.perf_counter() - t1
+
+
+def _result_record(cfg: RunConfig, data: Data, policy, model, device, final: dict, *, end: int, wall: float,
+                   eval_wall: float, lp_steps: int, last_loss: float) -> dict[str, Any]:
+    """``result.json``: what the tables read (per-group and average perplexities), what the run cost (tokens, wall
+    time, throughput, memory) and what it was (config, policy summary, model size, versions)."""
+    t = cfg.train
+    start = int(cfg.branch["step"]) if cfg.branch else 0  # children are charged only their own steps
+    tokens = (end - start) * t.batch_size * cfg.data.context_length
     test_ppl = {g: math.exp(v) for g, v in final["test"].items()}
     val_ppl = {g: math.exp(v) for g, v in final["val"].items()}
-    result = {
-        "name": cfg.name, "method": cfg.method, "groups": list(groups), "seed": t.seed, "steps": end,
+    return {
+        "name": cfg.name, "method": cfg.method, "groups": list(data.groups), "seed": t.seed, "steps": end,
         "branch": cfg.branch,
         "config": cfg.to_dict(),
         "val_loss": final["val"], "test_loss": final["test"],
@@ -406,22 +410,27 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
         "avg_val_perplexity": float(np.mean(list(val_ppl.values()))),
         "avg_test_perplexity": float(np.mean(list(test_ppl.values()))) if test_ppl else None,
         "eval_tokens": {"val": final["val_tokens"], "test": final["test_tokens"]},
-        "train_tokens": (end - start_step) * tokens_per_step,
+        "train_tokens": tokens,
         "learn_params_steps": lp_steps,
         "final_train_loss": last_loss,
         "policy": policy.summary(),
         "parameters": count_parameters(model),
         "flops_per_token": flops_per_token(model, cfg.data.context_length),
         "wall_time_s": wall, "eval_time_s": eval_wall,
-        "train_tokens_per_s": (end - start_step) * tokens_per_step / wall if wall > 0 else None,
+        "train_tokens_per_s": tokens / wall if wall > 0 else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
+
+
+def _finish(run: RunDir, result: dict, model, keep_model: bool, keep_steps, previous, end: int) -> dict[str, Any]:
+    """Write the result (and the final weights, if kept), then drop the checkpoint: the run is finished.
+
+    A run trained again only for what its first result lacked (weights, branch points) keeps that first result and
+    its metrics, plus any new branch points (see :func:`train`)."""
     if keep_steps:  # what children need from their parent besides its weights, kept with the (committed) result
         result["branch_points"] = run.branch_points(keep_steps)
     if keep_model:
-        from safetensors.torch import save_model
-
         save_model(model, str(run.model_path))
     faults.hit("result", end)
     if previous is not None:

@@ -3,8 +3,9 @@
 ``run_all.sh`` points ``AIOLI_USED_RUNS`` at a scratch file while each notebook executes; every run the notebook
 reads or trains appends its id there (:func:`aioli_repro.runs.note_used`). From those ids this module sums the
 training seconds the runs recorded, which is what the notebook would cost on a fresh clone without the committed
-result cache, so a re-render measures the from-scratch cost instead of guessing it. ``scripts/cache_usage.py`` lists
-the committed cache entries of a profile's recipe that no notebook read (left by earlier code or recipes).
+result cache, so a re-render measures the from-scratch cost instead of guessing it. :func:`cache_report` (``python -m
+aioli_repro cache``) prints that cost per notebook and lists, or prunes, the committed cache entries of a profile's
+recipe that no notebook read (left by earlier code or recipes).
 
 The recorded seconds are each run's own wall time (training loop plus its final test evaluation) on the machine and
 with the contention it had when it trained; a fresh clone with ``--jobs 2`` on 2 cores divides their sum by about 2.
@@ -16,6 +17,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from .paths import REPO_ROOT
 from .profiles import get_profile
 from .runs import default_runs_dir, result_cache_dir
 
@@ -103,3 +105,53 @@ def unused_cache_entries(profile: str, used: Iterable[str], cache: Path | None =
         if matches_recipe(config, profile):
             out.append(path)
     return out
+
+
+def cache_report(profile: str, notebooks: Iterable[str], jobs: int = 2, prune: bool = False) -> None:
+    """What a profile's notebooks cost from scratch, and which committed cached runs none of them uses.
+
+    Reads ``results/<profile>/used_runs.json`` (written by ``run_all.sh``: the runs each notebook read or trained) and
+    prints, per notebook and for the whole profile, the runs used and the training seconds they recorded. A run shared
+    by several notebooks (stratified feeds 04, 05 and 06) counts once in the total: on a fresh clone it trains once.
+    ``notebooks`` names every numbered notebook, so one without a run record is pointed out. ``prune`` deletes the
+    unused entries from the result cache; only after a render of every notebook of the profile (``./run_all.sh
+    --profile P``, or ``--cached-only`` once every study has finished): an entry of a study still in progress is
+    unused too, and pruning it loses that run."""
+    folder = REPO_ROOT / "results" / profile
+    path = folder / "used_runs.json"
+    if not path.exists():
+        raise RuntimeError(f"{path} does not exist: run ./run_all.sh --profile {profile} first")
+    used = json.loads(path.read_text())
+    timings = json.loads((folder / "run_all_timings.json").read_text()).get("notebooks", {})
+    missing = [name for name in notebooks if name not in used]
+    if missing:
+        print(f"note: no run record for {', '.join(missing)} (not rendered since run records exist)")
+    print(f"{'notebook':32s} {'runs':>5s} {'recorded train s':>17s} {'render s':>9s}")
+    all_ids: dict[str, None] = {}
+    for name, ids in used.items():
+        cost = runs_cost(ids)
+        render = timings.get(name, {}).get("seconds", float("nan"))
+        print(f"{name:32s} {cost['runs']:5d} {cost['recorded_s']:17.0f} {render:9.0f}")
+        all_ids.update(dict.fromkeys(ids))
+    total = runs_cost(all_ids)
+    render = sum(t.get("seconds", 0.0) for n, t in timings.items() if n in used)
+    print(f"{'all (each run once)':32s} {total['runs']:5d} {total['recorded_s']:17.0f}")
+    print("by method (s): " + ", ".join(f"{k} {v:.0f}" for k, v in total["by_method_s"].items()))
+    if total["not_found"]:
+        print(f"warning: {len(total['not_found'])} used run(s) have no result here or in the cache")
+    print(f"from scratch with {jobs} runs at once: about {total['recorded_s'] / jobs / 60:.0f} min of "
+          f"training (recorded seconds / {jobs}; dependencies between runs can only add to it), plus rendering"
+          + (f" (the latest execution of these notebooks took {render / 60:.0f} min)" if render else ""))
+    unused = unused_cache_entries(profile, all_ids)
+    print(f"{len(unused)} committed cached run(s) of the {profile} recipe that no notebook used")
+    for p in unused[:20]:
+        res = json.loads(p.read_text())["result"]
+        print(f"  {p.name}  {res.get('name')}  steps {res.get('steps')}  groups {res.get('groups')}")
+    if len(unused) > 20:
+        print(f"  ... and {len(unused) - 20} more")
+    if prune and unused:
+        if missing:
+            raise RuntimeError("refusing to prune: some notebooks have no run record, their runs would look unused")
+        for p in unused:
+            p.unlink()
+        print(f"pruned {len(unused)} entries")

@@ -145,8 +145,8 @@ def measure(device, model_preset: str, vocab: int, context: int, batch: int, war
     import torch
 
     from aioli_repro.config import TrainConfig
-    from aioli_repro.model import build_model, count_parameters, flops_per_token
-    from aioli_repro.train import compile_model, make_optimizer, sequence_losses
+    from aioli_repro.model import build_model, count_parameters, flops_per_token, sequence_losses
+    from aioli_repro.train import compile_model, make_optimizer
 
     torch.manual_seed(0)
     model = build_model(model_preset, vocab, context, seed=0).to(device).train()
@@ -260,8 +260,7 @@ def phase_smoke(device, preset: dict, args, runs_dir: Path) -> dict:
 
 
 def phase_share(device, preset: dict, args, runs_root: Path) -> list[dict]:
-    from aioli_repro.executors import ExecutorConfig, default_threads
-    from aioli_repro.methods import Runner
+    from aioli_repro.executors import ExecutorConfig, Runner, default_threads
     from aioli_repro.profiles import profile_config
 
     jobs_list = [int(j) for j in args.share_jobs.split(",") if j.strip()]

@@ -24,8 +24,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aioli_repro.config import DataConfig, ModelConfig, RunConfig  # noqa: E402
+from aioli_repro.executors import Runner  # noqa: E402
 from aioli_repro.hparams import get_setting  # noqa: E402
-from aioli_repro.methods import Runner  # noqa: E402
 from aioli_repro.profiles import get_profile  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "bench"

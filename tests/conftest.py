@@ -74,3 +74,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+STUDY_STEPS, STUDY_BATCH, STUDY_CONTEXT = 24, 8, 32
+"""Runs of the tiny study profile: steps, batch size and context length."""
+
+
+@pytest.fixture(scope="module")
+def tiny_study():
+    """A tiny profile for the branching and mixing-law studies (24-step runs, 4-mixture sweeps), registered in
+    ``PROFILES`` for the module; yields its name."""
+    from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
+    from aioli_repro.profiles import PROFILES, Profile
+
+    PROFILES["_tinyfid"] = Profile(
+        "_tinyfid", "tests", DataConfig(corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER),
+                                        context_length=STUDY_CONTEXT, val_fraction=0.2, test_fraction=0.2),
+        ModelConfig("tiny"),
+        TrainConfig(steps=STUDY_STEPS, batch_size=STUDY_BATCH, micro_batch_size=STUDY_BATCH, warmup_steps=3,
+                    eval_every=8, checkpoint_every=0, eval_sequences=4, eval_batch_size=32, test_max_sequences=8,
+                    lr=3e-3),
+        notes={"sweep_points": 4})
+    yield "_tinyfid"
+    PROFILES.pop("_tinyfid")

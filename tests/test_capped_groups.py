@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aioli_repro.config import ConfigError, base_groups, run_id, split_group, validate_groups
+from aioli_repro.config import base_groups, run_id, split_group, validate_groups
+from aioli_repro.errors import ConfigError
 from aioli_repro.train import load_data, train
 
 from .conftest import tiny_config

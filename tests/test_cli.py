@@ -1,9 +1,11 @@
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
+from aioli_repro import cli, pipeline
 from aioli_repro.cli import main
 
 from .cli_cases import BAD_CLI, CLI_BASE
@@ -11,6 +13,24 @@ from .conftest import TINY_CORPUS, TINY_TOKENIZER
 
 TINY = ["--corpus", str(TINY_CORPUS), "--tokenizer", str(TINY_TOKENIZER), "--preset", "tiny", "--context-length",
         "32", "--val-fraction", "0.2", "--test-fraction", "0.2", "--eval-sequences", "4"]
+
+
+def test_one_subcommand_per_stage():
+    actions = [a for a in cli.make_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = list(actions[0].choices)
+    stages = ["prepare", "train", "method", "run-all", "bench", "cache"]
+    assert [c for c in commands if c in stages] == stages  # in the order of the stages
+    assert set(commands) - set(stages) == {"groups", "tokenizer"}  # the data stage's helpers, beside prepare
+
+
+def test_run_all_takes_run_all_shs_options_and_runs_its_pipeline(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "run_all", lambda args: seen.append(args) or 0)
+    argv = ["--profile", "smoke", "--jobs", "2", "--only", "00", "04", "--cached-only"]
+    assert main(["run-all", *argv]) == 0
+    expected = vars(pipeline.add_arguments(argparse.ArgumentParser()).parse_args(argv))
+    assert {k: v for k, v in vars(seen[0]).items() if k != "command"} == expected
+    assert expected == {"profile": "smoke", "jobs": 2, "only": ["00", "04"], "cached_only": True}
 
 
 def test_help_explains_every_option():

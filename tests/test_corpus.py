@@ -4,7 +4,8 @@ import shutil
 
 import pytest
 
-from aioli_repro.corpus import EMBEDDED_CORPUS, CorpusError, FolderCorpus, split_documents
+from aioli_repro.corpus import EMBEDDED_CORPUS, FolderCorpus, split_documents
+from aioli_repro.errors import CorpusError
 
 from .conftest import TINY_CORPUS
 

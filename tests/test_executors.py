@@ -3,18 +3,32 @@ and two workers racing for the same run (computed once, the run cache intact).""
 
 import json
 import os
+import pickle
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from aioli_repro import hparams
-from aioli_repro.config import ConfigError, DataConfig, ModelConfig, TrainConfig
-from aioli_repro.executors import ENV, ExecutorConfig, InProcessExecutor, LocalPoolExecutor, SlurmConfig, resolve
+from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
+from aioli_repro.errors import ConfigError
+from aioli_repro.executors import (
+    ENV,
+    ExecutorConfig,
+    InProcessExecutor,
+    LocalPoolExecutor,
+    Runner,
+    SlurmConfig,
+    resolve,
+)
 from aioli_repro.profiles import PROFILES, Profile
+from aioli_repro.threads import init_worker
 
-# The racing workers import this module: it stays light (methods and tables are imported inside the tests) and does
-# not import conftest, which would switch the workers' result cache off at import.
+# The racing workers import this module: it does not import conftest, which would switch the workers' result cache off
+# at import (tables is imported inside the test that needs it).
 ASSETS = Path(__file__).parent / "assets"
 TINY_CORPUS, TINY_TOKENIZER = ASSETS / "tiny_corpus", ASSETS / "tiny_tokenizer"
 
@@ -22,8 +36,6 @@ SETTING = hparams.Setting("tiny", "C/L", ("github", "wikipedia"), ("code", "lice
 
 
 def test_executor_config_from_strings_files_and_the_environment(tmp_path, monkeypatch):
-    from aioli_repro.methods import Runner
-
     monkeypatch.delenv(ENV, raising=False)
     assert resolve() == ExecutorConfig()
     assert resolve(jobs=3).jobs == 3
@@ -49,6 +61,26 @@ def test_executor_config_from_strings_files_and_the_environment(tmp_path, monkey
             resolve(bad)
     with pytest.raises(ConfigError, match="jobs must be >= 1"):
         Runner(jobs=0)
+
+
+# ------------------------------------------------------------------------------------------ a worker's threads
+def test_a_pool_workers_initializer_loads_neither_numpy_nor_torch():
+    """OpenBLAS and OpenMP size their thread pools when they load, so a worker sets its thread variables before
+    either loads: unpickling its initializer in a fresh interpreter must import neither."""
+    code = ("import pickle, sys; pickle.loads(bytes.fromhex(sys.argv[1])); "
+            "print([m for m in ('numpy', 'torch') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code, pickle.dumps(init_worker).hex()], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _threads_here():
+    return os.environ["OMP_NUM_THREADS"], torch.get_num_threads(), ENV in os.environ
+
+
+def test_pool_workers_run_with_the_thread_count_they_were_given(monkeypatch):
+    monkeypatch.setenv(ENV, "local:2")  # the submitting process's executor choice never reaches its workers
+    assert LocalPoolExecutor(jobs=2, threads=1).map(_threads_here, [(), ()], progress=False) == [("1", 1, False)] * 2
 
 
 # ----------------------------------------------------------------------------------------------- the race
@@ -91,8 +123,6 @@ def test_two_workers_racing_for_one_run_compute_it_once(tiny_cfg, tmp_path, monk
 
 
 def test_runner_trains_identical_configs_once_and_returns_results_in_order(tiny_cfg, tmp_path):
-    from aioli_repro.methods import Runner
-
     calls = []
 
     class Recording(InProcessExecutor):  # an out-of-process executor's interface, run here (the pool is above)
@@ -125,7 +155,6 @@ def cpu_tiny_profile(monkeypatch):
 
 def test_slurm_backend_through_submitit_local_one_job_per_run(cpu_tiny_profile, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from aioli_repro.methods import Runner
     from aioli_repro.tables import run_grid
 
     cache = tmp_path / "result_cache"

@@ -28,7 +28,8 @@ import torch
 
 import aioli_repro.train as train_mod
 from aioli_repro import faults, hparams, profiles
-from aioli_repro.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from aioli_repro.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from aioli_repro.errors import ConfigError
 from aioli_repro.runs import RunDir, RunLockedError
 from aioli_repro.train import TrainingDiverged, train
 
@@ -515,7 +516,7 @@ def test_interrupted_study_does_not_recompute_finished_runs(tiny_study, tmp_path
 
 
 def test_cached_only_renders_the_finished_part_of_a_study_and_trains_nothing(tiny_study, tmp_path, monkeypatch):
-    from aioli_repro.methods import NotCachedError
+    from aioli_repro.executors import NotCachedError
     from aioli_repro.tables import run_grid
 
     runs, settings = tmp_path / "runs", ["_faults"]

@@ -1,4 +1,5 @@
-"""Mixing-law fidelity studies (notebooks 01-03) end to end on the tiny corpus, and their pure helpers."""
+"""The mixing-law studies (notebooks 01-02) and the method fidelity studies (notebook 03) end to end on the tiny
+corpus, and their pure helpers."""
 
 import json
 import warnings
@@ -8,33 +9,18 @@ import matplotlib
 import numpy as np
 import pytest
 
-from aioli_repro import fidelity, hparams, plots, profiles
-from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
-from aioli_repro.methods import Runner, run_method, stratified_config, sweep
-from aioli_repro.profiles import PROFILES, Profile
+from aioli_repro import branching, fidelity, hparams, law_studies, plots, profiles, report
+from aioli_repro.executors import Runner
+from aioli_repro.methods import run_method, stratified_config, sweep
 from aioli_repro.runs import RunDir
 
-from .conftest import TINY_CORPUS, TINY_TOKENIZER
+from .conftest import STUDY_STEPS
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SET2 = hparams.Setting("tiny2", "C/L", ("github", "wikipedia"), ("code", "licenses"))
 SET3 = hparams.Setting("tiny3", "C/Ch/L", ("github", "c4", "wikipedia"), ("code", "changelogs", "licenses"))
-STEPS, BATCH, CONTEXT = 24, 8, 32
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    PROFILES["_tinyfid"] = Profile(
-        "_tinyfid", "tests", DataConfig(corpus=str(TINY_CORPUS), tokenizer=str(TINY_TOKENIZER),
-                                        context_length=CONTEXT, val_fraction=0.2, test_fraction=0.2),
-        ModelConfig("tiny"),
-        TrainConfig(steps=STEPS, batch_size=BATCH, micro_batch_size=BATCH, warmup_steps=3, eval_every=8,
-                    checkpoint_every=0, eval_sequences=4, eval_batch_size=32, test_max_sequences=8, lr=3e-3),
-        notes={"sweep_points": 4})
-    yield "_tinyfid"
-    PROFILES.pop("_tinyfid")
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +55,7 @@ def test_method_matrix_picks_the_matrix_the_method_used_at_t():
         fidelity.method_matrix("skillit", hist, t=5)
 
 
-def test_break_steps_horizons_and_parents():
-    assert fidelity.break_step(5000, 0.4) == 2000 and fidelity.break_step(40, 0.1) == 4
-    assert fidelity.break_step(10, 0.01) == 1
-    assert fidelity.default_horizon(5000) == 100 and fidelity.default_horizon(40) == 2
-    with pytest.raises(ValueError):
-        fidelity.break_step(100, 1.0)
+def test_fidelity_break_steps_and_dynamic_law_parents():
     hist = [_rec(0), _rec(8, np.eye(2)), _rec(16, np.eye(2))]
     assert fidelity.fidelity_break_step(hist, 40, 0.1, 2) == 9  # moved to just after the first record
     assert fidelity.fidelity_break_step(hist, 40, 0.5, 2) == 20
@@ -83,9 +64,9 @@ def test_break_steps_horizons_and_parents():
     assert fidelity.diagonalise_2([[3.0, 1.0], [0.5, 2.0]]) == pytest.approx(np.diag([2.0, 1.5]))
 
     grid = np.column_stack([np.arange(1, 10) / 10, 1 - np.arange(1, 10) / 10])
-    assert [grid[k, 0] for k in fidelity.parent_indices(grid, 3)] == pytest.approx([0.1, 0.5, 0.9])
+    assert [grid[k, 0] for k in law_studies.parent_indices(grid, 3)] == pytest.approx([0.1, 0.5, 0.9])
     P3 = np.random.default_rng(0).dirichlet(np.ones(3), size=10)
-    idx = fidelity.parent_indices(P3, 3)
+    idx = law_studies.parent_indices(P3, 3)
     assert len(set(idx)) == 3 and int(np.argmin(np.linalg.norm(P3 - 1 / 3, axis=1))) in idx
 
 
@@ -95,15 +76,15 @@ def test_default_settings_depend_on_the_profile_through_the_package():
     assert len(profiles.default_settings("full", "fidelity")) == 5
     assert profiles.default_settings("quick", "fidelity") == profiles.default_settings("smoke", "fidelity")
     assert profiles.study_seeds("full") == (0, 1, 2) and profiles.study_seeds("full", [4]) == (4,)
-    line = fidelity.paper_line("static R²", 0.95, 0.991)
+    line = report.paper_line("static R²", 0.95, 0.991)
     assert "0.950" in line and "0.991" in line and "below" in line
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
 
 
-def test_static_law_study_tables_and_figure(tiny, runner, tmp_path):
-    study = fidelity.static_law_study([SET2, SET3], tiny, runner=runner, n_starts=8)
+def test_static_law_study_tables_and_figure(tiny_study, runner, tmp_path):
+    study = law_studies.static_law_study([SET2, SET3], tiny_study, runner=runner, n_starts=8)
     tab = study.table
     assert len(tab) == 2 + 3  # one row per (setting, seed, group)
     assert {"setting", "seed", "group", "r2", "mse", "loo_r2", "loo_mse"} <= set(tab.columns)
@@ -111,7 +92,7 @@ def test_static_law_study_tables_and_figure(tiny, runner, tmp_path):
     assert (tab["r2"] <= 1 + 1e-9).all()
     assert len(study.points) == 4 * 2 + 5 * 3  # sweep sizes: 4 (m = 2) and max(4, m + 2) = 5 (m = 3)
     # The same sweep runs as grid search / DML: the mixtures are methods.sweep's.
-    P = [c.method_config["proportions"] for c in sweep(tiny, SET2.groups, 0)]
+    P = [c.method_config["proportions"] for c in sweep(tiny_study, SET2.groups, 0)]
     assert study.points.query("setting == 'tiny2' and group == 'code'")["p"].tolist() == P
     summ = study.summary()
     assert list(summ["setting"]) == ["tiny2", "tiny3", "all"] and summ["fits"].tolist() == [2, 3, 5]
@@ -120,79 +101,28 @@ def test_static_law_study_tables_and_figure(tiny, runner, tmp_path):
     assert (tmp_path / "static.png").stat().st_size > 0
 
 
-def test_children_branch_from_the_parents_saved_state(tiny, runner):
-    cfgs = sweep(tiny, SET2.groups, 0)
-    P = np.array([c.method_config["proportions"] for c in cfgs])
-    t, h = 10, 3
-    br = fidelity.branch_children(cfgs[0], t, P, h, runner)[t]
-    assert br.parent["steps"] == t and br.parent["config"]["train"]["stop_at"] == t  # a prefix run, not a full one
-    state = RunDir.from_result(br.parent, runner.runs_dir).branch_path(t) / "state.json"
-    assert state.exists()
-    for p, child in zip(P, br.children):
-        assert child["branch"] == {"parent": br.parent["run_id"], "step": t}
-        assert child["train_tokens"] == h * BATCH * CONTEXT  # only the horizon is trained
-        assert child["steps"] == t + h and child["test_loss"] == {}
-        assert child["config"]["method_config"]["proportions"] == pytest.approx(p)
-    assert br.L_next.shape == (4, 2) and br.L_prev.shape == (2,)
-    assert br.L_prev == pytest.approx([br.parent["val_loss"][g] for g in SET2.groups])  # same windows, same state
-    fit = br.fit(loo=True)
-    assert fit.A.shape == (2, 2) and np.all(np.isfinite(fit.r2))
-
-
-def test_a_clone_with_every_child_cached_does_not_retrain_the_parent(tiny, tmp_path, monkeypatch):
-    """A fresh clone has the committed result cache but not runs/: branching must not retrain a parent whose
-    children are all cached, and must retrain it (to get its weights) as soon as one child is missing."""
-    monkeypatch.setenv("AIOLI_RESULT_CACHE", str(tmp_path / "cache"))
-    cfgs = sweep(tiny, SET2.groups, 0)
-    P = np.array([c.method_config["proportions"] for c in cfgs])
-    t, h = 10, 3
-    here = Runner(jobs=1, runs_dir=tmp_path / "here", progress=False)
-    br = fidelity.branch_children(cfgs[0], t, P, h, here)[t]
-    assert br.parent["branch_points"][str(t)]["val_loss"] == pytest.approx(dict(zip(SET2.groups, br.L_prev)))
-
-    # A parent cached before results recorded their branch points gets them from its local branch state.
-    run = RunDir.from_result(br.parent, here.runs_dir)
-    run.write_result({k: v for k, v in br.parent.items() if k != "branch_points"})
-    assert "branch_points" not in json.loads(run.cache_path.read_text())["result"]
-    again = fidelity.branch_children(cfgs[0], t, P, h, here)[t]
-    assert str(t) in json.loads(run.cache_path.read_text())["result"]["branch_points"]
-    assert again.L_prev == pytest.approx(br.L_prev)
-
-    clone = Runner(jobs=1, runs_dir=tmp_path / "clone", progress=False)
-    cached = fidelity.branch_children(cfgs[0], t, P, h, clone)[t]
-    assert not list(Path(clone.runs_dir).rglob("branches"))  # nothing was trained: no parent state exists there
-    assert cached.L_prev == pytest.approx(br.L_prev) and cached.L_next == pytest.approx(br.L_next)
-
-    missing = RunDir.from_result(br.children[1], here.runs_dir).cache_path
-    missing.unlink()
-    clone2 = Runner(jobs=1, runs_dir=tmp_path / "clone2", progress=False)
-    rerun = fidelity.branch_children(cfgs[0], t, P, h, clone2)[t]
-    assert RunDir.from_result(rerun.parent, clone2.runs_dir).has_branches([t])  # the parent was trained for its weights
-    assert rerun.L_next == pytest.approx(br.L_next, rel=1e-5) and missing.exists()
-
-
-def test_a_clone_branches_doremis_proxy_after_retraining_its_reference_for_its_weights(tiny, tmp_path, monkeypatch):
+def test_a_clone_branches_doremis_proxy_after_retraining_its_reference_for_its_weights(tiny_study, tmp_path, monkeypatch):
     """A fresh clone's cache holds the stratified (reference) run's result but not its weights; the DoReMi proxy's
     prefix reads them, so a fidelity study that must train that prefix first retrains the reference for them."""
     monkeypatch.setenv("AIOLI_RESULT_CACHE", str(tmp_path / "cache"))
     here = Runner(jobs=1, runs_dir=tmp_path / "here", progress=False)
-    run_method("doremi", SET2, tiny, 0, here)  # caches the reference, the proxy and the final run, not the branches
+    run_method("doremi", SET2, tiny_study, 0, here)  # caches the reference, the proxy and the final run, not the branches
     clone = Runner(jobs=1, runs_dir=tmp_path / "clone", progress=False)
-    ref = stratified_config(SET2, tiny, 0)
-    assert not RunDir.from_result(run_method("stratified", SET2, tiny, 0, clone).final, clone.runs_dir) \
+    ref = stratified_config(SET2, tiny_study, 0)
+    assert not RunDir.from_result(run_method("stratified", SET2, tiny_study, 0, clone).final, clone.runs_dir) \
         .model_path.exists()  # the clone knows the reference's result only
-    study = fidelity.fidelity_study([SET2], tiny, runner=clone, methods=["doremi"])
+    study = fidelity.fidelity_study([SET2], tiny_study, runner=clone, methods=["doremi"])
     assert len(study.table) == 1 and study.missing == []
     weights = RunDir.from_result(clone.run_one(ref), clone.runs_dir).model_path
     assert weights.exists()  # trained again for them, into the clone's own runs directory
     assert weights.parent.parent == Path(clone.runs_dir)
 
 
-def test_dynamic_law_study_tables_and_figure(tiny, runner, tmp_path):
-    study = fidelity.dynamic_law_study([SET2, SET3], tiny, runner=runner, n_parents=2)
+def test_dynamic_law_study_tables_and_figure(tiny_study, runner, tmp_path):
+    study = law_studies.dynamic_law_study([SET2, SET3], tiny_study, runner=runner, n_parents=2)
     tab = study.table
     assert len(tab) == 2 * 2 + 2 * 3  # (setting, seed, parent, group)
-    assert set(tab["break_step"]) == {fidelity.break_step(STEPS, 0.4)} and set(tab["horizon"]) == {2}
+    assert set(tab["break_step"]) == {branching.break_step(STUDY_STEPS, 0.4)} and set(tab["horizon"]) == {2}
     assert tab.groupby("setting")["parent"].nunique().tolist() == [2, 2]
     assert tab[["r2", "mse", "loo_r2", "loo_mse"]].notna().all().all()
     assert len(study.points) == 2 * 4 * 2 + 2 * 5 * 3
@@ -201,26 +131,26 @@ def test_dynamic_law_study_tables_and_figure(tiny, runner, tmp_path):
     assert (tmp_path / "dynamic.png").stat().st_size > 0
 
 
-def test_fidelity_study_compares_each_methods_matrix_with_the_truth(tiny, runner, tmp_path):
+def test_fidelity_study_compares_each_methods_matrix_with_the_truth(tiny_study, runner, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # every prefix run must retrace its method's own trajectory
-        study = fidelity.fidelity_study([SET2], tiny, runner=runner)
+        study = fidelity.fidelity_study([SET2], tiny_study, runner=runner)
     tab = study.table.set_index("method")
     assert list(tab.index) == list(fidelity.ONLINE_METHODS)
-    h = fidelity.default_horizon(STEPS)
-    assert (tab["horizon"] == h).all() and (tab["break_step"] + h <= STEPS).all()
-    assert tab.loc["skillit", "break_step"] >= fidelity.break_step(STEPS, 0.2)
-    assert tab.loc["doremi", "break_step"] >= fidelity.break_step(STEPS, 0.1)
+    h = branching.default_horizon(STUDY_STEPS)
+    assert (tab["horizon"] == h).all() and (tab["break_step"] + h <= STUDY_STEPS).all()
+    assert tab.loc["skillit", "break_step"] >= branching.break_step(STUDY_STEPS, 0.2)
+    assert tab.loc["doremi", "break_step"] >= branching.break_step(STUDY_STEPS, 0.1)
     assert (tab["records_used"] >= 1).all()
     finite = tab["sim"].dropna()
     assert len(finite) >= 3 and ((finite >= -1 - 1e-9) & (finite <= 1 + 1e-9)).all()
     # Improvement over stratified comes from the methods' final runs, shared with the perplexity tables.
-    strat = run_method("stratified", SET2, tiny, 0, runner).final["avg_test_perplexity"]
-    aioli = run_method("aioli", SET2, tiny, 0, runner).final["avg_test_perplexity"]
+    strat = run_method("stratified", SET2, tiny_study, 0, runner).final["avg_test_perplexity"]
+    aioli = run_method("aioli", SET2, tiny_study, 0, runner).final["avg_test_perplexity"]
     assert tab.loc["aioli", "improvement"] == pytest.approx(strat - aioli)
     # The matrix compared is the method's own: Aioli's from its LearnParams rounds recorded by the break step.
     mats = study.matrices[("aioli", "tiny2", 0)]
-    hist = run_method("aioli", SET2, tiny, 0, runner).final["policy"]["history"]
+    hist = run_method("aioli", SET2, tiny_study, 0, runner).final["policy"]["history"]
     t = int(tab.loc["aioli", "break_step"])
     assert mats["M"] == pytest.approx(fidelity.method_matrix("aioli", hist, t - 1), rel=1e-4, abs=1e-6)
     # The proxies' trajectories are configured exactly as methods.run_method configures its proxy runs.
@@ -228,7 +158,7 @@ def test_fidelity_study_compares_each_methods_matrix_with_the_truth(tiny, runner
         full = [p for p in runner_dirs(runner, name) if "prefix" not in p.name]
         assert len(full) == 1
         stored = json.loads((full[0] / "config.json").read_text())["config"]
-        assert fidelity.trajectory_config(method, SET2, tiny, 0, runner).to_dict() == stored
+        assert fidelity.trajectory_config(method, SET2, tiny_study, 0, runner).to_dict() == stored
     summ = study.summary()
     assert len(summ) == 4 and set(summ["seeds"]) == {1}
     rel = study.relation()
@@ -237,8 +167,8 @@ def test_fidelity_study_compares_each_methods_matrix_with_the_truth(tiny, runner
     assert (tmp_path / "fid.png").stat().st_size > 0
 
 
-def test_colsum_ordering_study(tiny, runner, tmp_path):
-    study = fidelity.colsum_ordering_study([SET2], tiny, runner=runner, fractions=(0.25, 0.5, 0.75))
+def test_colsum_ordering_study(tiny_study, runner, tmp_path):
+    study = fidelity.colsum_ordering_study([SET2], tiny_study, runner=runner, fractions=(0.25, 0.5, 0.75))
     assert sorted(set(study.table["break_step"])) == [6, 12, 18]
     assert len(study.table) == 3 * 2 and len(study.summary) == 3
     ch = study.changes()
@@ -252,29 +182,29 @@ def test_colsum_ordering_study(tiny, runner, tmp_path):
     assert (tmp_path / "ord.png").stat().st_size > 0
 
 
-def test_cached_only_studies_render_the_finished_part_and_train_nothing(tiny, runner, monkeypatch):
+def test_cached_only_studies_render_the_finished_part_and_train_nothing(tiny_study, runner, monkeypatch):
     """A sitting of the long profile renders notebooks 01-03 from the runs finished so far: with a runner that only
     reads the cache, each study keeps its finished (setting, seed) parts exactly and lists the others."""
     import aioli_repro.train as train_mod
-    from aioli_repro.methods import NotCachedError
+    from aioli_repro.executors import NotCachedError
 
     def no_training(*a, **k):
         raise AssertionError("a cached_only study trained a run")
 
     monkeypatch.setattr(train_mod, "_train_locked", no_training)
     reader = Runner(jobs=1, runs_dir=runner.runs_dir, progress=False, cached_only=True)
-    first = fidelity.static_law_study([SET2, SET3], tiny, runner=runner, n_starts=8)  # finished above
-    part = fidelity.static_law_study([SET2, SET3], tiny, seeds=[0, 1], runner=reader, n_starts=8)
+    first = law_studies.static_law_study([SET2, SET3], tiny_study, runner=runner, n_starts=8)  # finished above
+    part = law_studies.static_law_study([SET2, SET3], tiny_study, seeds=[0, 1], runner=reader, n_starts=8)
     assert part.table.equals(first.table) and part.missing == ["C/L/seed 1", "C/Ch/L/seed 1"]
-    dyn = fidelity.dynamic_law_study([SET2, SET3], tiny, seeds=[1, 0], runner=reader, n_parents=2)
+    dyn = law_studies.dynamic_law_study([SET2, SET3], tiny_study, seeds=[1, 0], runner=reader, n_parents=2)
     assert set(dyn.table["seed"]) == {0} and len(dyn.table) == 2 * 2 + 2 * 3 and len(dyn.missing) == 2
-    fid = fidelity.fidelity_study([SET2, SET3], tiny, runner=reader)
+    fid = fidelity.fidelity_study([SET2, SET3], tiny_study, runner=reader)
     assert set(fid.table["setting"]) == {"tiny2"} and len(fid.table) == len(fidelity.ONLINE_METHODS)
     assert fid.missing == ["stratified/C/Ch/L/seed 0"]
-    order = fidelity.colsum_ordering_study([SET2], tiny, seeds=[0, 1], runner=reader, fractions=(0.25, 0.5, 0.75))
+    order = fidelity.colsum_ordering_study([SET2], tiny_study, seeds=[0, 1], runner=reader, fractions=(0.25, 0.5, 0.75))
     assert set(order.table["seed"]) == {0} and order.missing == ["C/L/seed 1"]
-    for study in (fidelity.static_law_study, fidelity.dynamic_law_study, fidelity.colsum_ordering_study):
+    for study in (law_studies.static_law_study, law_studies.dynamic_law_study, fidelity.colsum_ordering_study):
         with pytest.raises(NotCachedError, match="no part of the"):
-            study([SET2], tiny, seeds=[7], runner=reader)
+            study([SET2], tiny_study, seeds=[7], runner=reader)
     with pytest.raises(AssertionError, match="trained a run"):  # the ordinary runner still trains what is missing
-        fidelity.static_law_study([SET2], tiny, seeds=[7], runner=runner)
+        law_studies.static_law_study([SET2], tiny_study, seeds=[7], runner=runner)

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from aioli_repro.config import ConfigError, run_id
+from aioli_repro.config import run_id
+from aioli_repro.errors import ConfigError
 from aioli_repro.train import train
 
 from .conftest import TINY_CORPUS, TINY_TOKENIZER, load_script

@@ -10,9 +10,11 @@ import pytest
 
 from aioli_repro import hparams
 from aioli_repro import train as train_mod
-from aioli_repro.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
+from aioli_repro.errors import ConfigError
+from aioli_repro.executors import Runner
 from aioli_repro.laws import fit_static_law, in_convex_hull, optimal_mixture
-from aioli_repro.methods import METHODS, Runner, run_method
+from aioli_repro.methods import METHODS, run_method
 from aioli_repro.profiles import PROFILES, Profile
 
 from .conftest import TINY_CORPUS, TINY_TOKENIZER
@@ -208,7 +210,7 @@ def test_a_fitted_mixture_at_a_rounding_boundary_reuses_the_committed_neighbour(
     """DML's CC/GH/W seed-1 optimum once came out 0.29162151 where the committed run had rounded it to 0.291621: the
     cached neighbour must be found, the exact rounding preferred when it is cached, and nothing invented when neither
     is."""
-    from aioli_repro import executors
+    from aioli_repro import methods
     from aioli_repro.methods import config_mixture, settle_mixture
 
     raw = [0.35516608, 0.35321241, 0.29162151]
@@ -219,7 +221,7 @@ def test_a_fitted_mixture_at_a_rounding_boundary_reuses_the_committed_neighbour(
 
     def with_cache(*mixtures):
         keys = {tuple(m) for m in mixtures}
-        monkeypatch.setattr(executors, "cached_result",
+        monkeypatch.setattr(methods, "cached_result",
                             lambda cfg, runs_dir, resolve_auto=False: {"ok": 1} if tuple(cfg) in keys else None)
 
     make = list  # the "config" is the mixture itself: cached_result is faked above

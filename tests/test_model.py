@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aioli_repro.config import ConfigError
+from aioli_repro.errors import ConfigError
 from aioli_repro.model import PRESETS, build_model, count_parameters, flops_per_token, resolve_device
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from aioli_repro import pipeline, plots, report
-from aioli_repro.config import ConfigError
+from aioli_repro.errors import ConfigError
 
 NOTEBOOKS = pipeline.notebooks()
 CLEAR = "clear them with: jupyter nbconvert --clear-output --inplace notebooks/*.ipynb"

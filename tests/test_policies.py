@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from aioli_repro.config import ConfigError
+from aioli_repro.errors import ConfigError
 from aioli_repro.policies import PolicyContext, make_policy
 from aioli_repro.policies.aioli import eg_update, normalize_interaction, smoothed_one_hots, solve_interaction_matrix
 from aioli_repro.policies.base import Observation

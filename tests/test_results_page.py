@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aioli_repro.config import ConfigError
+from aioli_repro.errors import ConfigError
 from aioli_repro.results_page import md_table, results_markdown, write_results_readme
 
 CLAIMS = """# Claims of the paper at our scale (full profile)

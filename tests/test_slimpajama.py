@@ -1,8 +1,7 @@
 
 import pytest
 
-from aioli_repro.config import ConfigError
-from aioli_repro.corpus import CorpusError
+from aioli_repro.errors import ConfigError, CorpusError
 from aioli_repro.slimpajama import SET_NAMES, SlimPajamaSource
 from aioli_repro.token_store import TokenStore
 from aioli_repro.tokenizer import load_tokenizer

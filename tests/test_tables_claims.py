@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from aioli_repro import claims, tables
-from aioli_repro.config import ConfigError
+from aioli_repro.errors import ConfigError
 from aioli_repro.hparams import SETTINGS
 
 
@@ -199,8 +199,6 @@ def test_the_prefetched_sweep_is_the_one_grid_and_dml_train(budget):
 
 
 def test_run_grid_trains_every_sweep_as_one_queue_before_the_studies(monkeypatch):
-    import aioli_repro.executors as executors
-
     class NoStudies:  # the studies' executor: every study "not finished", so run_grid stops after the prefetch
         in_process = False
 
@@ -214,7 +212,7 @@ def test_run_grid_trains_every_sweep_as_one_queue_before_the_studies(monkeypatch
 
     _RecordingRunner.calls = []
     monkeypatch.setattr(tables, "Runner", Prefetch)
-    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: NoStudies())
+    monkeypatch.setattr(tables, "make_executor", lambda *a, **k: NoStudies())
     settings, seeds = ["arxiv_stackexchange", "arxiv_book_stackexchange"], [0, 1]
     with pytest.raises(tables.NotCachedError):
         tables.run_grid(["stratified", "grid", "dml"], settings, "smoke", seeds, jobs=2, progress=False)

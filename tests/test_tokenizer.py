@@ -1,6 +1,6 @@
 import pytest
 
-from aioli_repro.corpus import CorpusError
+from aioli_repro.errors import CorpusError
 from aioli_repro.tokenizer import load_tokenizer, tokenizer_fingerprint, train_tokenizer
 
 from .conftest import TINY_TOKENIZER

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 import aioli_repro.train as train_mod
-from aioli_repro.config import ConfigError, run_id
-from aioli_repro.model import build_model
+from aioli_repro.config import run_id
+from aioli_repro.errors import ConfigError
+from aioli_repro.model import build_model, sequence_losses
 from aioli_repro.policies import MixingPolicy, Segment
 from aioli_repro.policies.base import REGISTRY, register
 from aioli_repro.runs import RunDir, RunLockedError
-from aioli_repro.train import TrainingDiverged, evaluate, load_data, lr_at, sequence_losses, train
+from aioli_repro.train import TrainingDiverged, evaluate, load_data, lr_at, train
 
 
 def test_sequence_and_group_losses_match_a_hand_computation():

@@ -4,12 +4,11 @@ import json
 
 import pytest
 
-from aioli_repro import pipeline
+from aioli_repro import pipeline, usage
+from aioli_repro.cli import main
 from aioli_repro.profiles import profile_config
 from aioli_repro.train import train
 from aioli_repro.usage import ID_CHARS, matches_recipe, read_used, runs_cost, unused_cache_entries
-
-from .conftest import load_script
 
 
 def test_a_run_read_or_trained_is_logged_and_its_recorded_seconds_summed(tiny_cfg, tmp_path, monkeypatch):
@@ -80,10 +79,11 @@ def test_run_all_records_each_notebooks_runs_and_keeps_the_others(tmp_path, monk
                                                                      "01_b.ipynb": ["f" * ID_CHARS]}
 
 
-def test_cache_usage_prunes_only_unused_entries_of_the_recipe_and_only_after_a_full_render(tmp_path, monkeypatch,
-                                                                                          capsys):
-    mod = load_script("cache_usage")
-    monkeypatch.setattr(mod, "REPO_ROOT", tmp_path)
+def test_cache_command_prunes_only_unused_entries_of_the_recipe_and_only_after_a_full_render(tmp_path, monkeypatch,
+                                                                                            capsys):
+    monkeypatch.setattr(usage, "REPO_ROOT", tmp_path)
+    assert main(["cache", "--profile", "quick"]) == 2  # no run records yet
+    assert "used_runs.json does not exist: run ./run_all.sh --profile quick first" in capsys.readouterr().err
     cache = tmp_path / "cache"
     monkeypatch.setenv("AIOLI_RESULT_CACHE", str(cache))
     monkeypatch.setenv("AIOLI_RUNS", str(tmp_path / "runs"))
@@ -98,12 +98,16 @@ def test_cache_usage_prunes_only_unused_entries_of_the_recipe_and_only_after_a_f
     used = {n: [] for n in names[1:]}  # the first notebook has no run record yet
     used[names[1]] = ["a" * ID_CHARS]
     (folder / "used_runs.json").write_text(json.dumps(used))
-    with pytest.raises(SystemExit, match="refusing to prune"):
-        mod.main(["--profile", "quick", "--prune"])
+    assert main(["cache", "--profile", "quick", "--prune"]) == 2
+    assert "error: refusing to prune" in capsys.readouterr().err
     assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "b", "c"]
     used[names[0]] = []
     (folder / "used_runs.json").write_text(json.dumps(used))
-    assert mod.main(["--profile", "quick", "--prune"]) == 0
+    assert main(["cache", "--profile", "quick"]) == 0  # lists, prunes nothing
+    out = capsys.readouterr().out
+    assert "1 committed cached run(s) of the quick recipe that no notebook used" in out and "b" * ID_CHARS in out
+    assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "b", "c"]
+    assert main(["cache", "--profile", "quick", "--prune"]) == 0
     assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "c"]  # b: the quick recipe, unused; c: another recipe
     assert "pruned 1 entries" in capsys.readouterr().out
 

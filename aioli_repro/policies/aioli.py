@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..sampler import SLOT_RULES, check_proportions, largest_remainder_counts
 from .base import MixingPolicy, Observation, Segment, register, softmax
 
@@ -123,6 +123,8 @@ def estimate_agreement(results: list[dict]) -> dict:
     there, and it is the round most likely to carry signal. p-values: one-sample t-tests of the per-round values
     against 0 (``scipy.stats.ttest_1samp``; rounds treated as independent, which the EMA makes slightly optimistic).
     """
+    # Lazy: scipy.stats adds about 60 MB to every process that imports the policies (each training run); only this
+    # diagnostic needs it.
     from scipy import stats
 
     # Centred: the only part of colsum(Ā^t) the update acts on (a softmax ignores a common shift).

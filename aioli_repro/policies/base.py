@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..sampler import check_proportions
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
+from ..model import sequence_losses
 from .base import ProxyWeightsPolicy, register, softmax
 
 
@@ -54,8 +55,6 @@ def group_gradients(model, tokens: torch.Tensor, groups: torch.Tensor, m: int, p
     dropout, no batch statistics), so this equals differentiating each group's mean loss through one full-batch
     graph, up to float rounding, but costs one backward pass over the batch in all instead of m (m = 7: about 4x
     faster per step; tested against the full-graph computation)."""
-    from ..train import sequence_losses
-
     grads = torch.zeros(m, sum(p.numel() for p in params), device=tokens.device)
     seq = torch.zeros(len(tokens), device=tokens.device)
     for j in range(m):
@@ -73,8 +72,6 @@ def full_graph_group_gradients(model, tokens: torch.Tensor, groups: torch.Tensor
     """The same as :func:`group_gradients` through one full-batch graph, differentiated once per group (m backward
     passes over the whole batch): what DoGE computed before, kept as the reference of the equivalence test and of
     ``python -m aioli_repro bench --doge``."""
-    from ..train import sequence_losses
-
     grads = torch.zeros(m, sum(p.numel() for p in params), device=tokens.device)
     seq = sequence_losses(model, tokens, autocast)
     present = [j for j in range(m) if bool((groups == j).any())]
@@ -109,8 +106,6 @@ class DoGEProxyPolicy(ProxyWeightsPolicy):
         return pool[idx], owner[idx]
 
     def compute_gradients(self, step, batch, lr):
-        from ..train import sequence_losses
-
         model, device, ac = self.ctx.model, self.ctx.device, self.ctx.autocast
         params = [p for p in model.parameters() if p.requires_grad]
         present = np.bincount(batch.groups.numpy(), minlength=self.m) > 0
@@ -130,8 +125,6 @@ class DoGEProxyPolicy(ProxyWeightsPolicy):
 
     def _gradient_matrix(self, params, train_grads: torch.Tensor) -> np.ndarray:
         """A_ij = ⟨∇L^val_i, g_train_j⟩ with per-group validation gradients on the validation sample."""
-        from ..train import sequence_losses
-
         rows = []
         for g in self.groups:
             tokens = self.ctx.val_sample[g][: max(2, self.config.val_batch_size)].to(self.ctx.device)

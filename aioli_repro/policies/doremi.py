@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_model
 
-from ..config import ConfigError
+from ..errors import ConfigError
+from ..model import sequence_losses
 from .base import ProxyWeightsPolicy, register, softmax
 
 
@@ -81,8 +83,6 @@ class DoReMiProxyPolicy(ProxyWeightsPolicy):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        from safetensors.torch import load_model
-
         path = Path(self.config.reference_model)
         if not path.is_absolute() and ctx.runs_dir is not None:
             path = Path(ctx.runs_dir) / path
@@ -95,8 +95,6 @@ class DoReMiProxyPolicy(ProxyWeightsPolicy):
 
     @torch.no_grad()
     def _reference_losses(self, tokens: torch.Tensor) -> np.ndarray:
-        from ..train import sequence_losses
-
         out = []
         for s in range(0, len(tokens), self.ctx.eval_batch_size):
             chunk = tokens[s:s + self.ctx.eval_batch_size].to(self.ctx.device)

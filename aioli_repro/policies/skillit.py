@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .base import MixingPolicy, Observation, Segment, register, softmax
 
 
