@@ -15,6 +15,9 @@ is a configuration of the paper, they are controls and variants, reported as suc
 - ``early_steps_study``: stratified with one LearnParams-style block at step 0 and at ``block_step`` (Aioli-static
   with η = 0), and stratified and the step-0 block with a longer warm-up. It separates "the block" from "the mixture
   learned from it", and "when the block comes" from "how the recipe warms up".
+- ``signal_study``: Aioli's released configuration beside variants that spend more on LearnParams (more validation
+  sequences per evaluation, longer intervals, fewer or more rounds), each with the cross-seed agreement of the
+  directions it estimated and its wall time against stratified's: the price of an Aioli that can see.
 - ``lp_slots_old_vs_new``: every seven-group Aioli run of the old LearnParams slot rule in the result cache beside
   the run of the same config under the balanced rule.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from . import hparams
@@ -40,7 +44,7 @@ from .runs import default_runs_dir, result_cache_dir
 from .stats import paired_ci
 
 __all__ = ["Diagnosis", "default_late_step", "reach_and_signal", "lp_cost_study", "early_steps_study",
-           "lp_slots_old_vs_new"]
+           "signal_study", "lp_slots_old_vs_new"]
 
 
 @dataclass
@@ -189,6 +193,49 @@ def early_steps_study(setting: str, profile: str, seeds, runner, block_step: int
                         "ci_high": float("nan"), "seeds": len(df)})
     by_step = pd.DataFrame(curves).pivot_table(index="step", columns="run", values="gap", aggfunc="mean")
     return Diagnosis(df, pd.DataFrame(summary), by_step)
+
+
+def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
+                 variants: dict[str, tuple[dict, dict]], steps: int | None = None) -> pd.DataFrame:
+    """One row per variant: ``variants`` maps a name to (overrides of ``hparams.aioli_config``, overrides of the
+    profile's training config, e.g. ``{"eval_sequences": 64}`` for a larger validation sample); ``steps`` shortens
+    every run. Each variant trains one Aioli run per seed, and each distinct training override one stratified run per
+    seed (the wall-time baseline). Columns: ``estimate_agreement`` of the variant's runs (``across_seeds_cos`` and its
+    p-value are the test of signal), its LearnParams share, evaluation sequences per LearnParams evaluation, and its
+    wall time relative to stratified's under the same training config (mean over seeds)."""
+    st = setting if isinstance(setting, hparams.Setting) else hparams.get_setting(setting)
+    groups = setting_groups(st, profile)
+    m, S = len(groups), steps or get_profile(profile).train.steps
+    length = {"steps": steps} if steps else {}
+    cfgs, slots = [], {}
+    for name, (aioli, train) in variants.items():
+        mc = hparams.aioli_config(m, S, **aioli)
+        for seed in seeds:
+            slots[(name, seed)] = len(cfgs)
+            cfgs.append(profile_config(profile, groups, "aioli", seed, mc, name=f"aioli-signal-{name}",
+                                       **length, **train))
+    baselines = {}
+    for _, train in variants.values():
+        key = json.dumps(train, sort_keys=True)
+        for seed in seeds:
+            if (key, seed) not in baselines:
+                baselines[(key, seed)] = len(cfgs)
+                cfgs.append(profile_config(profile, groups, "stratified", seed, name="stratified", **length, **train))
+    results = runner.run(cfgs)
+    rows = []
+    for name, (_, train) in variants.items():
+        key = json.dumps(train, sort_keys=True)
+        runs = [results[slots[(name, seed)]] for seed in seeds]
+        wall = [results[slots[(name, seed)]]["wall_time_s"] / results[baselines[(key, seed)]]["wall_time_s"]
+                for seed in seeds]
+        mc = runs[0]["config"]["method_config"]
+        rows.append({"setting": st.key, "label": st.label, "variant": name, "steps": S,
+                     "lp_eval_sequences": mc["lp_eval_sequences"], "lp_steps": mc["lp_steps"],
+                     "lp_rounds": mc["lp_rounds"], "update_steps": mc["update_steps"],
+                     "learn_params_share": runs[0]["learn_params_steps"] / runs[0]["steps"],
+                     **estimate_agreement(runs), "wall_time_vs_stratified": float(np.mean(wall)),
+                     "avg_test_perplexity": float(np.mean([r["avg_test_perplexity"] for r in runs]))})
+    return pd.DataFrame(rows)
 
 
 def lp_slots_old_vs_new(profile: str) -> pd.DataFrame:

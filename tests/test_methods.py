@@ -276,6 +276,29 @@ def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_str
 
 
 @pytest.mark.slow
+def test_the_signal_study_trains_each_variant_once_per_seed_and_shares_the_stratified_baselines(tiny_profile,
+                                                                                              tmp_path, monkeypatch):
+    from aioli_repro import diagnostics
+
+    monkeypatch.setitem(hparams.SETTINGS, SETTING.key, SETTING)
+    runner = Runner(jobs=1, runs_dir=tmp_path / "runs", progress=False)
+    asked = []
+    run = runner.run
+    monkeypatch.setattr(runner, "run", lambda cfgs: asked.extend(cfgs) or run(cfgs))
+    variants = {"released": ({}, {}), "more eval": ({"lp_eval_sequences": 4}, {}),
+                "longer": ({"lp_steps": 2, "lp_rounds": 3}, {"eval_sequences": 6})}
+    table = diagnostics.signal_study(SETTING.key, tiny_profile, [0, 1], runner, variants, steps=24)
+    # 3 variants x 2 seeds, and one stratified run per distinct training config and seed: 2 x 2
+    assert len(asked) == 10 and sum(c.method == "stratified" for c in asked) == 4
+    assert all(c.train.steps == 24 for c in asked)
+    row = table.set_index("variant")
+    assert row.loc["more eval", "lp_eval_sequences"] == 4 and row.loc["longer", "lp_steps"] == 2
+    assert row.loc["longer", "learn_params_share"] > row.loc["released", "learn_params_share"]
+    assert (table.wall_time_vs_stratified > 0).all() and (table.runs == 2).all()
+    assert {"across_seeds_cos", "across_seeds_p", "first_round_cos"} <= set(table.columns)
+
+
+@pytest.mark.slow
 def test_the_early_step_controls_pair_one_block_and_a_long_warm_up_with_stratified(tiny_profile, tmp_path,
                                                                                    monkeypatch):
     from aioli_repro import diagnostics
