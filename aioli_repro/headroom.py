@@ -32,7 +32,8 @@ from .decidability import headroom
 from .methods import sweep
 from .profiles import get_profile
 
-__all__ = ["EMBEDDED_GROUPS", "pair_candidates", "as_setting", "screen", "screen_summary"]
+__all__ = ["EMBEDDED_GROUPS", "cap_for_epochs", "default_candidates", "default_screen_steps", "pair_candidates", "as_setting", "screen",
+           "screen_summary"]
 
 EMBEDDED_GROUPS = tuple(hparams.ANALOGUE.values())
 """The seven groups of the embedded corpus, in the order of their SlimPajama counterparts."""
@@ -47,6 +48,32 @@ def pair_candidates(groups: Sequence[str] = EMBEDDED_GROUPS, caps: Iterable[int]
         for a, b in pairs:
             out += [(f"{a}{CAP_SEPARATOR}{int(cap)}", b), (a, f"{b}{CAP_SEPARATOR}{int(cap)}")]
     return out
+
+
+def cap_for_epochs(profile: str, epochs: float, steps: int | None = None, share: float = 0.5) -> int:
+    """The training-token cap at which a group trained at ``share`` of a run of ``steps`` (default: the profile's)
+    repeats its tokens ``epochs`` times. Screens of shortened runs scale the cap with the run, so that the capped
+    group is repeated as often as in a full-length run."""
+    prof = get_profile(profile)
+    tokens = (steps or prof.train.steps) * prof.train.batch_size * prof.data.context_length
+    return max(prof.data.context_length + 1, int(round(share * tokens / epochs)))
+
+
+def default_screen_steps(profile: str) -> int:
+    """Run length of notebook 10's screen: a quarter of the profile's run, or the whole run for a profile with
+    ``small_studies``."""
+    prof = get_profile(profile)
+    return prof.train.steps if prof.small_studies else max(1, prof.train.steps // 4)
+
+
+def default_candidates(profile: str, epochs: Sequence[float] = (10.0,), steps: int | None = None
+                       ) -> list[tuple[str, ...]]:
+    """What notebook 10 screens: a profile with ``small_studies`` (smoke, quick) two pairs, one of them capped; else
+    all 21 pairs of the embedded groups, plain and with either group capped to repeat ``epochs`` times at p = 0.5."""
+    caps = [cap_for_epochs(profile, e, steps) for e in epochs]
+    if get_profile(profile).small_studies:
+        return [("latex", "pydocs"), (f"latex{CAP_SEPARATOR}{caps[0]}", "pydocs")]
+    return pair_candidates(EMBEDDED_GROUPS, caps)
 
 
 def label(groups: Sequence[str]) -> str:

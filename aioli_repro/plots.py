@@ -23,7 +23,8 @@ from .fidelity import PAPER, FidelityStudy, OrderingStudy, sim_improvement_relat
 from .law_studies import DynamicLawStudy, StaticLawStudy
 
 __all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
-           "plot_perplexity_differences", "plot_restricted", "plot_ablations", "plot_validation_gaps"]
+           "plot_perplexity_differences", "plot_restricted", "plot_ablations", "plot_validation_gaps",
+           "plot_headroom_screen"]
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.6):
@@ -233,5 +234,23 @@ def plot_validation_gaps(panels: dict[str, pd.DataFrame], profile: str, setting:
         ax.set(xlabel="step", ylabel="mean val loss - stratified (nats)", title=title)
         ax.legend(fontsize=7)
     fig.suptitle(f"When the difference is paid ({setting}, {profile} profile; mean over seeds)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_headroom_screen(summary: pd.DataFrame, profile: str, top: int = 20, path: str | Path | None = None):
+    """Notebook 10: the candidates with the largest observed headroom, observed (the best swept mixture) beside the
+    static law's (the best mixture anywhere), in % of uniform's average validation perplexity."""
+    d = summary.head(top)
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(d) + 1.2))
+    y = np.arange(len(d))
+    ax.barh(y - 0.2, d.observed_gain_pct, height=0.4, color="C0", label="best swept mixture (observed)")
+    ax.barh(y + 0.2, d.law_gain_pct, height=0.4, color="C1", label="best mixture by the static law")
+    ax.set_yticks(y, d.candidate)
+    ax.invert_yaxis()
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set(xlabel="gain over uniform (% of average validation perplexity)",
+           title=f"Where mixing matters: headroom screen ({profile}, {int(d.steps.iloc[0])}-step runs)")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)

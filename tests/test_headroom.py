@@ -68,3 +68,24 @@ def test_a_chosen_candidate_becomes_a_setting_every_method_accepts():
     from aioli_repro.methods import setting_groups
 
     assert setting_groups(st, "full") == ("pydocs@300000", "code")
+
+
+def test_a_cap_repeats_the_group_as_often_in_a_shortened_screen_as_in_a_full_run():
+    # full: 1,000 steps x 8 sequences x 256 tokens = 2,048,000 tokens; half of them over 10 epochs = 102,400
+    assert headroom.cap_for_epochs("full", 10) == 102_400
+    assert headroom.cap_for_epochs("full", 10, steps=250) == 25_600
+    assert len(headroom.default_candidates("full")) == 21 * 3
+    smoke = headroom.default_candidates("smoke")
+    assert len(smoke) == 2 and smoke[1][0].startswith("latex@")
+
+
+def test_the_screen_figure_draws_both_estimates_for_the_top_candidates(tmp_path):
+    import pandas as pd
+
+    from aioli_repro import plots
+
+    summary = pd.DataFrame({"candidate": ["a@1k/b", "a/b", "c/d"], "observed_gain_pct": [6.0, 0.5, 0.1],
+                            "law_gain_pct": [9.0, 1.0, -0.2], "steps": [40, 40, 40]})
+    fig = plots.plot_headroom_screen(summary, "smoke", top=2, path=tmp_path / "s.png")
+    widths = sorted(round(p.get_width(), 6) for p in fig.axes[0].patches)
+    assert widths == [0.5, 1.0, 6.0, 9.0] and (tmp_path / "s.png").exists()  # the third candidate is cut
