@@ -32,10 +32,23 @@ def _panels(n: int, width: float = 4.2, height: float = 3.6):
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
     return fig, list(axes[0])
 
+
 def _save(fig, path: str | Path | None):
     if path is not None:
         fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
+
+
+def _identity_line(ax, d: pd.DataFrame, observed: str, fitted: str) -> None:
+    """The y = x line across the range of both columns: a fitted-against-observed panel's reference."""
+    lo, hi = d[[observed, fitted]].min().min(), d[[observed, fitted]].max().max()
+    ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
+
+
+def _r2_title(ax, study, key: str, label: str) -> None:
+    r2 = study.table.loc[study.table["setting"] == key, "r2"].mean()
+    ax.set_title(f"{label}: mean R² {r2:.3f}")
+
 
 def plot_static_law(study: StaticLawStudy, path: str | Path | None = None):
     """Per setting: m = 2, observed final validation loss vs p_1 with the fitted curve per group (each seed);
@@ -61,15 +74,14 @@ def plot_static_law(study: StaticLawStudy, path: str | Path | None = None):
         else:
             for g, dd in d.groupby("group", sort=False):
                 ax.scatter(dd["observed"], dd["predicted"], color=colors[g], s=18, label=g)
-            lo, hi = d[["observed", "predicted"]].min().min(), d[["observed", "predicted"]].max().max()
-            ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
+            _identity_line(ax, d, "observed", "predicted")
             ax.set(xlabel="observed loss", ylabel="fitted log-linear law")
-        r2 = study.table.loc[study.table["setting"] == key, "r2"].mean()
-        ax.set_title(f"{label}: mean R² {r2:.3f}")
+        _r2_title(ax, study, key, label)
         ax.legend(fontsize=8)
     fig.suptitle(f"Static log-linear mixing law ({study.profile} profile)", y=1.02)
     fig.tight_layout()
     return _save(fig, path)
+
 
 def plot_dynamic_law(study: DynamicLawStudy, path: str | Path | None = None):
     """Per setting: the loss drop L^t - L^{t+h} of each child; m = 2 against p_1 with each parent's fitted line,
@@ -96,19 +108,17 @@ def plot_dynamic_law(study: DynamicLawStudy, path: str | Path | None = None):
         if len(groups) == 2:
             ax.set(xlabel=f"child's p({groups[0]})", ylabel="loss drop over the horizon")
         else:
-            lo, hi = d[["drop", "drop_fit"]].min().min(), d[["drop", "drop_fit"]].max().max()
-            ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--")
+            _identity_line(ax, d, "drop", "drop_fit")
             ax.set(xlabel="observed loss drop", ylabel="fitted linear law")
-        r2 = study.table.loc[study.table["setting"] == key, "r2"].mean()
-        ax.set_title(f"{d['label'].iloc[0]}: mean R² {r2:.3f}")
+        _r2_title(ax, study, key, d["label"].iloc[0])
         ax.legend(fontsize=6)
     fig.suptitle(f"Dynamic linear mixing law ({study.profile} profile)", y=1.02)
     fig.tight_layout()
     return _save(fig, path)
 
+
 def plot_fidelity(study: FidelityStudy, path: str | Path | None = None):
     """sim(Ã^t, A^{t*}) against improvement over stratified, one dot per (method, setting), with the linear fit."""
-
     summ = study.summary()
     rel = sim_improvement_relation(summ)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -133,6 +143,7 @@ def plot_fidelity(study: FidelityStudy, path: str | Path | None = None):
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return _save(fig, path)
+
 
 def plot_colsum_ordering(study: OrderingStudy, path: str | Path | None = None):
     """Per trained group, how much its column sum of A^{t*} stands out (solid; above 0 = favoured by exponentiated
