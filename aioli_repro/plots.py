@@ -175,7 +175,8 @@ def plot_perplexity_differences(diffs: pd.DataFrame, methods, profile: str, path
     # seeds side by side (dodge), not jittered: seaborn's jitter draws from numpy's global RNG, so every re-render of
     # the same runs moved the points and rewrote the figure
     g = sns.catplot(diffs.assign(seed=diffs.seed.astype(str)), x="method", y="diff", col="label", kind="strip",
-                    col_wrap=3, sharey=False, height=2.8, aspect=1.3, order=[m for m in methods if m != "stratified"],
+                    col_wrap=3, sharey=False, height=2.8, aspect=1.3,
+                    order=[m for m in methods if m != "stratified" and m in set(diffs.method)],  # ran, in order
                     hue="seed", dodge=True, jitter=False)
     for ax in g.axes.flat:
         ax.axhline(0, color="grey", lw=0.8)
