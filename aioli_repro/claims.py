@@ -417,6 +417,59 @@ def claim_c11(runs: pd.DataFrame | None, overhead: dict | None) -> Claim:
                  "the run's own steps, tested in tests/test_policies.py), so no null rate applies.")
 
 
+# ------------------------------------------------------------------------------------------------ findings
+# RegMix and ODM are not in the paper: what Table 2 shows about them is a finding of this repository, phrased as one,
+# under a rule that can come out either way (keys F1, F2; ``claims_markdown`` gives them their own section).
+BETTER, WORSE = "better than stratified", "worse than stratified"
+FINDINGS = {"F1": ("regmix", "RegMix (Liu et al. 2024): its static mixture against stratified sampling"),
+            "F2": ("odm", "ODM (Albalak et al. 2023): its online mixture against stratified sampling")}
+NOT_A_CLAIM = "not a claim of the paper"
+RULE_F = ("C1's primary test applied to the method: the pooled relative difference, the mean over settings of each "
+          "setting's mean over seeds of ln(ppl_method / ppl_stratified) (paired by seed), with a 95% t-interval "
+          "stratified by setting; per setting, paired t-tests Holm-adjusted over the settings. Better than "
+          "stratified: the pooled interval lies below 0 and no setting is significantly worse. Worse than "
+          "stratified: the pooled interval lies above 0, or a setting is significantly worse. Cannot decide: the "
+          "method has no finished run paired with stratified, or a setting has a single seed (no interval). "
+          "Otherwise inconclusive; a verdict drawn while some of the method's Table 2 studies are unfinished is "
+          "inconclusive (provisional).")
+NULL_F = ("A method identical to stratified: the pooled interval excludes 0 with probability 5% (2.5% each side) and "
+          "Holm keeps the chance of any 'significantly worse' setting at or below 5%, so it prints better at most "
+          "2.5% of the time and worse at most 7.5% (the rule of C1, simulated in tests/test_claim_rules.py).")
+
+
+def finding(key: str, runs: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None) -> Claim:
+    """F1 (RegMix) or F2 (ODM) from Table 2's runs (``04_runs.csv``): this repository's finding, never the paper's."""
+    method, what = FINDINGS[key]
+    d = log_ratios(runs, method) if runs is not None and method in set(runs.method) else None
+    if d is None or d.empty:
+        return Claim(key, what, NOT_A_CLAIM, "-", CANNOT_DECIDE,
+                     f"no finished {method} run paired with stratified under this profile yet (notebook 04 trains "
+                     "them)", RULE_F, NULL_F)
+    per = setting_tests(d, "log_ratio")
+    pooled = stratified_ci(d.log_ratio, d.setting)
+    worse, better = _significant(per, 1), _significant(per, -1)
+    pct = lambda x: 100 * np.expm1(x)  # noqa: E731
+    ours = (f"pooled relative difference {pct(pooled['mean']):+.2f}%"
+            + ("" if np.isnan(pooled["low"]) else f", 95% CI [{pct(pooled['low']):+.2f}%, {pct(pooled['high']):+.2f}%]")
+            + f" over {len(per)} setting(s), {d.seed.nunique()} seed(s); below stratified by the mean in "
+            f"{int((per['mean'] < 0).sum())}/{len(per)}; significantly better (Holm) in {len(better)}, significantly "
+            f"worse in {len(worse)}" + (f" ({', '.join(worse)})" if worse else ""))
+    if np.isnan(pooled["low"]):
+        verdict, why = CANNOT_DECIDE, "a setting with one seed: no interval"
+    elif worse or pooled["low"] > 0:
+        verdict, why = WORSE, ("the pooled interval lies above 0" if pooled["low"] > 0 else
+                               f"significantly worse on {', '.join(worse)}")
+    elif pooled["high"] < 0:
+        verdict, why = BETTER, "the pooled interval lies below 0 and no setting is significantly worse"
+    else:
+        verdict, why = INCONCLUSIVE, "the pooled interval includes 0 and no setting is significantly worse"
+    left = [x for x in (unfinished or {}).get("04_perplexity_comparison", []) if x.startswith(f"{method}/")]
+    if left and verdict in (BETTER, WORSE):
+        verdict, why = INCONCLUSIVE, (f"provisional, {len(left)} of its Table 2 studies not finished yet; the "
+                                      f"finished part says {verdict}: {why}")
+    return Claim(key, what, NOT_A_CLAIM, ours, verdict, why, RULE_F, NULL_F)
+
+
 def not_tested(key: str, claim: str, paper: str, why: str) -> Claim:
     return Claim(key, claim, paper, "-", NOT_TESTED, why, "-", "-")
 
@@ -476,7 +529,8 @@ def build_claims(profile: str, extra: list[Claim] | None = None) -> list[Claim]:
         not_tested("C10", "Perplexity correlates with downstream accuracy (r 0.53)", "r = 0.529",
                    "downstream benchmarks need models far larger than ours to score above chance"),
     ]
-    return sorted(out, key=lambda c: int(c.key[1:]))
+    out += [finding(key, runs, left) for key in FINDINGS]
+    return sorted(out, key=lambda c: (c.key[0] != "C", int(c.key[1:])))
 
 
 def claims_markdown(claims: list[Claim], profile: str, decidability: pd.DataFrame | None = None) -> str:
@@ -503,9 +557,18 @@ def claims_markdown(claims: list[Claim], profile: str, decidability: pd.DataFram
                          f"({r.seeds} seed{'s' if r.seeds != 1 else ''}) | {need} | "
                          f"{'yes' if r.can_show_a_gain else 'no'} |")
         lines.append("")
+    paper_claims = [c for c in claims if not c.key.startswith("F")]
+    findings = [c for c in claims if c.key.startswith("F")]
     lines += ["## Verdicts", "", "| claim | paper | ours | verdict | why |", "|---|---|---|---|---|"]
-    for c in claims:
+    for c in paper_claims:
         lines.append(f"| **{c.key}** {c.claim} | {c.paper} | {c.ours} | **{c.verdict}** | {c.why} |")
+    if findings:
+        lines += ["", "## Findings of this repository (not claims of the paper)", "",
+                  "Methods the paper does not study, run on the same bench, seeds and settings (Table 2). Verdicts: "
+                  "better / worse than stratified / inconclusive / cannot decide.", "",
+                  "| finding | ours | verdict | why |", "|---|---|---|---|"]
+        for c in findings:
+            lines.append(f"| **{c.key}** {c.claim} | {c.ours} | **{c.verdict}** | {c.why} |")
     lines += ["", "## Rules, and what each prints for a method identical to the baseline", ""]
     for c in claims:
         if c.rule and c.rule != "-":

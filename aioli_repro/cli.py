@@ -143,7 +143,8 @@ def make_parser() -> argparse.ArgumentParser:
     mt = sub.add_parser("method", help="run a method end to end (its extra runs, then its final run) on a setting",
                         description="Example: python -m aioli_repro method aioli --setting arxiv_stackexchange "
                                     "--profile quick --seed 0")
-    mt.add_argument("name", help="stratified, grid, dml, skillit, doremi, doge, aioli, aioli_static, aioli_diagonal")
+    mt.add_argument("name", help="stratified, grid, dml, skillit, doremi, doge, aioli, aioli_static, aioli_diagonal, "
+                                 "regmix, odm")
     mt.add_argument("--setting", default="arxiv_stackexchange", help="a key of aioli_repro.hparams.SETTINGS")
     mt.add_argument("--profile", default="quick", help="smoke, quick, full or paper")
     mt.add_argument("--seed", type=int, default=0)

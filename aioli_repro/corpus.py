@@ -120,6 +120,34 @@ def _read_group(path: Path, expected_sha256: str) -> tuple[str, ...]:
     return tuple(docs)
 
 
+def write_corpus(root: Path | str, groups: dict[str, list[str]], sources: dict[str, str] | None = None) -> Path:
+    """Write a corpus folder that ``DataConfig.corpus = str(root)`` trains on: one ``<group>.jsonl.gz`` per group
+    (``{"source": ..., "text": ...}`` lines, gzip mtime 0, so the same texts give the same bytes) and a
+    ``manifest.json`` recording each file's sha256, document count and text bytes. ``groups`` maps each group name to
+    its documents (one string each); ``sources`` optionally names where each group came from (the manifest's
+    ``description``). Returns the manifest's path. See docs/data.md, "Bring your own data"."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = {"format_version": 1, "groups": {}}
+    for name, docs in groups.items():
+        if not name or any(c in name for c in "/@\\") or name.startswith("."):
+            raise ConfigError(f"group name {name!r} must be a plain name (no '/', '@' or '\\')")
+        docs = [d for d in docs if d]
+        if len(docs) < 3:
+            raise CorpusError(f"group {name!r} needs at least 3 non-empty documents (one per split), got {len(docs)}")
+        path = root / f"{name}.jsonl.gz"
+        lines = "".join(json.dumps({"source": f"{name}#{i:06d}", "text": d}, ensure_ascii=False) + "\n"
+                        for i, d in enumerate(docs))
+        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+            f.write(lines.encode("utf-8"))
+        manifest["groups"][name] = {"file": path.name, "sha256": sha256_file(path), "documents": len(docs),
+                                    "raw_bytes": sum(len(d.encode("utf-8")) for d in docs),
+                                    **({"description": sources[name]} if sources and name in sources else {})}
+    out = root / "manifest.json"
+    out.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return out
+
+
 def open_source(corpus: str, split_seed: int = 0, val_fraction: float = 0.05, test_fraction: float = 0.05,
                 groups=None) -> TextSource:
     """Resolve ``DataConfig.corpus`` to a text source."""

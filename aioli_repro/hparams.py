@@ -17,6 +17,15 @@ Scaling to a budget of S steps (CPU profiles), written down once here:
 * DoGE's log-weights move by score/μ per step with score ∝ lr, so (lr/μ)·S is kept: μ = μ_paper · (lr / lr_paper) ·
   (S / S_paper). (Until 2026-11-30 the last factor was inverted, S_paper / S, which made μ 25x too large for 2 and
   3 groups and 1,600x for 7 at 1,000 steps, and DoGE's mixtures stayed at uniform.)
+
+Two methods beyond the paper's five (findings of this repository, not the paper's; their own papers' values beside
+ours in ``ODM_PAPER`` and ``REGMIX_PAPER``):
+
+* ODM keeps α, the update every step and the EXP3 exploration schedule ε_t = min(1/K, sqrt(ln K/(K·t))), a function
+  of the step count alone (the algorithm's, not a tuned constant); its warm-up keeps the released scripts' share of
+  the run: warmup_steps = round(0.02·S).
+* RegMix keeps the simulation (100,000 mixtures), top-k (128), the Dirichlet scheme and LightGBM's learning rate and
+  iterations; the proxies are sized to cost about what grid search's sweep costs (see ``regmix_config``).
 """
 
 from __future__ import annotations
@@ -125,3 +134,48 @@ def doge_config(m: int, steps: int, lr: float, paper_scale: bool = False, **over
     if not paper_scale:
         p["mu"] = p["mu"] * (lr / PAPER_LR) * steps / PAPER_STEPS[_paper_key(m)]
     return {**p, **overrides}
+
+
+# ODM (Albalak et al. 2023): the paper's Algorithm 1 and the released scripts (train_*_exp3*.sh: 100,000 steps,
+# data_sampling_warmup_steps 2,000, data_sampling_update_frequency 1; smoothing factor 0.9).
+ODM_PAPER = dict(alpha=0.9, warmup_steps=2000, update_every=1, steps=100_000)
+
+
+def odm_config(m: int, steps: int, paper_scale: bool = False, **overrides) -> dict:
+    """ODM's config for a run of ``steps``: α and the per-step update as released, the warm-up at the released share
+    of the run (2,000 of 100,000 steps; the paper profile's 5,000 steps are Aioli's scale, not ODM's, so it is scaled
+    there too). ``m`` and ``paper_scale`` are accepted for the same call shape as the other methods."""
+    p = {"alpha": ODM_PAPER["alpha"], "update_every": ODM_PAPER["update_every"],
+         "warmup_steps": round(ODM_PAPER["warmup_steps"] * steps / ODM_PAPER["steps"])}
+    return {**p, **overrides}
+
+
+# RegMix (Liu et al. 2024): 512 proxies of 1M parameters trained on 1B tokens each (1,000 steps of 512 x 2,048) for
+# 1B-parameter targets on 25B tokens; LightGBM with learning rate 1e-2 and 1,000 iterations (default leaves and
+# min_data_in_leaf 20); 100,000 simulated mixtures; the top 128 averaged.
+REGMIX_PAPER = dict(n_proxies=512, proxy_params="1M", proxy_tokens=1e9, target_params="1B", target_tokens=25e9,
+                    simulations=100_000, top_k=128, learning_rate=0.01, num_iterations=1000, min_data_in_leaf=20)
+REGMIX_PROXY_PRESET = {"tiny": "tiny", "300k": "tiny", "1m": "300k", "4m": "1m", "20m": "4m", "pythia-160m": "20m"}
+"""The proxies' model: the preset below the profile's own (the paper's proxies are 1,000x smaller than its targets;
+our presets span less, so one step down is what keeps a proxy's cost a fraction of a final run's)."""
+
+
+def regmix_config(m: int, steps: int, preset: str, warmup_steps: int, eval_cap: int = 0, n_proxies: int | None = None):
+    """RegMix's plan for a setting of ``m`` groups and runs of ``steps`` with the model ``preset``.
+
+    Proxies: N = 64 (``n_proxies`` overrides it; the smoke and quick profiles use fewer) of the next smaller preset,
+    each S/8 steps long with the profile's warm-up scaled alike. 64 x S/8 = 8·S proxy steps of a model about a third
+    the size, less than grid search's sweep (9-10 runs of S steps of the profile's model), so the extra cost is of the
+    same order as the sweep baselines'. Each proxy is scored on at most 256 validation windows per group (``eval_cap``,
+    the profile's test cap, if smaller). min_data_in_leaf keeps the paper's share of the proxies per leaf (20 of 512
+    is 4%: N/16, at least 2)."""
+    from .regmix import RegMixPlan  # lazy: hparams is imported everywhere, regmix only by RegMix
+
+    n = int(n_proxies or 64)
+    proxy_steps = max(2, round(steps / 8))
+    return RegMixPlan(
+        n_proxies=n, proxy_steps=proxy_steps, proxy_preset=REGMIX_PROXY_PRESET.get(preset, preset),
+        proxy_warmup_steps=max(1, round(warmup_steps * proxy_steps / steps)),
+        proxy_eval_sequences=min(256, eval_cap) if eval_cap else 256,
+        lgbm={"learning_rate": REGMIX_PAPER["learning_rate"], "num_iterations": REGMIX_PAPER["num_iterations"],
+              "min_data_in_leaf": max(2, n // 16)})

@@ -13,6 +13,11 @@ test perplexity the tables report), the proportions the method settled on, and i
 | doremi | reference (= the stratified run) + proxy | static run at the proxy's average weights |
 | doge | proxy | static run at the proxy's average weights |
 | aioli | 0 | Aioli online |
+| regmix | N proxies of a smaller model on random mixtures (S/8 steps each) | static run at the top-k average of the LightGBM-predicted best simulated mixtures |
+| odm | 0 | ODM online (EXP3 over groups, rewards from the training loss) |
+
+RegMix and ODM are not among the paper's methods: they extend the bench (``tables.EXTENSION_METHODS``), and what
+they show is a finding of this repository.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from .executors import NotCachedError, Runner, cached_result
 from .laws import fit_static_law, supported_optimal_mixture
 from .policies.skillit import skills_graph
 from .profiles import get_profile, profile_config
+from .regmix import RegMixPlan, regmix_mixture, sample_mixtures
 from .runs import RunDir
 from .sweeps import sweep_mixtures
 
-METHODS = ("stratified", "grid", "dml", "skillit", "doremi", "doge", "aioli", "aioli_static", "aioli_diagonal")
+METHODS = ("stratified", "grid", "dml", "skillit", "doremi", "doge", "aioli", "aioli_static", "aioli_diagonal",
+           "regmix", "odm")
 
 
 @dataclass
@@ -50,6 +57,9 @@ class MethodOutcome:
     extra_steps: int
     details: dict = field(default_factory=dict)
     """Method-specific artefacts: sweep losses, fitted law, skills graph, proxy weights."""
+    extra_flops: float = 0.0
+    """Training FLOPs of the extra runs (``model.flops_per_token`` x their tokens): RegMix's proxies are a smaller
+    model, so its extra steps and tokens alone understate how much cheaper they are than a sweep's."""
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -90,6 +100,16 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
                runner: Runner | None = None, **overrides) -> MethodOutcome:
     """Run ``method`` on ``setting`` (a key of ``hparams.SETTINGS`` or a Setting) under ``profile`` and seed, with
     all its extra runs (cached)."""
+    outcome = _run_method(method, setting, profile, seed, runner, **overrides)
+    if not outcome.extra_flops and outcome.extra_steps:
+        # Every extra run but RegMix's proxies trains the final run's model on the same batches: its FLOPs per token.
+        prof = get_profile(profile)
+        tokens = outcome.extra_steps * prof.train.batch_size * prof.data.context_length
+        outcome.extra_flops = float(tokens * outcome.final["flops_per_token"])
+    return outcome
+
+
+def _run_method(method: str, setting, profile: str, seed: int, runner: Runner | None, **overrides) -> MethodOutcome:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {list(METHODS)}")
     runner = runner or Runner()
@@ -156,12 +176,49 @@ def run_method(method: str, setting: str | hparams.Setting, profile: str, seed: 
         return MethodOutcome(method, setting, seed, res, p, 1, S, {"proxy_history": proxy["policy"]["history"],
                                                                    "proxy_config": proxy["config"]})
 
+    if method == "regmix":
+        plan, proxy_cfgs = regmix_proxies(st, profile, seed)
+        results = runner.run(proxy_cfgs)
+        P = np.array([c.method_config["proportions"] for c in proxy_cfgs])
+        y = np.array([np.mean([r["val_loss"][g] for g in groups]) for r in results])  # by validation loss, never test
+        p_raw, details = regmix_mixture(P, y, seed, plan)
+        p = settle_mixture(p_raw, lambda q: cfg("regmix", mc={"proportions": q}), runner)
+        res = runner.run_one(cfg("regmix", mc={"proportions": p}))
+        details.update(proxy_proportions=P.tolist(), proxy_val_loss=y.tolist())
+        return MethodOutcome(method, setting, seed, res, p, len(results), len(results) * plan.proxy_steps, details,
+                             extra_flops=float(sum(r["flops_per_token"] * r["train_tokens"] for r in results)))
+
+    if method == "odm":
+        res = runner.run_one(cfg("odm", "odm", hparams.odm_config(m, S, paper_scale)))
+        return MethodOutcome(method, setting, seed, res, res["policy"]["average_weights"], 0, 0,
+                             {"history": res["policy"]["history"]})
+
     # Aioli and its ablations: no extra runs.
     extra = {"aioli_static": {"static": True}, "aioli_diagonal": {"diagonal": True}}.get(method, {})
     mc = hparams.aioli_config(m, S, paper_scale, **extra, **overrides.get("aioli", {}))
     res = runner.run_one(cfg(method, "aioli", mc))
     return MethodOutcome(method, setting, seed, res, _avg_proportions(res), 0, 0,
                          {"history": res["policy"]["history"]})
+
+
+def regmix_proxies(setting: str | hparams.Setting, profile: str, seed: int) -> tuple[RegMixPlan, list[RunConfig]]:
+    """RegMix's plan and its proxy runs for ``setting`` and ``seed`` under ``profile``: static runs of the smaller
+    preset on the seeded Dirichlet mixtures, scored on the validation split only (the proxies never see the test
+    split), without periodic evaluations or checkpoints."""
+    prof = get_profile(profile)
+    groups = setting_groups(setting, profile)
+    t = prof.train
+    plan = hparams.regmix_config(len(groups), t.steps, prof.model.preset, t.warmup_steps, t.test_max_sequences,
+                                 prof.notes.get("regmix_proxies"))
+    cfgs = []
+    for p in sample_mixtures(len(groups), plan.n_proxies, seed, plan.minimum):
+        c = profile_config(profile, groups, "static", seed, {"proportions": config_mixture(p)}, name="regmix-proxy",
+                           steps=plan.proxy_steps, warmup_steps=plan.proxy_warmup_steps, eval_every=0,
+                           checkpoint_every=0, final_eval="val", test_max_sequences=plan.proxy_eval_sequences)
+        c.model.preset = plan.proxy_preset
+        c.validate()
+        cfgs.append(c)
+    return plan, cfgs
 
 
 def finished_finals(method: str, setting: str | hparams.Setting, profile: str, seeds=None,

@@ -24,7 +24,7 @@ from .law_studies import DynamicLawStudy, StaticLawStudy
 
 __all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
            "plot_perplexity_differences", "plot_restricted", "plot_ablations", "plot_validation_gaps",
-           "plot_headroom_screen"]
+           "plot_headroom_screen", "plot_custom_method"]
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.6):
@@ -186,7 +186,8 @@ def plot_perplexity_differences(diffs: pd.DataFrame, methods, profile: str, path
     # seeds side by side (dodge), not jittered: seaborn's jitter draws from numpy's global RNG, so every re-render of
     # the same runs moved the points and rewrote the figure
     g = sns.catplot(diffs.assign(seed=diffs.seed.astype(str)), x="method", y="diff", col="label", kind="strip",
-                    col_wrap=3, sharey=False, height=2.8, aspect=1.3, order=[m for m in methods if m != "stratified"],
+                    col_wrap=3, sharey=False, height=2.8, aspect=1.3,
+                    order=[m for m in methods if m != "stratified" and m in set(diffs.method)],  # ran, in order
                     hue="seed", dodge=True, jitter=False)
     for ax in g.axes.flat:
         ax.axhline(0, color="grey", lw=0.8)
@@ -263,5 +264,40 @@ def plot_headroom_screen(summary: pd.DataFrame, profile: str, top: int = 20, pat
     ax.set(xlabel="gain over uniform (% of average validation perplexity)",
            title=f"Where mixing matters: headroom screen ({profile}, {int(d.steps.iloc[0])}-step runs)")
     ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_custom_method(table: pd.DataFrame, trajectories: dict[str, list[dict]], groups, profile: str,
+                       setting: str, steps: int, path: str | Path | None = None):
+    """Notebook 09: a user's own method beside stratified and Aioli. Left, each method's average test perplexity (one
+    dot per seed, the bar at the mean over seeds); right, the share of the first group over the run's ``steps``, one
+    line per method and seed, from each run's recorded mixtures (``result["policy"]["history"]``: a mixture holds
+    until the next record, hence steps). ``table`` has columns method, seed, avg_test_perplexity; ``trajectories``
+    maps "method, seed" to that history."""
+    fig, (left, right) = _panels(2, width=5.2, height=3.6)
+    order = list(dict.fromkeys(table.method))
+    means = table.groupby("method", sort=False).avg_test_perplexity.mean().reindex(order)
+    left.bar(range(len(order)), means.to_numpy(), color=[f"C{i}" for i in range(len(order))], alpha=0.35)
+    for i, method in enumerate(order):
+        values = table[table.method == method].avg_test_perplexity.to_numpy()
+        left.plot(np.full(len(values), i), values, "o", color=f"C{i}")
+    low, high = table.avg_test_perplexity.min(), table.avg_test_perplexity.max()
+    pad = max(0.05 * (high - low), 0.01 * high)
+    left.set(xticks=range(len(order)), xticklabels=order, ylim=(low - 3 * pad, high + pad),
+             ylabel="average test perplexity", title="lower is better")
+    shares = [1 / len(groups)]
+    for key, history in trajectories.items():
+        i = next((k for k, m in enumerate(order) if key.startswith(f"{m}, ")), 0)
+        at = [r["step"] for r in history] + [steps]  # the last mixture holds to the end of the run
+        share = [r["proportions"][0] for r in history]
+        shares += share
+        right.step(at, share + share[-1:], where="post", color=f"C{i}", lw=1.2, label=key)
+    right.axhline(1 / len(groups), color="grey", lw=0.8, ls=":")
+    pad = max(0.02, 0.1 * (max(shares) - min(shares)))
+    right.set(xlabel="step", ylabel=f"share of {groups[0]}", ylim=(max(0, min(shares) - pad), min(1, max(shares) + pad)),
+              title="the mixture over training")
+    right.legend(fontsize=7)
+    fig.suptitle(f"Your method beside stratified and Aioli ({setting}, {profile} profile)", y=1.02)
     fig.tight_layout()
     return _save(fig, path)

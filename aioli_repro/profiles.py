@@ -51,7 +51,7 @@ PROFILES: dict[str, Profile] = {
         TrainConfig(steps=40, eval_every=20, checkpoint_every=0, test_max_sequences=16,
                     **{**_CPU_TRAIN, "warmup_steps": 5, "eval_sequences": 8}),
         settings=("arxiv_stackexchange", "arxiv_book_stackexchange"), small_studies=True,
-        notes={"sweep_points": 4},
+        notes={"sweep_points": 4, "regmix_proxies": 16},
     ),
     "quick": Profile(
         "quick", "Pipeline demonstration: every table and figure from one seed (a 300k-parameter model, 100 steps of "
@@ -65,7 +65,7 @@ PROFILES: dict[str, Profile] = {
         TrainConfig(steps=100, eval_every=50, checkpoint_every=50, test_max_sequences=64, fused_loss=True,
                     **{**_CPU_TRAIN, "warmup_steps": 10}),
         jobs=2, settings=("arxiv_stackexchange", "arxiv_book_stackexchange", "slimpajama"), small_studies=True,
-        notes={"sweep_points": 5},
+        notes={"sweep_points": 5, "regmix_proxies": 32},
     ),
     "full": Profile(
         "full", "The statistically powered CPU reproduction: 1,000-step runs, several seeds, paired by seed.",

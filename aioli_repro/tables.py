@@ -21,13 +21,16 @@ from tqdm.auto import tqdm
 from . import hparams
 from .errors import ConfigError
 from .executors import NotCachedError, Runner, make_executor, resolve
-from .methods import _val_curve, dml_mixture, doremi_proxy, run_method, setting_groups, sweep
+from .methods import _val_curve, dml_mixture, doremi_proxy, regmix_proxies, run_method, setting_groups, sweep
 from .policies.skillit import skillit_weights, skills_graph
 from .profiles import check_study_parameters, get_profile, profile_config
 from .stats import min_detectable_difference, paired_ci, seeds_needed
 
 BASELINES = ("grid", "dml", "skillit", "doremi", "doge")
-TABLE2_METHODS = ("stratified", *BASELINES, "aioli")
+EXTENSION_METHODS = ("regmix", "odm")
+"""Methods beyond the paper's (RegMix, ODM): they join Table 2 after Aioli, with no paper value beside them, and what
+they show is a finding of this repository (``claims``: F1, F2), never a claim of the paper's."""
+TABLE2_METHODS = ("stratified", *BASELINES, "aioli", *EXTENSION_METHODS)
 NOT_RUN = "not run"
 """A Table 2 cell whose (method, setting) has no finished seed yet (``run_grid(..., cached_only=True)``)."""
 ABLATIONS = ("aioli", "aioli_static", "aioli_diagonal")
@@ -93,7 +96,7 @@ def _outcome_row(o, profile: str) -> dict:
             "group_test_perplexity": json.dumps({g: round(v, 3) for g, v in o.final["test_perplexity"].items()}),
             "extra_runs": o.extra_runs,
             "extra_steps": o.extra_steps, "extra_tokens": o.extra_steps * tokens_per_step,
-            "run_id": o.final["run_id"]}
+            "extra_flops": o.extra_flops, "run_id": o.final["run_id"]}
 
 
 REUSES = {"dml": "grid", "doremi": "stratified"}
@@ -147,6 +150,10 @@ def run_grid(methods, settings, profile: str, seeds=None, jobs: int = 1, runs_di
             # that keeps all workers busy; the studies then find them finished.
             sweeps = [c for seed in seeds for s in settings for c in study_sweep(s, profile, seed, budget)]
             Runner(runs_dir=runs_dir, progress=progress, executor=ex_cfg).run(sweeps)
+        if not cached_only and ex_cfg.jobs > 1 and "regmix" in methods and budget == "unrestricted":
+            # RegMix's proxies likewise: dozens of short runs, one flat queue over every worker.
+            proxies = [c for seed in seeds for s in settings for c in regmix_proxies(s, profile, seed)[1]]
+            Runner(runs_dir=runs_dir, progress=progress, executor=ex_cfg).run(proxies)
         ex = make_executor(ex_cfg, runs_dir)
         args = [(m, s, profile, seed, runs_dir, budget, cached_only) for m, s, seed in tasks]
         if ex.in_process and progress:
@@ -203,6 +210,8 @@ def table2(df: pd.DataFrame) -> pd.DataFrame:
         sub = df[df.method == method]
         row["extra runs (mean)"] = round(float(sub.extra_runs.mean()), 1)
         row["extra tokens (M, mean)"] = round(float(sub.extra_tokens.mean()) / 1e6, 2)
+        if "extra_flops" in sub:  # runs tables written before the FLOPs column have none
+            row["extra PFLOPs (mean)"] = round(float(sub.extra_flops.mean()) / 1e15, 3)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -259,7 +268,8 @@ def power_table(df: pd.DataFrame) -> pd.DataFrame:
             d = diffs[(diffs.setting == s) & (diffs.method == method)]["diff"].dropna()
             n = int(d.size)
             sd = float(d.std(ddof=1)) if n > 1 else float("nan")
-            rel = PAPER_TABLE2[method][k] / PAPER_TABLE2["stratified"][k]
+            paper = PAPER_TABLE2[method][k] if method in PAPER_TABLE2 else np.nan  # RegMix, ODM: not in the paper
+            rel = paper / PAPER_TABLE2["stratified"][k]
             effect = rel * float(strat.mean())
             mdd = min_detectable_difference(sd, n)
             rows.append({"setting": hparams.SETTINGS[s].label, "method": method, "seeds": n,
@@ -267,8 +277,9 @@ def power_table(df: pd.DataFrame) -> pd.DataFrame:
                          "stratified_sd": float(strat.std(ddof=1)) if strat.size > 1 else np.nan,
                          "paired_diff_sd": sd, "min_detectable_diff": mdd,
                          "min_detectable_pct": 100 * mdd / float(strat.mean()),
-                         "paper_diff": PAPER_TABLE2[method][k], "paper_diff_pct": 100 * rel,
-                         "paper_effect_here": effect, "seeds_needed": seeds_needed(sd, effect)})
+                         "paper_diff": paper, "paper_diff_pct": 100 * rel,
+                         "paper_effect_here": effect,
+                         "seeds_needed": seeds_needed(sd, effect) if np.isfinite(effect) else np.nan})
     return pd.DataFrame(rows)
 
 

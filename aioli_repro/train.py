@@ -281,6 +281,7 @@ def _train_locked(cfg, run, policy, data, device, progress, keep_model, on_step,
             bad = sorted({data.groups[int(g)] for g in batch.groups[~torch.isfinite(seq_loss_all)]})
             raise TrainingDiverged(f"non-finite training loss at step {step + 1} of {t.steps} on group(s) {bad}; the "
                                    f"last good checkpoint in {run.ckpt} is kept and no result is written")
+        policy.observe_batch(step, batch, seq_loss_all)  # online rewards from the step's own losses (ODM)
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

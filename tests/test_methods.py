@@ -43,12 +43,15 @@ def outcomes(tiny_profile, tmp_path_factory):
 def test_every_method_reports_a_final_run_and_its_cost(outcomes):
     out, _ = outcomes
     expected_runs = {"stratified": 0, "grid": 9, "dml": 9, "skillit": 2, "doremi": 2, "doge": 1, "aioli": 0,
-                     "aioli_static": 0, "aioli_diagonal": 0}
+                     "aioli_static": 0, "aioli_diagonal": 0, "regmix": 64, "odm": 0}
     for method, o in out.items():
         assert o.extra_runs == expected_runs[method], method
-        assert o.extra_steps == o.extra_runs * 24
+        # RegMix's proxies are S/8 steps long (3 of 24) and of the smaller preset; every other extra run is a full one
+        assert o.extra_steps == o.extra_runs * (3 if method == "regmix" else 24)
         assert np.isfinite(o.final["avg_test_perplexity"])
         assert sum(o.proportions) == pytest.approx(1)
+        # FLOPs: RegMix sums its proxies' own (here of the same tiny preset, the smallest), the others use the final's
+        assert o.extra_flops == pytest.approx(o.extra_steps * 8 * 32 * o.final["flops_per_token"])
 
 
 def test_grid_search_picks_by_validation_loss_and_dml_by_its_fitted_law(outcomes):

@@ -34,7 +34,7 @@ them; every finished run is cached, so it resumes).
 05 2 part(s); 06 all.
 
 **Table 2 so far covers** stratified, aioli: A/SE with seeds [0, 1]; GH/C4 with seeds [0]. Not yet run: grid, dml, \
-skillit, doremi, doge.
+skillit, doremi, doge, regmix, odm.
 
 ## Claims
 Generated from the tables in this folder.

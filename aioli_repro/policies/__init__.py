@@ -3,7 +3,7 @@
 Importing this package registers every method, so ``make_policy(name, ...)`` finds them all.
 """
 
-from . import aioli, doge, doremi, skillit  # noqa: F401  (registration side effects)
+from . import aioli, doge, doremi, odm, skillit  # noqa: F401  (registration side effects)
 from .base import (
     REGISTRY,
     MixingPolicy,

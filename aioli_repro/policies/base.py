@@ -5,8 +5,9 @@ so in *segments*: "train ``steps`` steps on proportions p (i.i.d. or with exact 
 evaluate the fixed validation sample and tell me the per-group losses". Stratified and static mixing are one
 segment; Skill-it is a segment per round; Aioli's LearnParams is a run of short exact-count segments, each followed
 by an evaluation, inside the same run. A policy may also reweight per-group training losses (the DoReMi and DoGE
-proxies). Policies record, per round, the proportions they used and the matrix A^t they implied, because the
-fidelity analysis compares those matrices with the truth.
+proxies), or learn from the training losses of the batches it chose (ODM, through ``observe_batch``). Policies
+record, per round, the proportions they used and the matrix A^t they implied, because the fidelity analysis compares
+those matrices with the truth.
 """
 
 from __future__ import annotations
@@ -118,6 +119,12 @@ class MixingPolicy:
         """Per-group weights w for the training loss sum_g w_g * (mean loss of group g in the batch), or None for
         the plain mean over sequences. ``seq_losses`` (detached, [batch]) is given when ``needs_batch_losses``."""
         return None
+
+    def observe_batch(self, step: int, batch, seq_losses) -> None:
+        """Called after every optimizer step's forward/backward with the batch just trained (its group ids) and its
+        per-sequence training losses (detached, [batch]), at no extra cost: they are the losses the step computed.
+        ``step`` is the index of that step (0-based). Online methods that learn from the training loss (ODM) update
+        here; the next ``next_segment`` can then use the new proportions."""
 
     def compute_gradients(self, step: int, batch, lr: float):
         """Methods that build the update from several gradients (DoGE) compute ``.grad`` themselves here and return
