@@ -29,6 +29,7 @@ import pandas as pd
 from . import hparams
 from .config import CAP_SEPARATOR, split_group, validate_groups
 from .decidability import headroom
+from .executors import NotCachedError
 from .methods import sweep
 from .profiles import get_profile
 
@@ -101,15 +102,26 @@ def screen(candidates: Sequence[Sequence[str]], profile: str, seeds: Sequence[in
     """One row per (candidate, seed): a static sweep of ``n_points`` mixtures (for pairs, p_1 on a grid that holds
     0.5 when ``n_points`` is odd) trained under ``profile`` (``steps`` shortens the runs), and the headroom of the
     best mixture over uniform on average *validation* perplexity, observed and by the static law. All runs go to the
-    runner at once, so they train in parallel and are cached like every other run."""
+    runner at once, so they train in parallel and are cached like every other run. A runner with ``cached_only``
+    reads the finished (candidate, seed) sweeps and lists the others in ``table.attrs["missing"]``."""
     prof = get_profile(profile)
     S = steps or prof.train.steps
     plan = [(tuple(c), seed, sweep(profile, tuple(c), seed, steps=steps, n=n_points))
             for c in candidates for seed in seeds]
-    results = runner.run([cfg for _, _, cfgs in plan for cfg in cfgs])
-    rows, i = [], 0
-    for groups, seed, cfgs in plan:
-        res, i = results[i:i + len(cfgs)], i + len(cfgs)
+    missing = []
+    if runner.cached_only:  # a render from the cache: every finished (candidate, seed), and a list of the others
+        found = []
+        for groups, seed, cfgs in plan:
+            try:
+                found.append((groups, seed, cfgs, runner.run(cfgs)))
+            except NotCachedError:
+                missing.append(f"{label(groups)}/seed {seed}")
+    else:
+        results = runner.run([cfg for _, _, cfgs in plan for cfg in cfgs])
+        starts = np.cumsum([0] + [len(cfgs) for _, _, cfgs in plan])
+        found = [(g, seed, cfgs, results[a:a + len(cfgs)]) for (g, seed, cfgs), a in zip(plan, starts)]
+    rows = []
+    for groups, seed, cfgs, res in found:
         P = np.array([c.method_config["proportions"] for c in cfgs])
         L = np.array([[r["val_loss"][g] for g in groups] for r in res])
         ppl = np.exp(L).mean(axis=1)  # average validation perplexity of each swept mixture
@@ -124,7 +136,9 @@ def screen(candidates: Sequence[Sequence[str]], profile: str, seeds: Sequence[in
                      "observed_gain_pct": 100 * (uniform - float(ppl[best])) / uniform,
                      "law_gain_pct": 100 * law["headroom_anywhere"] / law["ppl_uniform"],
                      "law_p_best": law["p_best"], "law_r2_min": law["fit_r2_min"]})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["missing"] = missing
+    return table
 
 
 def screen_summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -12,10 +12,14 @@ from aioli_repro.profiles import PROFILES
 class PlantedRunner:
     """Answers each static run with validation losses from a planted law instead of training."""
 
-    def __init__(self, law):
-        self.law, self.seen = law, []
+    def __init__(self, law, cached_only=False, finished=None):
+        self.law, self.seen, self.cached_only, self.finished = law, [], cached_only, finished
 
     def run(self, cfgs):
+        from aioli_repro.executors import NotCachedError
+
+        if self.finished is not None and cfgs[0].data.groups not in self.finished:
+            raise NotCachedError(f"{cfgs[0].data.groups} never trained")
         self.seen += cfgs
         return [{"val_loss": dict(zip(c.data.groups, self.law(np.array(c.method_config["proportions"]))))}
                 for c in cfgs]
@@ -89,3 +93,12 @@ def test_the_screen_figure_draws_both_estimates_for_the_top_candidates(tmp_path)
     fig = plots.plot_headroom_screen(summary, "smoke", top=2, path=tmp_path / "s.png")
     widths = sorted(round(p.get_width(), 6) for p in fig.axes[0].patches)
     assert widths == [0.5, 1.0, 6.0, 9.0] and (tmp_path / "s.png").exists()  # the third candidate is cut
+
+
+def test_a_render_from_the_cache_keeps_the_finished_candidates_and_lists_the_others():
+    runner = PlantedRunner(planted, cached_only=True, finished=[("code", "licenses")])
+    table = headroom.screen([("code", "licenses"), ("code@5000", "licenses")], "full", [0, 1], runner, n_points=3)
+    assert table.candidate.tolist() == ["code/licenses", "code/licenses"]
+    assert table.attrs["missing"] == ["code@5k/licenses/seed 0", "code@5k/licenses/seed 1"]
+    nothing = headroom.screen([("code@5000", "licenses")], "full", [0], runner, n_points=3)
+    assert nothing.empty and nothing.attrs["missing"] == ["code@5k/licenses/seed 0"]
