@@ -290,14 +290,16 @@ class _Job:
                                             submitit.JobEnvironment().job_id), {"value": value})
         return None
 
-
-def _json_result_path(folder: Path, job_id: str) -> Path:
-    return Path(folder) / f"{job_id}_result.json"
-
     def checkpoint(self, *args):
+        """Called by submitit when the job is signalled at its time limit (or preempted): requeue the same call.
+        Without this method submitit does not requeue a job that timed out (``timed-out and not checkpointable``)."""
         from submitit.helpers import DelayedSubmission  # lazy: Slurm only
 
         return DelayedSubmission(self, *args)
+
+
+def _json_result_path(folder: Path, job_id: str) -> Path:
+    return Path(folder) / f"{job_id}_result.json"
 
 
 class SlurmExecutor(Executor):
