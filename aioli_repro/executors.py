@@ -390,7 +390,7 @@ def slurm_status_reader() -> str:
 def _job_failure(job) -> str:
     """Why a job that ended left no result, naming it and its log (its pickled exception is never read)."""
     if job.paths.result_pickle.exists():  # submitit's record of the call's end: here, an exception
-        how = "its Python raised an exception"
+        how = "failed: its Python raised an exception"
     else:  # killed from outside (scancel, the node, out of memory): only the cluster's state tells
         how = f"ended without a result ({job.get_info(mode='force').get('State') or job.state})"
     return f"Slurm job {job.job_id} {how}; its log: {job.paths.stderr}\n" + (job.stderr() or "")[-2000:]
