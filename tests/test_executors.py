@@ -208,3 +208,57 @@ def test_slurm_config_becomes_the_sbatch_header(tmp_path, monkeypatch):
     for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=16", "--mem=48GB", "--time=600",
                  "--account=lab", "--exclude=node7", "source .venv/bin/activate"):
         assert line in text, line
+
+
+def _fake_commands(tmp_path, monkeypatch, **scripts):
+    """Executables named after the keyword arguments (``srun``, ``sacct``, ``squeue``), each a shell script."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+
+
+def test_without_accounting_job_states_come_from_squeue_and_are_exact(tmp_path, monkeypatch):
+    """Where sacct fails (no slurmdbd), the states come from squeue: a job still starting (CONFIGURING) or requeued
+    and held is not over, one squeue no longer lists (ended, then purged) is, and nothing is logged as a warning.
+    (submitit's own sacct reader warns at every poll there, and never sees a cancelled job end.)"""
+    pytest.importorskip("submitit")
+    from aioli_repro import executors
+
+    _fake_commands(tmp_path, monkeypatch, srun="exit 0", sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1",
+                   squeue="printf '11|RUNNING|vm\\n12|CONFIGURING|vm\\n13|REQUEUE_HOLD|\\n14|CANCELLED|vm\\n'")
+    monkeypatch.setattr(executors, "_STATUS_READER", [])
+    ex = executors.SlurmExecutor(SlurmConfig(gpus=0, cpus=1), tmp_path / "jobs")
+    assert ex.status_reader == "squeue"
+    watcher = type(ex._ex._executor.job_class.watcher)(delay_s=60)  # a fresh one: the class-level one is shared
+    for job_id in ("11", "12", "13", "14", "15"):
+        watcher.register_job(job_id)
+    watcher.update()
+    assert {j: (watcher.get_state(j, mode="cache"), watcher.is_done(j, mode="cache"))
+            for j in ("11", "12", "13", "14", "15")} == {
+        "11": ("RUNNING", False), "12": ("CONFIGURING", False), "13": ("REQUEUE_HOLD", False),
+        "14": ("CANCELLED", True), "15": (executors.GONE, True)}
+    # squeue answers "Invalid job id" when it knows none of the ids asked for: all of them have ended.
+    _fake_commands(tmp_path, monkeypatch, squeue="echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
+    watcher.update()
+    assert watcher.get_state("11", mode="cache") == executors.GONE
+
+
+def test_a_restarted_submitter_waits_for_the_job_an_earlier_one_left_running(tmp_path, monkeypatch):
+    """A run's job is named after the run (and the job folder); a new executor asked for that run finds the job
+    still queued or running by that name and waits for it instead of submitting the run again."""
+    pytest.importorskip("submitit")
+    from aioli_repro import executors
+
+    name = executors._job_name("run-a", tmp_path / "jobs")
+    _fake_commands(tmp_path, monkeypatch, srun="exit 0", sacct="exit 0",
+                   squeue=f'case "$*" in *--name={name}*) echo "42|RUNNING";; *) echo "43|COMPLETED";; esac')
+    monkeypatch.setattr(executors, "_STATUS_READER", [])
+    ex = executors.SlurmExecutor(SlurmConfig(gpus=0, cpus=1), tmp_path / "jobs")
+    assert ex.status_reader == "sacct"  # accounting answers: submitit's own reader (with the complete state list)
+    job = ex._live_job("run-a")
+    assert job.job_id == "42" and job.paths.folder == tmp_path / "jobs" / "42"
+    assert ex._live_job("run-b") is None  # its name's only job has ended: submit it again
+    assert ex._live_job(None) is None
