@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from . import hparams, tables
+from . import hparams, table2b, tables
 from .report import read_not_finished, results_dir
 from .stats import detectable_effect, holm, reliability, sign_test, stratified_ci, t_pvalue
 
@@ -470,6 +470,47 @@ def finding(key: str, runs: pd.DataFrame | None, unfinished: dict[str, list[str]
     return Claim(key, what, NOT_A_CLAIM, ours, verdict, why, RULE_F, NULL_F)
 
 
+RULE_F3 = ("Notebook 11, per (method, headroom setting) on seeds the search never used: the share of the headroom captured, "
+           "mean over seeds of (ppl_stratified - ppl_method) divided by the mean of (ppl_stratified - ppl_p*), p* "
+           "being notebook 10's confirmed best mixture, with Fieller's 95% interval. Cannot decide where p*'s own "
+           "paired gain has an interval that includes 0; finds most of it where the share's interval lies above "
+           "0.5; misses most of it where it lies below 0.5; otherwise inconclusive. A method is counted as finding the "
+           "headroom when it finds most of it on every setting that can decide.")
+NULL_F3 = ("A method identical to stratified has a true share of 0: it prints 'finds most of it' at most 2.5% of the "
+           "time (the interval's upper tail) and 'misses most of it' whenever the headroom is measured well enough; "
+           "a method as good as p* prints 'misses' at most 2.5% of the time. Checked by simulation in "
+           "tests/test_table2b.py.")
+
+
+def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None) -> Claim:
+    """F3 from notebook 11's ``11_table2b_share.csv``: where a better mixture exists, does each method find it?"""
+    what = "Where a better mixture exists (notebook 10's headroom settings), each method's share of it"
+    if share is None or share.empty:
+        return Claim("F3", what, NOT_A_CLAIM, "-", NOT_RUN, "needs notebooks 10 and 11 under this profile",
+                     RULE_F3, NULL_F3)
+    share = share[share.method != table2b.BEST_STATIC]  # p*'s share is 1 by construction
+    decided = share[share.verdict != table2b.CANNOT_DECIDE]
+    settings = share.drop_duplicates("setting")
+    room = "; ".join(f"{r.label}: headroom {r.headroom:.2f} ppl ({r.headroom_pct:.1f}%) [{r.headroom_low:+.2f}, "
+                     f"{r.headroom_high:+.2f}], {r.seeds} seeds" for r in settings.itertuples())
+    if decided.empty:
+        return Claim("F3", what, NOT_A_CLAIM, room, CANNOT_DECIDE, "p*'s gain over stratified is not significant "
+                     "on any setting at these seeds, so no share can be bounded", RULE_F3, NULL_F3)
+    per = {m: list(g.verdict) for m, g in decided.groupby("method", sort=False)}
+    finds = [m for m, v in per.items() if all(x == table2b.FINDS for x in v)]
+    misses = [m for m, v in per.items() if all(x == table2b.MISSES for x in v)]
+    rest = [m for m in per if m not in finds and m not in misses]
+    shares = ", ".join(f"{r.method} {r.share:.2f}" for r in decided.itertuples())
+    ours = f"{room}. Shares: {shares}"
+    verdict = f"found by {len(finds)} of {len(per)}"
+    why = (f"finds most of it: {', '.join(finds) or 'none'}; misses most of it: {', '.join(misses) or 'none'}; "
+           f"mixed or inconclusive: {', '.join(rest) or 'none'}")
+    left = (unfinished or {}).get("11_table2b", [])
+    if left:
+        verdict, why = INCONCLUSIVE, f"provisional, {len(left)} Table 2b runs not finished yet; the finished part: {why}"
+    return Claim("F3", what, NOT_A_CLAIM, ours, verdict, why, RULE_F3, NULL_F3)
+
+
 def not_tested(key: str, claim: str, paper: str, why: str) -> Claim:
     return Claim(key, claim, paper, "-", NOT_TESTED, why, "-", "-")
 
@@ -530,6 +571,7 @@ def build_claims(profile: str, extra: list[Claim] | None = None) -> list[Claim]:
                    "downstream benchmarks need models far larger than ours to score above chance"),
     ]
     out += [finding(key, runs, left) for key in FINDINGS]
+    out.append(finding_f3(_read(res / "11_table2b_share.csv"), left))
     return sorted(out, key=lambda c: (c.key[0] != "C", int(c.key[1:])))
 
 
@@ -564,8 +606,9 @@ def claims_markdown(claims: list[Claim], profile: str, decidability: pd.DataFram
         lines.append(f"| **{c.key}** {c.claim} | {c.paper} | {c.ours} | **{c.verdict}** | {c.why} |")
     if findings:
         lines += ["", "## Findings of this repository (not claims of the paper)", "",
-                  "Methods the paper does not study, run on the same bench, seeds and settings (Table 2). Verdicts: "
-                  "better / worse than stratified / inconclusive / cannot decide.", "",
+                  "Methods the paper does not study, run on the same bench, seeds and settings (Table 2; F1, F2), and "
+                  "every method on the settings where mixing matters (Table 2b; F3). Verdicts: better / worse than "
+                  "stratified, or found by k of n methods / inconclusive / cannot decide.", "",
                   "| finding | ours | verdict | why |", "|---|---|---|---|"]
         for c in findings:
             lines.append(f"| **{c.key}** {c.claim} | {c.ours} | **{c.verdict}** | {c.why} |")

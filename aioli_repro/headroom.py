@@ -21,6 +21,7 @@ chosen one into an ``hparams.Setting`` every method can run.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -32,9 +33,10 @@ from .decidability import headroom
 from .executors import NotCachedError
 from .methods import sweep
 from .profiles import get_profile
+from .stats import paired_ci
 
-__all__ = ["EMBEDDED_GROUPS", "cap_for_epochs", "default_candidates", "default_screen_steps", "pair_candidates", "as_setting", "screen",
-           "screen_summary"]
+__all__ = ["EMBEDDED_GROUPS", "as_setting", "cap_for_epochs", "choose_settings", "confirmation_candidates",
+           "default_candidates", "default_screen_steps", "pair_candidates", "screen", "screen_summary", "stage_seeds"]
 
 EMBEDDED_GROUPS = tuple(hparams.ANALOGUE.values())
 """The seven groups of the embedded corpus, in the order of their SlimPajama counterparts."""
@@ -79,17 +81,13 @@ def default_candidates(profile: str, epochs: Sequence[float] = (10.0,), steps: i
 
 def label(groups: Sequence[str]) -> str:
     """A short name for a candidate: ``books/pydocs@300k``."""
-    def short(g):
-        base, cap = split_group(g)
-        return base if cap is None else f"{base}@{cap / 1000:g}k"
-    return "/".join(short(g) for g in groups)
+    return hparams.group_label(groups)
 
 
-def as_setting(groups: Sequence[str], key: str | None = None, name: str | None = None) -> hparams.Setting:
-    """A setting on the embedded corpus's ``groups`` that ``methods.run_method`` and the tables accept. It has no
-    SlimPajama counterpart: its paper groups are its own."""
-    groups = validate_groups(groups)
-    return hparams.Setting(key or "+".join(groups), name or label(groups), tuple(groups), tuple(groups))
+def as_setting(groups: Sequence[str]) -> hparams.Setting:
+    """A setting on the embedded corpus's ``groups`` that ``methods.run_method`` and the tables accept; its key is the
+    groups joined with ``+``, which ``hparams.get_setting`` resolves in any process without registration."""
+    return hparams.get_setting(hparams.GROUP_SEPARATOR.join(validate_groups(groups)))
 
 
 def _uniform_index(P: np.ndarray) -> int | None:
@@ -135,6 +133,8 @@ def screen(candidates: Sequence[Sequence[str]], profile: str, seeds: Sequence[in
                      "p_best_observed": [round(float(x), 4) for x in P[best]],
                      "observed_gain_pct": 100 * (uniform - float(ppl[best])) / uniform,
                      "law_gain_pct": 100 * law["headroom_anywhere"] / law["ppl_uniform"],
+                     "mixtures_p": [[round(float(x), 4) for x in q] for q in P],
+                     "ppl_mixtures": [round(float(x), 4) for x in ppl],
                      "law_p_best": law["p_best"], "law_r2_min": law["fit_r2_min"]})
     table = pd.DataFrame(rows)
     table.attrs["missing"] = missing
@@ -148,3 +148,62 @@ def screen_summary(table: pd.DataFrame) -> pd.DataFrame:
         observed_gain_pct=("observed_gain_pct", "mean"), law_gain_pct=("law_gain_pct", "mean"),
         law_r2_min=("law_r2_min", "min")).reset_index()
     return agg.sort_values("observed_gain_pct", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------ confirmation
+def stage_seeds(profile: str) -> dict[str, list[int]]:
+    """Disjoint seeds for the three stages, so that no stage's result is flattered by the selection before it: the
+    screen uses the profile's first seed; the confirmation (full-recipe sweeps, selection on validation losses) the
+    next as many seeds as the profile has (at least 2, for an interval); Table 2b (test perplexity) as many fresh
+    ones after those. ``full``: screen [0], confirmation [1, 2, 3], Table 2b [4, 5, 6]."""
+    seeds = get_profile(profile).seeds
+    first, n = int(seeds[0]), max(2, len(seeds))
+    return {"screen": [first], "confirm": list(range(first + 1, first + 1 + n)),
+            "test": list(range(first + 1 + n, first + 1 + 2 * n))}
+
+
+def full_length(groups: Sequence[str], factor: float) -> tuple[str, ...]:
+    """A screened candidate at the run length ``factor`` times the screen's: each cap scaled by ``factor``, so the
+    capped group repeats as many epochs in the longer run (``cap_for_epochs``)."""
+    out = []
+    for g in groups:
+        base, cap = split_group(g)
+        out.append(g if cap is None else f"{base}{CAP_SEPARATOR}{int(round(cap * factor))}")
+    return tuple(out)
+
+
+def confirmation_candidates(summary: pd.DataFrame, profile: str, screen_steps: int, k: int = 3
+                            ) -> list[tuple[str, ...]]:
+    """The ``k`` candidates with the largest positive observed gain in the screen (``screen_summary``: means over
+    its seeds, validation losses), at the profile's full run length (caps rescaled, ``full_length``)."""
+    factor = get_profile(profile).train.steps / screen_steps
+    top = summary[summary.observed_gain_pct > 0].sort_values("observed_gain_pct", ascending=False, kind="stable")
+    return [full_length(g.split(hparams.GROUP_SEPARATOR), factor) for g in top.groups.head(k)]
+
+
+def choose_settings(confirmation: pd.DataFrame, k: int = 3, aim_pct: float = 5.0, level: float = 0.95
+                    ) -> pd.DataFrame:
+    """From full-recipe sweeps on the confirmation seeds (``screen(..., steps=None)``), per candidate: the mixture
+    p* with the lowest mean validation perplexity over those seeds, and its paired gain over uniform, 100·(uniform -
+    p*)/uniform per seed, with a t-interval. A candidate is ``confirmed`` when the interval excludes 0 (the
+    choice of p* on these same seeds makes the interval optimistic; Table 2b's fresh seeds are the unbiased test);
+    the ``k`` confirmed candidates with the largest gain are ``selected``; ``meets_aim``: gain >= ``aim_pct``."""
+    rows = []
+    for groups, g in confirmation.groupby("groups", sort=False):
+        P = np.array(g.mixtures_p.iloc[0], dtype=float)
+        ppl = np.array(g.ppl_mixtures.tolist(), dtype=float)  # seeds x mixtures
+        u = _uniform_index(P)
+        if u is None:
+            raise ValueError(f"the sweep of {groups} has no uniform mixture to measure the gain from")
+        best = int(np.argmin(ppl.mean(axis=0)))
+        gain = 100 * (ppl[:, u] - ppl[:, best]) / ppl[:, u]
+        mean, low, high = paired_ci(gain, level)
+        rows.append({"setting": groups, "label": label(groups.split(hparams.GROUP_SEPARATOR)),
+                     "seeds": len(g), "p_star": json.dumps([round(float(x), 4) for x in P[best]]),
+                     "val_ppl_uniform": float(ppl[:, u].mean()), "val_ppl_p_star": float(ppl[:, best].mean()),
+                     "val_gain_pct": mean, "ci_low": low, "ci_high": high,
+                     "confirmed": bool(low > 0), "meets_aim": bool(mean >= aim_pct)})
+    out = pd.DataFrame(rows).sort_values("val_gain_pct", ascending=False, kind="stable").reset_index(drop=True)
+    out["selected"] = False
+    out.loc[out.index[out.confirmed][:k], "selected"] = True
+    return out

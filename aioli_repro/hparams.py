@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .config import split_group, validate_groups
 from .errors import ConfigError
 
 
@@ -66,10 +67,34 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in [
 ]}
 
 
+GROUP_SEPARATOR = "+"
+"""Joins the groups of a setting named by its groups (``latex@102400+pydocs``): the headroom settings."""
+
+
+def group_label(groups) -> str:
+    """A short name for a setting of embedded groups: ``latex@102.4k/pydocs``."""
+    def short(g):
+        base, cap = split_group(g)
+        return base if cap is None else f"{base}@{cap / 1000:g}k"
+    return "/".join(short(g) for g in groups)
+
+
 def get_setting(key: str) -> Setting:
-    if key not in SETTINGS:
-        raise ConfigError(f"unknown setting {key!r}; choose one of {list(SETTINGS)}")
-    return SETTINGS[key]
+    """A paper setting by its key (``SETTINGS``), or a setting named by its embedded groups joined with ``+``
+    (``latex@102400+pydocs``: a headroom setting of notebook 10; a capped group is ``name@tokens``). A setting named
+    by its groups needs no registration, so worker processes resolve it from the key alone; it has no SlimPajama
+    counterpart, so its paper groups are its own."""
+    if key in SETTINGS:
+        return SETTINGS[key]
+    if isinstance(key, str) and GROUP_SEPARATOR in key:
+        groups = validate_groups(key.split(GROUP_SEPARATOR))
+        unknown = [g for g in groups if split_group(g)[0] not in ANALOGUE.values()]
+        if unknown:
+            raise ConfigError(f"setting {key!r} names group(s) {unknown} the embedded corpus does not have; its "
+                              f"groups are {sorted(ANALOGUE.values())}")
+        return Setting(key, group_label(groups), groups, groups)
+    raise ConfigError(f"unknown setting {key!r}; choose one of {list(SETTINGS)}, or name embedded groups joined with "
+                      f"{GROUP_SEPARATOR!r} (e.g. 'latex@102400+pydocs')")
 
 
 # Released configurations, by number of groups. S_paper: 5,000 steps for m = 2, 3 and 40,000 for m = 7.

@@ -24,7 +24,7 @@ from .law_studies import DynamicLawStudy, StaticLawStudy
 
 __all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
            "plot_perplexity_differences", "plot_restricted", "plot_ablations", "plot_validation_gaps",
-           "plot_headroom_screen", "plot_custom_method"]
+           "plot_headroom_screen", "plot_headroom_share", "plot_custom_method"]
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.6):
@@ -264,6 +264,33 @@ def plot_headroom_screen(summary: pd.DataFrame, profile: str, top: int = 20, pat
     ax.set(xlabel="gain over uniform (% of average validation perplexity)",
            title=f"Where mixing matters: headroom screen ({profile}, {int(d.steps.iloc[0])}-step runs)")
     ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_headroom_share(share: pd.DataFrame, profile: str, path: str | Path | None = None, span=(-1.0, 2.0)):
+    """Notebook 11: per headroom setting, the share of the headroom to p* each method captures, mean(G)/mean(H), with
+    Fieller's 95% interval; an interval the data cannot bound (p*'s own gain not significant) is drawn dashed across
+    the whole ``span``. Lines at 0 (stratified), 0.5 (the rule's "most") and 1 (as good as p*)."""
+    settings = list(dict.fromkeys(share.label))
+    fig, axes = _panels(max(1, len(settings)), width=4.6, height=0.35 * share.method.nunique() + 1.6)
+    for ax, label in zip(axes, settings):
+        d = share[share.label == label].reset_index(drop=True)
+        y = np.arange(len(d))
+        for i, r in d.iterrows():
+            bounded = np.isfinite(r.share_low) and np.isfinite(r.share_high)
+            lo, hi = (r.share_low, r.share_high) if bounded else span
+            ax.plot([max(lo, span[0]), min(hi, span[1])], [i, i], color="C0", lw=1.5, ls="-" if bounded else "--")
+            if np.isfinite(r.share):
+                ax.plot(np.clip(r.share, *span), i, "o", color="C0")
+        for x, style in ((0, "-"), (0.5, ":"), (1, "--")):
+            ax.axvline(x, color="grey", lw=0.8, ls=style)
+        ax.set_yticks(y, d.method)
+        ax.invert_yaxis()
+        h = d.headroom.iloc[0]
+        ax.set(xlim=span, xlabel="share of the headroom captured",
+               title=f"{label}: headroom {h:.2f} ppl ({d.headroom_pct.iloc[0]:.1f}%)")
+    fig.suptitle(f"Where a better mixture exists, does each method find it? ({profile})", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

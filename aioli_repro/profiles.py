@@ -18,7 +18,7 @@ from numbers import Integral
 
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .errors import ConfigError
-from .hparams import SETTINGS
+from .hparams import SETTINGS, get_setting
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,9 @@ def check_study_parameters(profile, seeds=None, settings=None, jobs=1) -> None:
             raise ConfigError(f"settings must be a list of setting names or None, got {settings!r} (with papermill: "
                               "-y 'settings: [arxiv_stackexchange]')")
         for s in settings:
-            if not isinstance(s, str) or s not in SETTINGS:
+            if not isinstance(s, str):
                 raise ConfigError(f"unknown setting {s!r}; choose one of {list(SETTINGS)}")
+            get_setting(s)  # a paper setting or embedded groups joined with '+'; else a ConfigError naming it
     if not isinstance(jobs, Integral) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .corpus import FolderCorpus
-from .hparams import SETTINGS
+from .hparams import get_setting
 from .paths import REPO_ROOT, atomic_write_json
 from .profiles import check_study_parameters, default_settings, get_profile, profile_settings, study_seeds
 from .runs import RunDir, default_runs_dir
@@ -93,7 +93,7 @@ def study_setup(profile: str, study: str = "table2", *, seeds=None, settings=Non
     pd.set_option("display.max_columns", 40)
     pd.set_option("display.width", 200)
     pd.set_option("display.precision", 4)
-    print(get_profile(profile).description, "| seeds", seeds, "| settings", [SETTINGS[s].label for s in settings])
+    print(get_profile(profile).description, "| seeds", seeds, "| settings", [get_setting(s).label for s in settings])
     return Study(results, figures, list(settings), seeds)
 
 

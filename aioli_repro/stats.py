@@ -140,3 +140,30 @@ def reliability(values, units, seeds) -> dict:
     noise = float((within / counts[keep]).mean())
     return {"units": int(len(keep)), "between_var": between, "noise_var": noise,
             "reliability": float(1 - noise / between) if between > 0 else float("-inf")}
+
+
+def ratio_ci(numerator, denominator, level: float = 0.95) -> tuple[float, float, float]:
+    """Ratio of the means of paired values, mean(x) / mean(y), with Fieller's interval: every ρ for which the paired
+    t-test of x_i - ρ·y_i keeps "mean 0" at ``level``. The interval is bounded only when mean(y) itself differs
+    significantly from 0; otherwise the data cannot bound the ratio and (ratio, -inf, inf) comes back. (ratio, nan,
+    nan) with fewer than two pairs.
+
+    Fieller: with a, b the means, v11, v22 their variances, v12 their covariance (sample values / n) and t the
+    t-quantile with n - 1 degrees of freedom, the bounds solve (a - ρ·b)² = t²·(v11 - 2ρ·v12 + ρ²·v22)."""
+    x, y = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"ratio_ci needs paired values, got {x.size} numerators and {y.size} denominators")
+    n = x.size
+    a, b = (float(x.mean()), float(y.mean())) if n else (float("nan"), float("nan"))
+    ratio = a / b if b != 0 else float("nan")
+    if n < 2:
+        return ratio, float("nan"), float("nan")
+    cov = np.cov(x, y, ddof=1) / n
+    t2 = stats.t.ppf(0.5 + level / 2, n - 1) ** 2
+    qa = b * b - t2 * cov[1, 1]
+    qb = a * b - t2 * cov[0, 1]
+    qc = a * a - t2 * cov[0, 0]
+    if qa <= 0:  # mean(y) is not significantly different from 0
+        return ratio, float("-inf"), float("inf")
+    root = np.sqrt(max(qb * qb - qa * qc, 0.0))
+    return ratio, float((qb - root) / qa), float((qb + root) / qa)

@@ -89,7 +89,7 @@ def _study(method: str, setting: str, profile: str, seed: int, runner: Runner, b
 def _outcome_row(o, profile: str) -> dict:
     prof = get_profile(profile)
     tokens_per_step = prof.train.batch_size * prof.data.context_length
-    return {"setting": o.setting, "label": hparams.SETTINGS[o.setting].label, "method": o.method, "seed": o.seed,
+    return {"setting": o.setting, "label": hparams.get_setting(o.setting).label, "method": o.method, "seed": o.seed,
             "avg_test_perplexity": o.final["avg_test_perplexity"], "avg_val_perplexity": o.final["avg_val_perplexity"],
             "proportions": [round(x, 4) for x in o.proportions],
             # JSON, not a dict: the CSV must read back as data (pandas writes a dict as its Python repr)
