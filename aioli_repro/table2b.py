@@ -46,9 +46,9 @@ def read_settings(profile: str, confirmed_only: bool = True) -> pd.DataFrame:
     that the pipeline still runs end to end; the verdicts then say "cannot decide" unless p*'s gain shows on the
     test seeds."""
     path = results_dir(profile) / SETTINGS_FILE
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: notebook 10 (headroom search) chooses Table 2b's settings; run "
-                          f"it first under the {profile!r} profile")
+    if not path.exists():  # NotCachedError: a render from the cache skips the notebook until notebook 10 has chosen
+        raise NotCachedError(f"{path} does not exist: notebook 10 (headroom search) chooses Table 2b's settings; "
+                             f"run it first under the {profile!r} profile")
     table = pd.read_csv(path)
     chosen = table[table.selected.astype(bool)].reset_index(drop=True)
     if chosen.empty and not confirmed_only and len(table):
