@@ -28,6 +28,7 @@ at every evaluation, averaged over seeds: *when* in the run a difference is paid
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ import pandas as pd
 
 from . import hparams
 from .config import RunConfig
-from .executors import cached_result
+from .executors import NotCachedError, cached_result
 from .methods import finished_finals, run_method, setting_groups
 from .policies.aioli import estimate_agreement, reach_summary
 from .profiles import get_profile, profile_config, profile_settings
@@ -44,7 +45,8 @@ from .runs import default_runs_dir, result_cache_dir
 from .stats import paired_ci
 
 __all__ = ["Diagnosis", "default_late_step", "reach_and_signal", "lp_cost_study", "early_steps_study",
-           "signal_study", "lp_slots_old_vs_new"]
+           "signal_steps", "signal_seeds", "signal_variants", "signal_plan_configs", "signal_study",
+           "cheapest_with_signal", "SIGNAL_ALPHA", "lp_slots_old_vs_new"]
 
 
 @dataclass
@@ -195,6 +197,82 @@ def early_steps_study(setting: str, profile: str, seeds, runner, block_step: int
     return Diagnosis(df, pd.DataFrame(summary), by_step)
 
 
+SIGNAL_ALPHA = 0.05
+"""Level of the test of later-round agreement (``across_seeds_p``) at which a variant counts as carrying signal."""
+
+
+def signal_steps(profile: str) -> int:
+    """Run length of the signal study (notebook 12): short runs, a quarter of the profile's (250 of full's 1,000
+    steps, which keeps the released m = 2 config: rounds of R = 63 steps, about four of them), or the whole run for a
+    profile with ``small_studies`` (smoke, quick)."""
+    prof = get_profile(profile)
+    return prof.train.steps if prof.small_studies else max(1, prof.train.steps // 4)
+
+
+def signal_seeds(profile: str) -> tuple[int, ...]:
+    """Seeds of the signal study: agreement *across seeds* needs two at least, so a one-seed profile (smoke, quick)
+    gets (0, 1); otherwise the profile's."""
+    seeds = tuple(get_profile(profile).seeds)
+    return seeds if len(seeds) >= 2 else (0, 1)
+
+
+def signal_variants(profile: str, m: int, steps: int | None = None) -> dict[str, tuple[dict, dict]]:
+    """The signal study's variants for ``m`` groups and runs of ``steps`` (default ``signal_steps``), as
+    ``signal_study`` takes them: name -> (overrides of ``hparams.aioli_config``, overrides of the training config).
+
+    Multiples are of the released (scaled) config: n = lp_eval_sequences (validation sequences per group per
+    LearnParams evaluation; the run's fixed validation sample is enlarged to hold n when it is smaller), S_lp =
+    lp_steps and R = update_steps (halving R doubles the number of rounds). ``cumulative`` is the paper's Algorithm 1
+    (``ema=None``), which the released EMA form's band [1, e^η]/(e^η + m - 1) does not bind. A profile with
+    ``small_studies`` (smoke, quick) gets two variants, the released config and four times the rounds (its one-round
+    runs have no later round to test)."""
+    prof = get_profile(profile)
+    S = steps or signal_steps(profile)
+    base = hparams.aioli_config(m, S, batch_size=prof.train.batch_size)
+    n, S_lp, R, k = base["lp_eval_sequences"], base["lp_steps"], base["update_steps"], base["lp_rounds"]
+    n_val = prof.train.eval_sequences
+
+    def rounds(factor: int) -> dict:  # R / factor, but longer than the round's LearnParams steps m·k·S_lp
+        return {"update_steps": max(m * k * S_lp + 1, math.ceil(R / factor))}
+
+    def evaluate(factor: int) -> tuple[dict, dict]:
+        return {"lp_eval_sequences": factor * n}, ({"eval_sequences": factor * n} if factor * n > n_val else {})
+
+    if prof.small_studies:
+        return {"released": ({}, {}), "rounds x4": (rounds(4), {})}
+    ev4, ev16 = evaluate(4), evaluate(16)
+    return {"released": ({}, {}),
+            "eval x4": ev4,
+            "eval x16": ev16,
+            "S_lp x2": ({"lp_steps": 2 * S_lp}, {}),
+            "rounds x2": (rounds(2), {}),
+            "cumulative": ({"ema": None}, {}),
+            "eval x16, S_lp x2": ({**ev16[0], "lp_steps": 2 * S_lp}, ev16[1])}
+
+
+def _signal_plan(st: hparams.Setting, profile: str, seeds, variants: dict, steps: int | None):
+    """The runs of ``signal_study``: per variant its Aioli configs (one per seed) and its stratified baselines (one
+    per distinct training override and seed, shared between variants)."""
+    groups = setting_groups(st, profile)
+    m, S = len(groups), steps or get_profile(profile).train.steps
+    length = {"steps": steps} if steps else {}
+    plan = {}
+    for name, (aioli, train) in variants.items():
+        mc = hparams.aioli_config(m, S, **aioli)
+        plan[name] = ([profile_config(profile, groups, "aioli", seed, mc, name=f"aioli-signal-{name}",
+                                      **length, **train) for seed in seeds],
+                      [profile_config(profile, groups, "stratified", seed, name="stratified", **length, **train)
+                       for seed in seeds])
+    return plan
+
+
+def signal_plan_configs(setting: str | hparams.Setting, profile: str, seeds, variants: dict,
+                        steps: int | None = None) -> list[RunConfig]:
+    """Every run config ``signal_study`` would train (for ``usage.planned_cost``); nothing trains."""
+    st = setting if isinstance(setting, hparams.Setting) else hparams.get_setting(setting)
+    return [c for aioli, strat in _signal_plan(st, profile, seeds, variants, steps).values() for c in aioli + strat]
+
+
 def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
                  variants: dict[str, tuple[dict, dict]], steps: int | None = None) -> pd.DataFrame:
     """One row per variant: ``variants`` maps a name to (overrides of ``hparams.aioli_config``, overrides of the
@@ -202,40 +280,62 @@ def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
     every run. Each variant trains one Aioli run per seed, and each distinct training override one stratified run per
     seed (the wall-time baseline). Columns: ``estimate_agreement`` of the variant's runs (``across_seeds_cos`` and its
     p-value are the test of signal), its LearnParams share, evaluation sequences per LearnParams evaluation, and its
-    wall time relative to stratified's under the same training config (mean over seeds)."""
+    wall time relative to stratified's under the same training config (mean over seeds).
+
+    A runner with ``cached_only`` reads the variants whose runs have all finished and lists the others in
+    ``table.attrs["missing"]``."""
     st = setting if isinstance(setting, hparams.Setting) else hparams.get_setting(setting)
-    groups = setting_groups(st, profile)
-    m, S = len(groups), steps or get_profile(profile).train.steps
-    length = {"steps": steps} if steps else {}
-    cfgs, slots = [], {}
-    for name, (aioli, train) in variants.items():
-        mc = hparams.aioli_config(m, S, **aioli)
-        for seed in seeds:
-            slots[(name, seed)] = len(cfgs)
-            cfgs.append(profile_config(profile, groups, "aioli", seed, mc, name=f"aioli-signal-{name}",
-                                       **length, **train))
-    baselines = {}
-    for _, train in variants.values():
-        key = json.dumps(train, sort_keys=True)
-        for seed in seeds:
-            if (key, seed) not in baselines:
-                baselines[(key, seed)] = len(cfgs)
-                cfgs.append(profile_config(profile, groups, "stratified", seed, name="stratified", **length, **train))
-    results = runner.run(cfgs)
+    plan = _signal_plan(st, profile, seeds, variants, steps)
+    S = steps or get_profile(profile).train.steps
+    found, missing = {}, []
+    if runner.cached_only:  # a render from the cache: every variant whose runs have finished, a list of the others
+        for name, (aioli, strat) in plan.items():
+            try:
+                found[name] = (runner.run(aioli), runner.run(strat))
+            except NotCachedError:
+                missing.append(f"{st.label}/{name}")
+    else:  # every run at once, so that they train in parallel; a baseline shared by variants is asked for once
+        slot: dict[str, int] = {}
+        unique = []
+        for aioli, strat in plan.values():
+            for c in aioli + strat:
+                key = json.dumps(c.to_dict(), sort_keys=True, default=str)
+                if key not in slot:
+                    slot[key] = len(unique)
+                    unique.append(c)
+        results = runner.run(unique)
+
+        def of(cfgs):
+            return [results[slot[json.dumps(c.to_dict(), sort_keys=True, default=str)]] for c in cfgs]
+
+        found = {name: (of(aioli), of(strat)) for name, (aioli, strat) in plan.items()}
     rows = []
-    for name, (_, train) in variants.items():
-        key = json.dumps(train, sort_keys=True)
-        runs = [results[slots[(name, seed)]] for seed in seeds]
-        wall = [results[slots[(name, seed)]]["wall_time_s"] / results[baselines[(key, seed)]]["wall_time_s"]
-                for seed in seeds]
+    for name, (runs, baselines) in found.items():
+        wall = [r["wall_time_s"] / b["wall_time_s"] for r, b in zip(runs, baselines)]
         mc = runs[0]["config"]["method_config"]
         rows.append({"setting": st.key, "label": st.label, "variant": name, "steps": S,
                      "lp_eval_sequences": mc["lp_eval_sequences"], "lp_steps": mc["lp_steps"],
-                     "lp_rounds": mc["lp_rounds"], "update_steps": mc["update_steps"],
+                     "lp_rounds": mc["lp_rounds"], "update_steps": mc["update_steps"], "ema": mc.get("ema"),
+                     "eval_sequences": runs[0]["config"]["train"]["eval_sequences"],
                      "learn_params_share": runs[0]["learn_params_steps"] / runs[0]["steps"],
                      **estimate_agreement(runs), "wall_time_vs_stratified": float(np.mean(wall)),
                      "avg_test_perplexity": float(np.mean([r["avg_test_perplexity"] for r in runs]))})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["missing"] = missing
+    return table
+
+
+def cheapest_with_signal(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.Series | None:
+    """The cheapest variant of one setting's ``signal_study`` table whose later rounds agree significantly across
+    seeds: mean cosine of d_t = colsum(Ā^t) - mean between seeds above 0 with ``across_seeds_p`` < ``alpha``, and the
+    lowest ``wall_time_vs_stratified`` among those (ties: the smaller p-value, then the name). None when no variant
+    qualifies (or the table is empty), i.e. no configuration tried gives Aioli a direction it can see."""
+    if len(table) and table["setting"].nunique() > 1:
+        raise ValueError("cheapest_with_signal takes one setting's rows; pick per setting")
+    ok = table[(table["across_seeds_p"] < alpha) & (table["across_seeds_cos"] > 0)] if len(table) else table
+    if ok.empty:
+        return None
+    return ok.sort_values(["wall_time_vs_stratified", "across_seeds_p", "variant"], kind="stable").iloc[0]
 
 
 def lp_slots_old_vs_new(profile: str) -> pd.DataFrame:

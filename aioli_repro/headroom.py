@@ -36,7 +36,8 @@ from .profiles import get_profile
 from .stats import paired_ci
 
 __all__ = ["EMBEDDED_GROUPS", "as_setting", "cap_for_epochs", "choose_settings", "confirmation_candidates",
-           "default_candidates", "default_screen_steps", "pair_candidates", "screen", "screen_summary", "stage_seeds"]
+           "default_candidates", "default_headroom_groups", "default_screen_steps", "pair_candidates", "screen",
+           "screen_summary", "stage_seeds"]
 
 EMBEDDED_GROUPS = tuple(hparams.ANALOGUE.values())
 """The seven groups of the embedded corpus, in the order of their SlimPajama counterparts."""
@@ -77,6 +78,12 @@ def default_candidates(profile: str, epochs: Sequence[float] = (10.0,), steps: i
     if get_profile(profile).small_studies:
         return [("latex", "pydocs"), (f"latex{CAP_SEPARATOR}{caps[0]}", "pydocs")]
     return pair_candidates(EMBEDDED_GROUPS, caps)
+
+
+def default_headroom_groups(profile: str, epochs: float = 10.0) -> tuple[str, str]:
+    """The capped pair notebooks 12 and 13 use as their headroom setting by default: latex capped so that at
+    p = 0.5 a full-length run of ``profile`` repeats it ``epochs`` times (``latex@102400`` under full), with pydocs."""
+    return (f"latex{CAP_SEPARATOR}{cap_for_epochs(profile, epochs)}", "pydocs")
 
 
 def label(groups: Sequence[str]) -> str:

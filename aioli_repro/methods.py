@@ -84,15 +84,17 @@ def setting_groups(setting: str | hparams.Setting, profile: str) -> tuple[str, .
     return tuple(st.paper_groups if get_profile(profile).data.corpus == "slimpajama" else st.groups)
 
 
-def sweep(profile: str, groups, seed: int, steps: int | None = None, n: int | None = None) -> list[RunConfig]:
+def sweep(profile: str, groups, seed: int, steps: int | None = None, n: int | None = None,
+          preset: str | None = None) -> list[RunConfig]:
     """Static runs over the sweep mixtures (shared by grid search, DML and the mixing-law fits). The number of
-    mixtures is the paper's (9 for two groups, 10 otherwise) unless the profile caps it (``notes['sweep_points']``)."""
+    mixtures is the paper's (9 for two groups, 10 otherwise) unless the profile caps it (``notes['sweep_points']``).
+    ``preset`` trains another model size under the same recipe (``profiles.profile_config``)."""
     overrides = {"steps": steps} if steps else {}
     n = n or get_profile(profile).notes.get("sweep_points")
     if n is not None and len(groups) > 2:
         n = max(n, len(groups) + 2)  # the log-linear law has m + 1 parameters per group: keep it identifiable
     return [profile_config(profile, groups, "static", seed, {"proportions": [float(x) for x in p]},
-                           name="sweep", **overrides)
+                           name="sweep", preset=preset, **overrides)
             for p in sweep_mixtures(len(groups), n, seed=seed)]
 
 

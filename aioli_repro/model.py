@@ -80,6 +80,19 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def preset_parameters(preset: str, vocab_size: int) -> int:
+    """Parameters of ``build_model(preset, vocab_size, ...)`` without building it (the scale study's x-axis, cheap
+    for ``pythia-160m`` too). With hidden size d, L layers and vocabulary V: the input embedding V·d; per layer two
+    LayerNorms (4d), the fused QKV projection (3d² + 3d), the attention output (d² + d) and the 4d-wide MLP
+    (8d² + 5d), i.e. 12d² + 13d; the final LayerNorm (2d); and an untied output embedding V·d (rotary embeddings hold
+    no parameters). Tested against a built model."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown model preset {preset!r}; choose one of {list(PRESETS)}")
+    p = PRESETS[preset]
+    d = p.hidden_size
+    return vocab_size * d * (1 if p.tie_embeddings else 2) + p.layers * (12 * d * d + 13 * d) + 2 * d
+
+
 def flops_per_token(model, context_length: int) -> float:
     """Training FLOPs per token: 6N for the weights (forward + backward) plus the attention score/value matmuls,
     12 * layers * hidden * context (the PaLM appendix estimate). N excludes the input embedding lookup, which is a

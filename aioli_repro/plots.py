@@ -24,7 +24,7 @@ from .law_studies import DynamicLawStudy, StaticLawStudy
 
 __all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
            "plot_perplexity_differences", "plot_restricted", "plot_ablations", "plot_validation_gaps",
-           "plot_headroom_screen", "plot_headroom_share", "plot_custom_method"]
+           "plot_headroom_screen", "plot_headroom_share", "plot_custom_method", "plot_signal_study", "plot_scale"]
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.6):
@@ -326,5 +326,67 @@ def plot_custom_method(table: pd.DataFrame, trajectories: dict[str, list[dict]],
               title="the mixture over training")
     right.legend(fontsize=7)
     fig.suptitle(f"Your method beside stratified and Aioli ({setting}, {profile} profile)", y=1.02)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, path: str | Path | None = None):
+    """Notebook 12: does Aioli's estimate carry signal, and at what price? One panel per setting, one point per
+    variant: the mean cosine between seeds of the later rounds' directions colsum(Ā^t) - mean (``across_seeds_cos``)
+    against the variant's wall time relative to stratified's. A filled marker: agreement above 0 at p < ``alpha``;
+    each point is labelled with its variant and p-value."""
+    labels = list(dict.fromkeys(table.label))
+    fig, axes = _panels(len(labels), width=4.6, height=3.8)
+    for ax, label in zip(axes, labels):
+        d = table[table.label == label]
+        for i, (_, r) in enumerate(d.iterrows()):
+            significant = bool(r.across_seeds_p < alpha and r.across_seeds_cos > 0)
+            ax.plot(r.wall_time_vs_stratified, r.across_seeds_cos, "o", color=f"C{i}", ms=7,
+                    markerfacecolor=f"C{i}" if significant else "white")
+            p = "p n/a" if not np.isfinite(r.across_seeds_p) else f"p={r.across_seeds_p:.2g}"
+            ax.annotate(f"{r.variant} ({p})", (r.wall_time_vs_stratified, r.across_seeds_cos), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(1, color="grey", lw=0.5, ls=":")
+        ax.set(xlabel="wall time / stratified's", ylabel="later rounds: cosine across seeds",
+               title=f"{label} ({int(d.steps.iloc[0])}-step runs)", ylim=(-1.05, 1.05))
+    fig.suptitle(f"Aioli's signal against its price ({profile}; filled: agreement > 0 at p < {alpha:g})", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_scale(headrooms: pd.DataFrame, gaps: pd.DataFrame, profile: str, path: str | Path | None = None):
+    """Notebook 13: against the model's parameters (log x), left the headroom of the best static mixture over
+    uniform (% of average test perplexity; observed solid, static law dashed; mean over sweep seeds), right each
+    Aioli form's paired difference to stratified (% of stratified's; below 0 = Aioli better) with its 95%
+    t-interval where there are two seeds or more (the cumulative form drawn 4% to the right). One colour per
+    setting."""
+    fig, (left, right) = _panels(2, width=4.8, height=3.8)
+    labels = list(dict.fromkeys(list(headrooms.get("label", [])) + list(gaps.get("label", []))))
+    colour = {label: f"C{i}" for i, label in enumerate(labels)}
+    if len(headrooms):
+        mean = headrooms.groupby(["label", "parameters"], sort=False)[["observed_gain_pct", "law_gain_pct"]].mean()
+        for label, g in mean.groupby(level=0, sort=False):
+            x = g.index.get_level_values("parameters")
+            left.plot(x, g.observed_gain_pct, "o-", color=colour[label], label=f"{label}, observed")
+            left.plot(x, g.law_gain_pct, "s--", color=colour[label], mfc="white", label=f"{label}, static law")
+    left.axhline(0, color="grey", lw=0.8)
+    left.set(xscale="log", xlabel="parameters", ylabel="best static mixture vs uniform (%)",
+             title="headroom (test perplexity)")
+    left.legend(fontsize=7)
+    marker = {"aioli": "o", "aioli_cumulative": "D"}
+    if len(gaps):
+        for (label, form), g in gaps.groupby(["label", "form"], sort=False):
+            g = g.sort_values("parameters")
+            err = np.vstack([g.mean_pct - g.ci_low_pct, g.ci_high_pct - g.mean_pct])
+            nudge = 1.0 if form == "aioli" else 1.04  # side by side on the log axis, not on top of each other
+            right.errorbar(g.parameters * nudge, g.mean_pct, yerr=np.nan_to_num(err), fmt=marker.get(form, "o") + "-",
+                           color=colour[label], capsize=3, mfc="white" if form != "aioli" else colour[label],
+                           label=f"{label}, {form.replace('_', ' ')}")
+    right.axhline(0, color="grey", lw=0.8)
+    right.set(xscale="log", xlabel="parameters", ylabel="Aioli − stratified (% of stratified)",
+              title="Aioli's gap to stratified (95% CI)")
+    right.legend(fontsize=7)
+    fig.suptitle(f"Scale ({profile})", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

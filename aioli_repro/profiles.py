@@ -144,13 +144,16 @@ def study_seeds(profile: str, seeds: Iterable[int] | None = None) -> tuple[int, 
 
 
 def profile_config(profile: str, groups, method: str = "stratified", seed: int = 0, method_config=None,
-                   name: str = "", **train_overrides) -> RunConfig:
-    """A run config under ``profile`` for the given groups, method and seed."""
+                   name: str = "", preset: str | None = None, **train_overrides) -> RunConfig:
+    """A run config under ``profile`` for the given groups, method and seed. ``preset`` swaps the profile's model
+    size preset (``model.PRESETS``) and keeps the rest of the recipe: the scale study (notebook 13). The preset is
+    part of the run id, so each size is its own run; the profile's own preset gives the profile's run."""
     p = get_profile(profile)
     data = copy.deepcopy(p.data)
     data.groups = tuple(groups)
     train = dataclasses.replace(p.train, seed=seed, **train_overrides)
-    cfg = RunConfig(data=data, model=copy.deepcopy(p.model), train=train, method=method,
+    model = copy.deepcopy(p.model) if preset is None else dataclasses.replace(p.model, preset=preset)
+    cfg = RunConfig(data=data, model=model, train=train, method=method,
                     method_config=dict(method_config or {}), name=name or method)
     cfg.validate()
     return cfg

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from .config import RunConfig, canonical_json
 from .paths import REPO_ROOT
 from .profiles import get_profile
 from .runs import default_runs_dir, result_cache_dir
@@ -155,3 +156,44 @@ def cache_report(profile: str, notebooks: Iterable[str], jobs: int = 2, prune: b
         for p in unused:
             p.unlink()
         print(f"pruned {len(unused)} entries")
+
+
+def planned_cost(cfgs: Iterable[RunConfig]) -> dict:
+    """What a study's runs cost before any trains: distinct runs (configs equal but for their display name count
+    once, as the run cache trains them once), their optimizer steps and training tokens in total. Whether some have
+    finished already is not asked: this is the cost on a fresh clone without the result cache."""
+    distinct: dict[str, RunConfig] = {}
+    for c in cfgs:
+        d = c.to_dict()
+        d.pop("name", None)
+        distinct.setdefault(canonical_json(d), c)
+    steps = sum(c.train.steps for c in distinct.values())
+    tokens = sum(c.train.steps * c.train.batch_size * c.data.context_length for c in distinct.values())
+    return {"runs": len(distinct), "steps": steps, "tokens": tokens, "train_hours": _bench_hours(distinct.values())}
+
+
+BENCH_SPEED = REPO_ROOT / "results" / "bench" / "benchmark_speed.csv"
+"""The speed benchmark (``python -m aioli_repro bench``): training tokens/s per preset on the 2-core CPU."""
+
+
+def _bench_hours(cfgs) -> float | None:
+    """Training hours of ``cfgs`` one at a time at the benchmark's tokens/s (one run, 2 threads, the embedded 4k
+    vocabulary, same preset, context and micro-batch; evaluation and contention not counted, so a lower bound), or
+    None when the benchmark lacks one of them."""
+    import csv  # lazy: only a cost estimate reads the benchmark
+
+    if not BENCH_SPEED.exists():
+        return None
+    with BENCH_SPEED.open() as f:
+        speed = {(r["preset"], int(r["context"]), int(r["micro_batch"])): float(r["tokens_per_s"])
+                 for r in csv.DictReader(f) if r["vocab"] == "4096" and r["threads"] == "2"
+                 and r["processes"] == "1" and r["fused_loss"] == "False"}
+    seconds = 0.0
+    for c in cfgs:
+        rate = speed.get((c.model.preset, c.data.context_length, c.train.micro_batch_size))
+        if c.data.tokenizer != "embedded":
+            return None
+        if rate is None:
+            return None
+        seconds += c.train.steps * c.train.batch_size * c.data.context_length / rate
+    return seconds / 3600

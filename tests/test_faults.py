@@ -613,7 +613,7 @@ def test_run_all_cached_only_renders_only_notebooks_that_can_and_refuses_the_oth
     from aioli_repro import pipeline
 
     can = [p.name[:2] for p in pipeline.notebooks() if pipeline.accepts_cached_only(p)]
-    assert can == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]  # 00 trains its baseline run
+    assert can == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13"]  # 00 trains its baseline
     with pytest.raises(SystemExit, match="none of the chosen notebooks can render without training"):
         pipeline.main(["--profile", "smoke", "--cached-only", "--only", "00"])
 

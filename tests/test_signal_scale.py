@@ -1,0 +1,182 @@
+"""Notebooks 12 (Aioli's signal) and 13 (scale): the picker, the preset override, the parameter count, the paired
+differences and the two figures, each against a number worked out here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from aioli_repro import diagnostics, hparams, plots, scale
+from aioli_repro.config import run_id
+from aioli_repro.headroom import as_setting
+from aioli_repro.methods import sweep
+from aioli_repro.model import PRESETS, preset_parameters
+from aioli_repro.profiles import profile_config
+from aioli_repro.usage import planned_cost
+
+
+def _signal_table() -> pd.DataFrame:
+    # variant, cosine, p, wall-time ratio. Qualify (cos > 0, p < 0.05): "eval x4" (1.30), "eval x16" (1.80),
+    # "rounds x2" (1.30, but p 0.01 < 0.03, so it wins the tie). "released" is cheaper but noise; "anti" agrees
+    # significantly in the wrong sense (cos < 0); "one round" has no later round (p nan).
+    rows = [("released", 0.05, 0.60, 1.02), ("eval x4", 0.40, 0.03, 1.30), ("eval x16", 0.70, 0.001, 1.80),
+            ("rounds x2", 0.35, 0.01, 1.30), ("anti", -0.50, 0.01, 1.05), ("one round", np.nan, np.nan, 1.00)]
+    return pd.DataFrame([{"setting": "a_b", "label": "A/B", "variant": v, "across_seeds_cos": c, "across_seeds_p": p,
+                          "wall_time_vs_stratified": w, "steps": 40} for v, c, p, w in rows])
+
+
+def test_the_picker_takes_the_cheapest_variant_whose_later_rounds_agree_significantly():
+    table = _signal_table()
+    assert diagnostics.cheapest_with_signal(table).variant == "rounds x2"
+    assert diagnostics.cheapest_with_signal(table, alpha=0.005).variant == "eval x16"
+    assert diagnostics.cheapest_with_signal(table[table.variant.isin(["released", "anti", "one round"])]) is None
+    assert diagnostics.cheapest_with_signal(table.iloc[:0]) is None
+    two = pd.concat([table, table.assign(setting="c_d")])
+    with pytest.raises(ValueError, match="one setting"):
+        diagnostics.cheapest_with_signal(two)
+
+
+def test_the_signal_grid_scales_the_released_config_and_enlarges_the_validation_sample_to_fit():
+    full = diagnostics.signal_variants("full", 2, 250)
+    base = hparams.aioli_config(2, 250)
+    assert full["released"] == ({}, {}) and full["cumulative"] == ({"ema": None}, {})
+    assert full["eval x16"] == ({"lp_eval_sequences": 16 * base["lp_eval_sequences"]},
+                                {"eval_sequences": 16 * base["lp_eval_sequences"]})
+    assert full["S_lp x2"][0] == {"lp_steps": 2 * base["lp_steps"]}
+    assert full["rounds x2"][0] == {"update_steps": -(-base["update_steps"] // 2)}
+    assert diagnostics.signal_steps("full") == 250 and diagnostics.signal_seeds("full") == (0, 1, 2)
+    smoke = diagnostics.signal_variants("smoke", 2)
+    assert list(smoke) == ["released", "rounds x4"] and diagnostics.signal_seeds("smoke") == (0, 1)
+    # 4 x 2 x 1 LearnParams steps per round must fit in the shortened round
+    assert smoke["rounds x4"][0]["update_steps"] > 2 * base["lp_rounds"] * 1
+
+
+def test_the_signal_plan_shares_stratified_baselines_between_variants_of_one_training_config():
+    st = hparams.get_setting("arxiv_stackexchange")
+    variants = diagnostics.signal_variants("full", 2, 250)
+    cost = planned_cost(diagnostics.signal_plan_configs(st, "full", [0, 1, 2], variants, 250))
+    # 7 variants x 3 seeds Aioli runs; stratified per distinct training override ({}, eval x4, eval x16) x 3 seeds
+    assert cost["runs"] == 7 * 3 + 3 * 3 and cost["steps"] == 30 * 250 and cost["tokens"] == 30 * 250 * 8 * 256
+
+
+def test_a_preset_override_changes_the_model_and_the_run_id_and_the_profiles_own_preset_does_not():
+    own = profile_config("full", ("latex", "pydocs"), "stratified", 0)
+    same = profile_config("full", ("latex", "pydocs"), "stratified", 0, preset="1m")
+    bigger = profile_config("full", ("latex", "pydocs"), "stratified", 0, preset="4m")
+    assert own.model.preset == "1m" and bigger.model.preset == "4m"
+    assert run_id(same) == run_id(own) and run_id(bigger) != run_id(own)
+    assert bigger.train == own.train and bigger.data == own.data
+    swept = sweep("full", ("latex", "pydocs"), 0, preset="4m")
+    assert len(swept) == 9 and {c.model.preset for c in swept} == {"4m"}
+    assert [run_id(c) for c in sweep("full", ("latex", "pydocs"), 0)] != [run_id(c) for c in swept]
+    assert own.model.preset == "1m"  # the profile's model config is copied, never changed
+
+
+@pytest.mark.parametrize("preset", ["tiny", "300k", "1m"])
+def test_the_parameter_count_matches_an_independently_built_gpt_neox(preset):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    p, V = PRESETS[preset], 4096
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=V, hidden_size=p.hidden_size, num_hidden_layers=p.layers,
+                                             num_attention_heads=p.heads, intermediate_size=4 * p.hidden_size,
+                                             max_position_embeddings=64, tie_word_embeddings=p.tie_embeddings))
+    assert preset_parameters(preset, V) == sum(t.numel() for t in model.parameters())
+
+
+def test_the_parameter_count_of_an_untied_preset_counts_the_output_embedding():
+    d, L, V = 768, 12, 50304  # pythia-160m (untied): the published 162,322,944 parameters
+    assert preset_parameters("pythia-160m", V) == 2 * V * d + L * (12 * d * d + 13 * d) + 2 * d == 162_322_944
+
+
+def _gap_runs() -> pd.DataFrame:
+    strat = {0: 100.0, 1: 102.0, 2: 98.0}
+    aioli = {0: 99.0, 1: 101.5, 2: 96.0}  # differences -1.0, -0.5, -2.0
+    cumul = {0: 101.0, 1: 103.0, 2: 99.5}  # differences +1.0, +1.0, +1.5
+    rows = []
+    for s in (0, 1, 2):
+        rows.append({"preset": "4m", "parameters": 4_208_128, "setting": "a_b", "label": "A/B", "seed": s,
+                     "stratified": strat[s], "aioli": aioli[s], "aioli_cumulative": cumul[s],
+                     "aioli_minus_stratified": aioli[s] - strat[s],
+                     "aioli_minus_stratified_pct": 100 * (aioli[s] - strat[s]) / strat[s],
+                     "aioli_cumulative_minus_stratified": cumul[s] - strat[s],
+                     "aioli_cumulative_minus_stratified_pct": 100 * (cumul[s] - strat[s]) / strat[s]})
+    return pd.DataFrame(rows)
+
+
+def test_the_paired_differences_match_a_hand_computation_and_scipys_paired_t_test():
+    runs = _gap_runs()
+    row = scale.gap_summary(runs).set_index("form").loc["aioli"]
+    d = np.array([-1.0, -0.5, -2.0])
+    half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)  # t_{0.975, 2}
+    assert row["mean"] == pytest.approx(-3.5 / 3)
+    assert (row.ci_low, row.ci_high) == pytest.approx((-3.5 / 3 - half, -3.5 / 3 + half))
+    assert row.p == pytest.approx(stats.ttest_rel([99.0, 101.5, 96.0], [100.0, 102.0, 98.0]).pvalue)
+    pct = np.array([-1.0, -0.5 / 102 * 100, -2.0 / 98 * 100])
+    assert row.mean_pct == pytest.approx(pct.mean()) and row.seeds == 3
+    table = scale.scale_table(pd.DataFrame(), scale.gap_summary(runs)).set_index("measure")
+    assert table.loc["aioli_cumulative_minus_stratified", "mean"] == pytest.approx(3.5 / 3)
+
+
+class _PlantedRunner:
+    """Static runs: test losses from a planted law in which the first group gains far more from its own data."""
+
+    def __init__(self, cached_only=False, finished_presets=None):
+        self.cached_only, self.finished, self.seen = cached_only, finished_presets, []
+
+    def run(self, cfgs):
+        from aioli_repro.executors import NotCachedError
+
+        if self.finished is not None and cfgs[0].model.preset not in self.finished:
+            raise NotCachedError("never trained")
+        self.seen += cfgs
+        out = []
+        for c in cfgs:
+            p = np.array(c.method_config["proportions"])
+            loss = np.array([1.0, 1.2]) + np.array([3.0, 0.5]) * np.exp(-np.array([4.0, 1.0]) * p)
+            out.append({"test_loss": dict(zip(c.data.groups, loss))})
+        return out
+
+
+def test_the_sweep_headroom_is_measured_per_preset_against_the_swept_uniform_mixture():
+    st = as_setting(("latex", "pydocs"))
+    table = scale.sweep_headroom([st], ["tiny", "4m"], "full", [0], _PlantedRunner())
+    assert table.preset.tolist() == ["tiny", "4m"] and table.parameters.tolist() == [
+        preset_parameters("tiny", 4096), preset_parameters("4m", 4096)]
+    grid = np.array([[k / 10, 1 - k / 10] for k in range(1, 10)])
+    ppl = np.exp(np.array([1.0, 1.2]) + np.array([3.0, 0.5]) * np.exp(-np.array([4.0, 1.0]) * grid)).mean(axis=1)
+    assert table.observed_gain_pct.iloc[0] == pytest.approx(100 * (ppl[4] - ppl.min()) / ppl[4])
+    assert table.law_gain_pct.iloc[0] >= table.observed_gain_pct.iloc[0] - 1e-6  # the law fits exactly
+    cached = scale.sweep_headroom([st], ["tiny", "4m"], "full", [0], _PlantedRunner(True, ["4m"]))
+    assert cached.preset.tolist() == ["4m"] and cached.attrs["missing"] == ["tiny/latex/pydocs/seed 0"]
+
+
+def test_the_scale_plan_at_full_trains_sweeps_and_three_way_comparisons_per_preset():
+    sts = scale.default_settings("full")
+    assert sts[1].groups == ("latex@102400", "pydocs")
+    cfgs = scale.planned_configs(sts, ("1m", "4m"), ("4m",), "full", [0], [0, 1, 2])
+    cost = planned_cost(cfgs)
+    assert cost["runs"] == 2 * 2 * 9 + 1 * 2 * 3 * 3 and cost["steps"] == cost["runs"] * 1000
+    cumulative = [c for c in cfgs if c.method == "aioli" and c.method_config["ema"] is None]
+    assert len(cumulative) == 6 and {c.model.preset for c in cumulative} == {"4m"}
+
+
+def test_the_signal_figure_draws_a_point_per_variant_filled_where_it_agrees(tmp_path):
+    fig = plots.plot_signal_study(_signal_table(), "smoke", path=tmp_path / "s.png")
+    lines = [ln for ln in fig.axes[0].lines if ln.get_marker() == "o"]
+    assert len(lines) == 6 and (tmp_path / "s.png").stat().st_size > 0
+    filled = sorted(float(ln.get_xdata()[0]) for ln in lines if ln.get_markerfacecolor() != "white")
+    assert filled == [1.3, 1.3, 1.8]  # eval x4, rounds x2, eval x16
+
+
+def test_the_scale_figure_plots_headroom_and_the_gap_against_parameters(tmp_path):
+    headrooms = pd.DataFrame({"preset": ["1m", "4m"], "parameters": [921_088, 4_208_128], "label": ["A/B", "A/B"],
+                              "observed_gain_pct": [1.0, 2.0], "law_gain_pct": [1.5, 3.0]})
+    gaps = scale.gap_summary(_gap_runs())
+    fig = plots.plot_scale(headrooms, gaps, "smoke", path=tmp_path / "c.png")
+    left, right = fig.axes
+    assert left.get_xscale() == right.get_xscale() == "log"
+    assert [list(ln.get_ydata()) for ln in left.lines[:2]] == [[1.0, 2.0], [1.5, 3.0]]
+    ys = sorted(float(c.lines[0].get_ydata()[0]) for c in right.containers)  # one error bar per form
+    assert ys == pytest.approx(sorted(gaps.mean_pct)) and len(ys) == 2
