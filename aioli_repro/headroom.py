@@ -33,6 +33,7 @@ from .decidability import headroom
 from .executors import NotCachedError
 from .methods import sweep
 from .profiles import get_profile
+from .report import results_dir
 from .stats import paired_ci
 
 __all__ = ["EMBEDDED_GROUPS", "as_setting", "cap_for_epochs", "choose_settings", "confirmation_candidates",
@@ -80,9 +81,16 @@ def default_candidates(profile: str, epochs: Sequence[float] = (10.0,), steps: i
     return pair_candidates(EMBEDDED_GROUPS, caps)
 
 
-def default_headroom_groups(profile: str, epochs: float = 10.0) -> tuple[str, str]:
-    """The capped pair notebooks 12 and 13 use as their headroom setting by default: latex capped so that at
-    p = 0.5 a full-length run of ``profile`` repeats it ``epochs`` times (``latex@102400`` under full), with pydocs."""
+def default_headroom_groups(profile: str, epochs: float = 10.0) -> tuple[str, ...]:
+    """The headroom setting notebooks 12 and 13 use by default: the first setting notebook 10 selected under
+    ``profile`` (``10_headroom_settings.csv``, confirmed on full-length sweeps), or, until it has, latex capped so
+    that at p = 0.5 a full-length run repeats it ``epochs`` times (``latex@102400`` under full), with pydocs."""
+    path = results_dir(profile) / "10_headroom_settings.csv"
+    if path.exists():
+        chosen = pd.read_csv(path)
+        chosen = chosen[chosen.selected.astype(bool)]
+        if len(chosen):
+            return tuple(chosen.setting.iloc[0].split(hparams.GROUP_SEPARATOR))
     return (f"latex{CAP_SEPARATOR}{cap_for_epochs(profile, epochs)}", "pydocs")
 
 

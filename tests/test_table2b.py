@@ -201,3 +201,11 @@ def test_the_share_figure_draws_bounded_and_unbounded_intervals(tmp_path):
     assert (tmp_path / "s.png").exists() and [t.get_text() for t in ax.get_yticklabels()] == ["grid", "aioli"]
     styles = [line.get_linestyle() for line in ax.lines[:4]]
     assert styles[0] == "-" and styles[2] == "--"  # grid's bounded interval solid, aioli's unbounded one dashed
+
+
+def test_notebooks_12_and_13_take_notebook_10s_first_selected_setting_once_there_is_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(headroom, "results_dir", lambda profile: tmp_path)
+    assert headroom.default_headroom_groups("full") == ("latex@102400", "pydocs")  # nothing chosen yet
+    pd.DataFrame({"setting": ["code+books", "books@9000+pydocs"], "selected": [False, True]}).to_csv(
+        tmp_path / table2b.SETTINGS_FILE, index=False)
+    assert headroom.default_headroom_groups("full") == ("books@9000", "pydocs")
