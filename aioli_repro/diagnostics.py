@@ -46,7 +46,9 @@ from .stats import paired_ci
 
 __all__ = ["Diagnosis", "default_late_step", "reach_and_signal", "lp_cost_study", "early_steps_study",
            "signal_steps", "signal_seeds", "signal_variants", "signal_plan_configs", "signal_study",
-           "cheapest_with_signal", "SIGNAL_ALPHA", "lp_slots_old_vs_new"]
+           "cheapest_with_signal", "SIGNAL_ALPHA", "choose_signal_variant", "adequate_signal_rows",
+           "adequate_signal_table",
+           "lp_slots_old_vs_new"]
 
 
 @dataclass
@@ -336,6 +338,72 @@ def cheapest_with_signal(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd
     if ok.empty:
         return None
     return ok.sort_values(["wall_time_vs_stratified", "across_seeds_p", "variant"], kind="stable").iloc[0]
+
+
+def choose_signal_variant(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> str | None:
+    """The variant for the "Aioli, adequate signal" row from notebook 12's table (all settings): among the variants
+    ``cheapest_with_signal`` would accept on *every* setting, the one with the lowest mean wall-time ratio; failing
+    that, among those accepted on any setting; None when no variant carries signal anywhere."""
+    if table.empty:
+        return None
+    ok = table[(table["across_seeds_p"] < alpha) & (table["across_seeds_cos"] > 0)]
+    if ok.empty:
+        return None
+    n_settings = table["setting"].nunique()
+    per = ok.groupby("variant").agg(settings=("setting", "nunique"), wall=("wall_time_vs_stratified", "mean"))
+    everywhere = per[per.settings == n_settings]
+    pool = everywhere if len(everywhere) else per
+    return str(pool.sort_values(["wall"], kind="stable").index[0])
+
+
+def adequate_signal_rows(variant: str | None, settings, profile: str, seeds_of, runner) -> pd.DataFrame:
+    """The "Aioli, adequate signal" row beside the released configuration, at full length: per setting and seed,
+    stratified, released Aioli, the paper's Algorithm-1 cumulative form (``ema=None``) and, if ``variant`` is not None,
+    the variant notebook 12 chose (``signal_variants`` at the profile's full run length: the same multiples of the
+    released config). ``seeds_of(setting)`` gives each setting's seeds (Table 2's for a paper setting, Table 2b's
+    fresh ones for a headroom setting, so their stratified and released runs are shared). One row per (setting, seed,
+    form) with average test perplexity and wall time; ``runner.cached_only`` lists what has not finished in
+    ``attrs["missing"]``."""
+    rows, missing = [], []
+    S = get_profile(profile).train.steps
+    for st in settings:
+        forms = {"released": {}, "cumulative": {"aioli": {"ema": None}}}
+        if variant is not None:
+            aioli, train = signal_variants(profile, len(setting_groups(st, profile)), S)[variant]
+            forms[f"adequate signal ({variant})"] = {"aioli": aioli, "train": train}
+        for seed in seeds_of(st):
+            try:
+                strat = run_method("stratified", st, profile, seed, runner).final
+                found = {name: run_method("aioli", st, profile, seed, runner, **over).final
+                         for name, over in forms.items()}
+            except NotCachedError:
+                if not runner.cached_only:
+                    raise
+                missing.append(f"{st.label}/seed {seed}")
+                continue
+            for name, res in {"stratified": strat, **found}.items():
+                rows.append({"setting": st.key, "label": st.label, "seed": seed, "form": name,
+                             "avg_test_perplexity": res["avg_test_perplexity"], "wall_time_s": res["wall_time_s"],
+                             "run_id": res["run_id"]})
+    table = pd.DataFrame(rows)
+    table.attrs["missing"] = missing
+    return table
+
+
+def adequate_signal_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, form): the paired difference to stratified in average test perplexity with its 95% t-interval,
+    and the wall time relative to stratified's (mean over seeds of the per-seed ratio): the honest price."""
+    out = []
+    for key, g in rows.groupby("setting", sort=False):
+        ppl = g.pivot_table(index="seed", columns="form", values="avg_test_perplexity")
+        wall = g.pivot_table(index="seed", columns="form", values="wall_time_s")
+        for form in [f for f in dict.fromkeys(g.form) if f != "stratified"]:
+            both = ppl[[form, "stratified"]].dropna().index
+            mean, low, high = paired_ci((ppl[form] - ppl["stratified"])[both])
+            out.append({"setting": key, "label": g.label.iloc[0], "form": form, "seeds": len(both),
+                        "minus_stratified": mean, "ci_low": low, "ci_high": high,
+                        "wall_time_vs_stratified": float((wall[form] / wall["stratified"])[both].mean())})
+    return pd.DataFrame(out)
 
 
 def lp_slots_old_vs_new(profile: str) -> pd.DataFrame:

@@ -198,7 +198,9 @@ def _run_method(method: str, setting, profile: str, seed: int, runner: Runner | 
     # Aioli and its ablations: no extra runs.
     extra = {"aioli_static": {"static": True}, "aioli_diagonal": {"diagonal": True}}.get(method, {})
     mc = hparams.aioli_config(m, S, paper_scale, **extra, **overrides.get("aioli", {}))
-    res = runner.run_one(cfg(method, "aioli", mc))
+    # ``train``: overrides of the training config (a larger validation sample for a variant that scores LearnParams
+    # on more sequences, notebook 12); none by default, so Table 2's runs keep their ids
+    res = runner.run_one(cfg(method, "aioli", mc, **overrides.get("train", {})))
     return MethodOutcome(method, setting, seed, res, _avg_proportions(res), 0, 0,
                          {"history": res["policy"]["history"]})
 

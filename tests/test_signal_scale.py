@@ -180,3 +180,31 @@ def test_the_scale_figure_plots_headroom_and_the_gap_against_parameters(tmp_path
     assert [list(ln.get_ydata()) for ln in left.lines[:2]] == [[1.0, 2.0], [1.5, 3.0]]
     ys = sorted(float(c.lines[0].get_ydata()[0]) for c in right.containers)  # one error bar per form
     assert ys == pytest.approx(sorted(gaps.mean_pct)) and len(ys) == 2
+
+
+def test_the_row_variant_is_the_cheapest_that_sees_on_every_setting_else_anywhere():
+    def row(setting, variant, cos, p, wall):
+        return {"setting": setting, "variant": variant, "across_seeds_cos": cos, "across_seeds_p": p,
+                "wall_time_vs_stratified": wall}
+    table = pd.DataFrame([row("a", "released", 0.1, 0.4, 1.0), row("b", "released", 0.0, 0.9, 1.0),
+                          row("a", "eval x4", 0.5, 0.01, 1.2), row("b", "eval x4", 0.4, 0.02, 1.3),
+                          row("a", "rounds x2", 0.6, 0.001, 1.1), row("b", "rounds x2", -0.1, 0.5, 1.1)])
+    # eval x4 sees on both settings; rounds x2 is cheaper but sees on one only
+    assert diagnostics.choose_signal_variant(table) == "eval x4"
+    only_a = table[~((table.variant == "eval x4") & (table.setting == "b"))]
+    assert diagnostics.choose_signal_variant(only_a) == "rounds x2"  # hand: 1.1 < 1.25 mean of eval x4
+    assert diagnostics.choose_signal_variant(table[table.variant == "released"]) is None
+
+
+def test_the_adequate_signal_table_pairs_each_form_with_stratified_by_seed():
+    rows = pd.DataFrame([
+        {"setting": "s", "label": "S", "seed": seed, "form": form, "avg_test_perplexity": ppl, "wall_time_s": wall}
+        for seed, vals in enumerate([{"stratified": (20.0, 100.0), "released": (19.0, 102.0), "cumulative": (21.0, 101.0)},
+                                     {"stratified": (22.0, 110.0), "released": (21.5, 110.0), "cumulative": (22.5, 121.0)}])
+        for form, (ppl, wall) in vals.items()])
+    table = diagnostics.adequate_signal_table(rows).set_index("form")
+    assert table.loc["released", "minus_stratified"] == pytest.approx(-0.75)  # hand: (-1.0 - 0.5) / 2
+    assert table.loc["cumulative", "minus_stratified"] == pytest.approx(0.75)
+    assert table.loc["cumulative", "wall_time_vs_stratified"] == pytest.approx((1.01 + 1.1) / 2)
+    half = stats.t.ppf(0.975, 1) * np.std([-1.0, -0.5], ddof=1) / np.sqrt(2)
+    assert table.loc["released", "ci_low"] == pytest.approx(-0.75 - half)
