@@ -145,7 +145,8 @@ def make_parser() -> argparse.ArgumentParser:
                                     "--profile quick --seed 0")
     mt.add_argument("name", help="stratified, grid, dml, skillit, doremi, doge, aioli, aioli_static, aioli_diagonal, "
                                  "regmix, odm")
-    mt.add_argument("--setting", default="arxiv_stackexchange", help="a key of aioli_repro.hparams.SETTINGS")
+    mt.add_argument("--setting", default="arxiv_stackexchange",
+                    help="a key of aioli_repro.hparams.SETTINGS, or embedded groups joined with + (latex@102400+pydocs)")
     mt.add_argument("--profile", default="quick", help="smoke, quick, full or paper")
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--jobs", type=int, default=1, help="independent runs executed in parallel")
