@@ -41,10 +41,10 @@ FINDS, MISSES, INCONCLUSIVE, CANNOT_DECIDE = ("finds most of it", "misses most o
 
 
 def read_settings(profile: str, confirmed_only: bool = True) -> pd.DataFrame:
-    """The settings notebook 10 selected under ``profile`` (with p*), in its order. ``confirmed_only=False`` (smoke and
-    quick, pipeline demonstrations whose short runs and two seeds confirm nothing) falls back to the candidate with the largest validation gain, so
-    that the pipeline still runs end to end; the verdicts then say "cannot decide" unless p*'s gain shows on the
-    test seeds."""
+    """The settings notebook 10 selected under ``profile`` (with p*), in its order. ``confirmed_only=False`` (smoke
+    and quick: pipeline demonstrations whose short runs and two seeds confirm nothing) falls back to the candidate
+    with the largest validation gain, so that the pipeline still runs end to end; the verdicts then say "cannot
+    decide" unless p*'s gain shows on the test seeds."""
     path = results_dir(profile) / SETTINGS_FILE
     if not path.exists():  # NotCachedError: a render from the cache skips the notebook until notebook 10 has chosen
         raise NotCachedError(f"{path} does not exist: notebook 10 (headroom search) chooses Table 2b's settings; "
