@@ -189,7 +189,8 @@ def estimated_cost(profile: str, n_settings: int, seeds, methods=METHODS, minute
     """A cost line for the notebook: full-length runs from ``RUNS_PER_SEED``, times ``minutes_per_run`` (the median
     wall time of ``full``'s 351 two-group 1,000-step runs in the run cache, trained two at a time on 2 cores), over
     ``jobs`` workers."""
-    runs = sum(RUNS_PER_SEED[m] for m in methods) * n_settings * len(seeds)
+    # + the static run on p*: notebook 10's 5-point grid is not the 9-point sweep of grid search, so it is its own run
+    runs = (sum(RUNS_PER_SEED[m] for m in methods) + 1) * n_settings * len(seeds)
     hours = runs * minutes_per_run / jobs / 60 * get_profile(profile).train.steps / 1000
     return (f"about {runs} runs of {get_profile(profile).train.steps} steps ({n_settings} settings x "
             f"{len(seeds)} seeds), about {hours:.1f} h at {jobs} workers if a run takes as long as full's")

@@ -209,3 +209,9 @@ def test_notebooks_12_and_13_take_notebook_10s_first_selected_setting_once_there
     pd.DataFrame({"setting": ["code+books", "books@9000+pydocs"], "selected": [False, True]}).to_csv(
         tmp_path / table2b.SETTINGS_FILE, index=False)
     assert headroom.default_headroom_groups("full") == ("books@9000", "pydocs")
+
+
+def test_the_cost_line_counts_each_methods_runs_and_the_run_on_p_star():
+    # hand: stratified 1 + grid's 9-point sweep + the run on p* = 11 runs per (setting, seed); x 2 settings x 3 seeds
+    line = table2b.estimated_cost("full", 2, [4, 5, 6], methods=("stratified", "grid"))
+    assert line.startswith("about 66 runs of 1000 steps") and f"{66 * 3.7 / 2 / 60:.1f} h" in line
