@@ -571,6 +571,22 @@ class NotCachedError(RuntimeError):
     """A runner that only reads the run cache (``cached_only``) was asked for a run nobody has finished yet."""
 
 
+def run_units(runner, units: dict) -> tuple[dict, list]:
+    """Runs grouped in units (one sweep, one seed's comparison): ``units`` maps a key to its configs. Every run goes
+    to ``runner.run`` at once, so the units train in parallel; a runner with ``cached_only`` gives the units whose
+    runs have all finished, and the keys of the others (a render lists them as not finished)."""
+    if runner.cached_only:
+        found, missing = {}, []
+        for key, cfgs in units.items():
+            try:
+                found[key] = runner.run(cfgs)
+            except NotCachedError:
+                missing.append(key)
+        return found, missing
+    results = iter(runner.run([c for cfgs in units.values() for c in cfgs]))
+    return {key: [next(results) for _ in cfgs] for key, cfgs in units.items()}, []
+
+
 class Runner:
     """Executes independent runs through one of the executors above: in this process (local, jobs = 1), in a pool of
     local processes (jobs = N), or one Slurm job per run. ``executor`` is an ``ExecutorConfig``, a dict or a string

@@ -30,7 +30,7 @@ import pandas as pd
 from . import hparams
 from .config import CAP_SEPARATOR, split_group, validate_groups
 from .decidability import headroom
-from .executors import NotCachedError
+from .executors import run_units
 from .methods import sweep
 from .profiles import get_profile
 from .report import results_dir
@@ -38,7 +38,10 @@ from .stats import paired_ci
 
 __all__ = ["EMBEDDED_GROUPS", "as_setting", "cap_for_epochs", "choose_settings", "confirmation_candidates",
            "default_candidates", "default_headroom_groups", "default_screen_steps", "pair_candidates", "screen",
-           "screen_summary", "stage_seeds"]
+           "screen_summary", "stage_seeds", "uniform_index", "SETTINGS_FILE"]
+
+SETTINGS_FILE = "10_headroom_settings.csv"
+"""Notebook 10's chosen settings (``choose_settings``) in ``results/<profile>/``: Table 2b and notebooks 12-13 read it."""
 
 EMBEDDED_GROUPS = tuple(hparams.ANALOGUE.values())
 """The seven groups of the embedded corpus, in the order of their SlimPajama counterparts."""
@@ -85,7 +88,7 @@ def default_headroom_groups(profile: str, epochs: float = 10.0) -> tuple[str, ..
     """The headroom setting notebooks 12 and 13 use by default: the first setting notebook 10 selected under
     ``profile`` (``10_headroom_settings.csv``, confirmed on full-length sweeps), or, until it has, latex capped so
     that at p = 0.5 a full-length run repeats it ``epochs`` times (``latex@102400`` under full), with pydocs."""
-    path = results_dir(profile) / "10_headroom_settings.csv"
+    path = results_dir(profile) / SETTINGS_FILE
     if path.exists():
         chosen = pd.read_csv(path)
         chosen = chosen[chosen.selected.astype(bool)]
@@ -105,7 +108,7 @@ def as_setting(groups: Sequence[str]) -> hparams.Setting:
     return hparams.get_setting(hparams.GROUP_SEPARATOR.join(validate_groups(groups)))
 
 
-def _uniform_index(P: np.ndarray) -> int | None:
+def uniform_index(P: np.ndarray) -> int | None:
     hit = np.flatnonzero(np.all(np.isclose(P, 1.0 / P.shape[1], atol=1e-6), axis=1))
     return int(hit[0]) if hit.size else None
 
@@ -119,26 +122,17 @@ def screen(candidates: Sequence[Sequence[str]], profile: str, seeds: Sequence[in
     reads the finished (candidate, seed) sweeps and lists the others in ``table.attrs["missing"]``."""
     prof = get_profile(profile)
     S = steps or prof.train.steps
-    plan = [(tuple(c), seed, sweep(profile, tuple(c), seed, steps=steps, n=n_points))
-            for c in candidates for seed in seeds]
-    missing = []
-    if runner.cached_only:  # a render from the cache: every finished (candidate, seed), and a list of the others
-        found = []
-        for groups, seed, cfgs in plan:
-            try:
-                found.append((groups, seed, cfgs, runner.run(cfgs)))
-            except NotCachedError:
-                missing.append(f"{label(groups)}/seed {seed}")
-    else:
-        results = runner.run([cfg for _, _, cfgs in plan for cfg in cfgs])
-        starts = np.cumsum([0] + [len(cfgs) for _, _, cfgs in plan])
-        found = [(g, seed, cfgs, results[a:a + len(cfgs)]) for (g, seed, cfgs), a in zip(plan, starts)]
+    plan = {(tuple(c), seed): sweep(profile, tuple(c), seed, steps=steps, n=n_points)
+            for c in candidates for seed in seeds}
+    results, left = run_units(runner, plan)
+    missing = [f"{label(groups)}/seed {seed}" for groups, seed in left]
+    found = [(groups, seed, plan[(groups, seed)], res) for (groups, seed), res in results.items()]
     rows = []
     for groups, seed, cfgs, res in found:
         P = np.array([c.method_config["proportions"] for c in cfgs])
         L = np.array([[r["val_loss"][g] for g in groups] for r in res])
         ppl = np.exp(L).mean(axis=1)  # average validation perplexity of each swept mixture
-        u = _uniform_index(P)
+        u = uniform_index(P)
         m = len(groups)
         law = headroom(P, L, hparams.aioli_config(m, S)["eta"], seed=seed)
         uniform = float(ppl[u]) if u is not None else law["ppl_uniform"]
@@ -207,7 +201,7 @@ def choose_settings(confirmation: pd.DataFrame, k: int = 3, aim_pct: float = 5.0
     for groups, g in confirmation.groupby("groups", sort=False):
         P = np.array(g.mixtures_p.iloc[0], dtype=float)
         ppl = np.array(g.ppl_mixtures.tolist(), dtype=float)  # seeds x mixtures
-        u = _uniform_index(P)
+        u = uniform_index(P)
         if u is None:
             raise ValueError(f"the sweep of {groups} has no uniform mixture to measure the gain from")
         best = int(np.argmin(ppl.mean(axis=0)))

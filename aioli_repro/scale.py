@@ -28,8 +28,8 @@ import pandas as pd
 
 from . import hparams
 from .decidability import headroom
-from .executors import NotCachedError
-from .headroom import as_setting, default_headroom_groups
+from .executors import run_units
+from .headroom import as_setting, default_headroom_groups, uniform_index
 from .methods import setting_groups, sweep
 from .model import PRESETS, preset_parameters
 from .profiles import get_profile, profile_config
@@ -124,22 +124,6 @@ def gap_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], pro
     return plan
 
 
-def _run_units(plan: dict[tuple, list], runner, label) -> tuple[dict[tuple, list], list[str]]:
-    """Each unit's results; with ``cached_only`` the finished units only, and the names of the others."""
-    if runner.cached_only:
-        found, missing = {}, []
-        for key, cfgs in plan.items():
-            try:
-                found[key] = runner.run(cfgs)
-            except NotCachedError:
-                missing.append(label(key))
-        return found, missing
-    flat = [c for cfgs in plan.values() for c in cfgs]
-    results = runner.run(flat)
-    starts = np.cumsum([0] + [len(c) for c in plan.values()])
-    return {key: results[a:a + len(cfgs)] for (key, cfgs), a in zip(plan.items(), starts)}, []
-
-
 def _label(settings) -> Callable[[tuple], str]:
     names = {st.key: st.label for st in settings}
     return lambda key: f"{key[0]}/{names[key[1]]}/seed {key[2]}"
@@ -150,7 +134,8 @@ def sweep_headroom(settings: Sequence[hparams.Setting], presets: Sequence[str], 
     """One row per (preset, setting, seed): the sweep's observed and law headroom over uniform, in % of uniform's
     average test perplexity (see the module docstring), with the model's parameter count."""
     plan = sweep_configs(settings, presets, profile, seeds, n_points)
-    found, missing = _run_units(plan, runner, _label(settings))
+    found, left = run_units(runner, plan)
+    missing = [_label(settings)(key) for key in left]
     n_params = parameters(presets, profile)
     by_key = {st.key: st for st in settings}
     S = scale_steps(profile) or get_profile(profile).train.steps
@@ -161,12 +146,12 @@ def sweep_headroom(settings: Sequence[hparams.Setting], presets: Sequence[str], 
         P = np.array([c.method_config["proportions"] for c in cfgs])
         L = np.array([[r["test_loss"][g] for g in groups] for r in results])
         ppl = np.exp(L).mean(axis=1)  # average test perplexity of each swept mixture
-        u = np.flatnonzero(np.all(np.isclose(P, 1.0 / P.shape[1], atol=1e-6), axis=1))
+        u = uniform_index(P)
         law = headroom(P, L, hparams.aioli_config(len(groups), S)["eta"], seed=seed)
         best = int(np.argmin(ppl))
-        observed = 100 * (ppl[u[0]] - ppl[best]) / ppl[u[0]] if u.size else float("nan")
+        observed = 100 * (ppl[u] - ppl[best]) / ppl[u] if u is not None else float("nan")
         rows.append({"preset": pr, "parameters": n_params[pr], "setting": key, "label": st.label, "seed": seed,
-                     "mixtures": len(P), "ppl_uniform": float(ppl[u[0]]) if u.size else float("nan"),
+                     "mixtures": len(P), "ppl_uniform": float(ppl[u]) if u is not None else float("nan"),
                      "ppl_best_observed": float(ppl[best]), "p_best_observed": [round(float(x), 4) for x in P[best]],
                      "observed_gain_pct": float(observed),
                      "law_gain_pct": 100 * law["headroom_anywhere"] / law["ppl_uniform"],
@@ -182,7 +167,8 @@ def aioli_gap(settings: Sequence[hparams.Setting], presets: Sequence[str], profi
     form's difference to stratified, in perplexity and in % of stratified's."""
     plan = gap_configs(settings, presets, profile, seeds)
     names = list(next(iter(plan.values()))) if plan else []
-    found, missing = _run_units({k: list(v.values()) for k, v in plan.items()}, runner, _label(settings))
+    found, left = run_units(runner, {k: list(v.values()) for k, v in plan.items()})
+    missing = [_label(settings)(key) for key in left]
     n_params = parameters(presets, profile)
     by_key = {st.key: st for st in settings}
     rows = []

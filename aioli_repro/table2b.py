@@ -23,6 +23,7 @@ import pandas as pd
 from . import hparams
 from .errors import ConfigError
 from .executors import NotCachedError, Runner
+from .headroom import SETTINGS_FILE
 from .methods import setting_groups
 from .profiles import get_profile, profile_config
 from .report import results_dir
@@ -33,7 +34,6 @@ METHODS = ("stratified", *BASELINES, *ABLATIONS, *EXTENSION_METHODS)
 """Every method of Table 2, both Aioli ablations, and the extension methods."""
 BEST_STATIC = "best_static"
 """The static run on notebook 10's p*: the mixture the headroom is measured to."""
-SETTINGS_FILE = "10_headroom_settings.csv"
 MOST = 0.5
 """A method "finds most of the headroom" when its share's interval lies above this."""
 FINDS, MISSES, INCONCLUSIVE, CANNOT_DECIDE = ("finds most of it", "misses most of it", "inconclusive",
