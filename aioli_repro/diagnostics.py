@@ -17,7 +17,7 @@ is a configuration of the paper, they are controls and variants, reported as suc
   learned from it", and "when the block comes" from "how the recipe warms up".
 - ``signal_study``: Aioli's released configuration beside variants that spend more on LearnParams (more validation
   sequences per evaluation, longer intervals, fewer or more rounds), each with the cross-seed agreement of the
-  directions it estimated and its wall time against stratified's: the price of an Aioli that can see.
+  directions it estimated and its compute and wall time against stratified's: the price of an Aioli that can see.
 - ``lp_slots_old_vs_new``: every seven-group Aioli run of the old LearnParams slot rule in the result cache beside
   the run of the same config under the balanced rule.
 
@@ -38,7 +38,7 @@ from . import hparams
 from .config import RunConfig
 from .executors import NotCachedError, cached_result
 from .methods import finished_finals, run_method, setting_groups
-from .policies.aioli import estimate_agreement, reach_summary
+from .policies.aioli import AioliPolicy, estimate_agreement, reach_summary
 from .profiles import get_profile, profile_config, profile_settings
 from .report import run_metrics
 from .runs import default_runs_dir, result_cache_dir
@@ -46,7 +46,8 @@ from .stats import paired_ci
 
 __all__ = ["Diagnosis", "default_late_step", "reach_and_signal", "lp_cost_study", "early_steps_study",
            "signal_steps", "signal_seeds", "signal_variants", "signal_plan_configs", "signal_study",
-           "cheapest_with_signal", "SIGNAL_ALPHA", "choose_signal_variant", "adequate_signal_rows",
+           "learnparams_eval_flops", "training_compute", "cheapest_with_signal", "SIGNAL_ALPHA",
+           "choose_signal_variant", "adequate_signal_rows",
            "adequate_signal_table",
            "lp_slots_old_vs_new"]
 
@@ -275,14 +276,41 @@ def signal_plan_configs(setting: str | hparams.Setting, profile: str, seeds, var
     return [c for aioli, strat in _signal_plan(st, profile, seeds, variants, steps).values() for c in aioli + strat]
 
 
+def learnparams_eval_flops(result: dict) -> float:
+    """Forward FLOPs an Aioli run spent scoring validation sequences inside LearnParams (0 for any other method).
+
+    Each LearnParams call (a policy history entry with A^t) makes m·k + 1 evaluations (L^0, then one after each of
+    its m·k intervals), each of n validation sequences per group (``lp_eval_sequences``; None: the run's whole fixed
+    sample, ``train.eval_sequences``), forward only: a third of a training token's FLOPs. The periodic evaluations
+    every run makes, and the final one, are not counted: a run and its stratified baseline share them."""
+    cfg = result["config"]
+    if cfg["method"] != "aioli":
+        return 0.0
+    mc = {**{k: getattr(AioliPolicy.Config, k) for k in ("lp_rounds", "lp_eval_sequences")}, **cfg["method_config"]}
+    calls = sum(h.get("A") is not None for h in result["policy"]["history"])
+    m, n = len(result["groups"]), mc["lp_eval_sequences"] or cfg["train"]["eval_sequences"]
+    tokens = calls * (m * mc["lp_rounds"] + 1) * m * n * cfg["data"]["context_length"]
+    return float(tokens * result["flops_per_token"] / 3)
+
+
+def training_compute(result: dict) -> float:
+    """What a run costs in FLOPs beyond the evaluations every run makes: training tokens at the training rate plus
+    LearnParams' own evaluations (``learnparams_eval_flops``). A function of the config and the policy's history
+    alone, so runs trained in different sittings, under different machine load, compare fairly; wall time does
+    not."""
+    return float(result["train_tokens"] * result["flops_per_token"] + learnparams_eval_flops(result))
+
+
 def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
                  variants: dict[str, tuple[dict, dict]], steps: int | None = None) -> pd.DataFrame:
     """One row per variant: ``variants`` maps a name to (overrides of ``hparams.aioli_config``, overrides of the
     profile's training config, e.g. ``{"eval_sequences": 64}`` for a larger validation sample); ``steps`` shortens
     every run. Each variant trains one Aioli run per seed, and each distinct training override one stratified run per
     seed (the wall-time baseline). Columns: ``estimate_agreement`` of the variant's runs (``across_seeds_cos`` and its
-    p-value are the test of signal), its LearnParams share, evaluation sequences per LearnParams evaluation, and its
-    wall time relative to stratified's under the same training config (mean over seeds).
+    p-value are the test of signal), its LearnParams share, evaluation sequences per LearnParams evaluation, its
+    compute relative to stratified's (``training_compute``: deterministic, the price the choice ranks by) and its
+    wall time relative to stratified's under the same training config (mean over seeds; it depends on the load of
+    the machine in each run's sitting, so it is reported, not ranked).
 
     A runner with ``cached_only`` reads the variants whose runs have all finished and lists the others in
     ``table.attrs["missing"]``."""
@@ -314,13 +342,15 @@ def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
     rows = []
     for name, (runs, baselines) in found.items():
         wall = [r["wall_time_s"] / b["wall_time_s"] for r, b in zip(runs, baselines)]
+        compute = [training_compute(r) / training_compute(b) for r, b in zip(runs, baselines)]
         mc = runs[0]["config"]["method_config"]
         rows.append({"setting": st.key, "label": st.label, "variant": name, "steps": S,
                      "lp_eval_sequences": mc["lp_eval_sequences"], "lp_steps": mc["lp_steps"],
                      "lp_rounds": mc["lp_rounds"], "update_steps": mc["update_steps"], "ema": mc.get("ema"),
                      "eval_sequences": runs[0]["config"]["train"]["eval_sequences"],
                      "learn_params_share": runs[0]["learn_params_steps"] / runs[0]["steps"],
-                     **estimate_agreement(runs), "wall_time_vs_stratified": float(np.mean(wall)),
+                     **estimate_agreement(runs), "compute_vs_stratified": float(np.mean(compute)),
+                     "wall_time_vs_stratified": float(np.mean(wall)),
                      "avg_test_perplexity": float(np.mean([r["avg_test_perplexity"] for r in runs]))})
     table = pd.DataFrame(rows)
     table.attrs["missing"] = missing
@@ -330,19 +360,19 @@ def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
 def cheapest_with_signal(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.Series | None:
     """The cheapest variant of one setting's ``signal_study`` table whose later rounds agree significantly across
     seeds: mean cosine of d_t = colsum(Ā^t) - mean between seeds above 0 with ``across_seeds_p`` < ``alpha``, and the
-    lowest ``wall_time_vs_stratified`` among those (ties: the smaller p-value, then the name). None when no variant
+    lowest ``compute_vs_stratified`` among those (ties: the smaller p-value, then the name). None when no variant
     qualifies (or the table is empty), i.e. no configuration tried gives Aioli a direction it can see."""
     if len(table) and table["setting"].nunique() > 1:
         raise ValueError("cheapest_with_signal takes one setting's rows; pick per setting")
     ok = table[(table["across_seeds_p"] < alpha) & (table["across_seeds_cos"] > 0)] if len(table) else table
     if ok.empty:
         return None
-    return ok.sort_values(["wall_time_vs_stratified", "across_seeds_p", "variant"], kind="stable").iloc[0]
+    return ok.sort_values(["compute_vs_stratified", "across_seeds_p", "variant"], kind="stable").iloc[0]
 
 
 def choose_signal_variant(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> str | None:
     """The variant for the "Aioli, adequate signal" row from notebook 12's table (all settings): among the variants
-    ``cheapest_with_signal`` would accept on *every* setting, the one with the lowest mean wall-time ratio; failing
+    ``cheapest_with_signal`` would accept on *every* setting, the one with the lowest mean compute ratio; failing
     that, among those accepted on any setting; None when no variant carries signal anywhere."""
     if table.empty:
         return None
@@ -350,10 +380,10 @@ def choose_signal_variant(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> s
     if ok.empty:
         return None
     n_settings = table["setting"].nunique()
-    per = ok.groupby("variant").agg(settings=("setting", "nunique"), wall=("wall_time_vs_stratified", "mean"))
+    per = ok.groupby("variant").agg(settings=("setting", "nunique"), compute=("compute_vs_stratified", "mean"))
     everywhere = per[per.settings == n_settings]
     pool = everywhere if len(everywhere) else per
-    return str(pool.sort_values(["wall"], kind="stable").index[0])
+    return str(pool.sort_values(["compute"], kind="stable").index[0])
 
 
 def adequate_signal_rows(variant: str | None, settings, profile: str, seeds_of, runner) -> pd.DataFrame:
@@ -384,6 +414,7 @@ def adequate_signal_rows(variant: str | None, settings, profile: str, seeds_of, 
             for name, res in {"stratified": strat, **found}.items():
                 rows.append({"setting": st.key, "label": st.label, "seed": seed, "form": name,
                              "avg_test_perplexity": res["avg_test_perplexity"], "wall_time_s": res["wall_time_s"],
+                             "compute_flops": training_compute(res),
                              "run_id": res["run_id"]})
     table = pd.DataFrame(rows)
     table.attrs["missing"] = missing
@@ -392,16 +423,19 @@ def adequate_signal_rows(variant: str | None, settings, profile: str, seeds_of, 
 
 def adequate_signal_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (setting, form): the paired difference to stratified in average test perplexity with its 95% t-interval,
-    and the wall time relative to stratified's (mean over seeds of the per-seed ratio): the honest price."""
+    and the price relative to stratified's (mean over seeds of the per-seed ratio): in compute (``training_compute``,
+    deterministic) and in wall time (as measured; runs of different sittings ran under different machine load)."""
     out = []
     for key, g in rows.groupby("setting", sort=False):
         ppl = g.pivot_table(index="seed", columns="form", values="avg_test_perplexity")
         wall = g.pivot_table(index="seed", columns="form", values="wall_time_s")
+        compute = g.pivot_table(index="seed", columns="form", values="compute_flops")
         for form in [f for f in dict.fromkeys(g.form) if f != "stratified"]:
             both = ppl[[form, "stratified"]].dropna().index
             mean, low, high = paired_ci((ppl[form] - ppl["stratified"])[both])
             out.append({"setting": key, "label": g.label.iloc[0], "form": form, "seeds": len(both),
                         "minus_stratified": mean, "ci_low": low, "ci_high": high,
+                        "compute_vs_stratified": float((compute[form] / compute["stratified"])[both].mean()),
                         "wall_time_vs_stratified": float((wall[form] / wall["stratified"])[both].mean())})
     return pd.DataFrame(out)
 

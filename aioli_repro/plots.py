@@ -333,7 +333,8 @@ def plot_custom_method(table: pd.DataFrame, trajectories: dict[str, list[dict]],
 def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, path: str | Path | None = None):
     """Notebook 12: does Aioli's estimate carry signal, and at what price? One panel per setting, one point per
     variant: the mean cosine between seeds of the later rounds' directions colsum(Ā^t) - mean (``across_seeds_cos``)
-    against the variant's wall time relative to stratified's. A filled marker: agreement above 0 at p < ``alpha``;
+    against the variant's compute relative to stratified's (``diagnostics.training_compute``: training plus
+    LearnParams' evaluations, deterministic, unlike wall time). A filled marker: agreement above 0 at p < ``alpha``;
     each point is labelled with its variant and p-value."""
     labels = list(dict.fromkeys(table.label))
     fig, axes = _panels(len(labels), width=4.6, height=3.8)
@@ -341,14 +342,14 @@ def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, pa
         d = table[table.label == label]
         for i, (_, r) in enumerate(d.iterrows()):
             significant = bool(r.across_seeds_p < alpha and r.across_seeds_cos > 0)
-            ax.plot(r.wall_time_vs_stratified, r.across_seeds_cos, "o", color=f"C{i}", ms=7,
+            ax.plot(r.compute_vs_stratified, r.across_seeds_cos, "o", color=f"C{i}", ms=7,
                     markerfacecolor=f"C{i}" if significant else "white")
             p = "p n/a" if not np.isfinite(r.across_seeds_p) else f"p={r.across_seeds_p:.2g}"
-            ax.annotate(f"{r.variant} ({p})", (r.wall_time_vs_stratified, r.across_seeds_cos), fontsize=7,
+            ax.annotate(f"{r.variant} ({p})", (r.compute_vs_stratified, r.across_seeds_cos), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(1, color="grey", lw=0.5, ls=":")
-        ax.set(xlabel="wall time / stratified's", ylabel="later rounds: cosine across seeds",
+        ax.set(xlabel="compute (FLOPs) / stratified's", ylabel="later rounds: cosine across seeds",
                title=f"{label} ({int(d.steps.iloc[0])}-step runs)", ylim=(-1.05, 1.05))
     fig.suptitle(f"Aioli's signal against its price ({profile}; filled: agreement > 0 at p < {alpha:g})", fontsize=9)
     fig.tight_layout()

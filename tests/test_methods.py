@@ -298,6 +298,10 @@ def test_the_signal_study_trains_each_variant_once_per_seed_and_shares_the_strat
     assert row.loc["more eval", "lp_eval_sequences"] == 4 and row.loc["longer", "lp_steps"] == 2
     assert row.loc["longer", "learn_params_share"] > row.loc["released", "learn_params_share"]
     assert (table.wall_time_vs_stratified > 0).all() and (table.runs == 2).all()
+    # more evaluation sequences per LearnParams evaluation cost more compute than the released 2 (hand: the same
+    # calls at twice the sequences); every Aioli variant costs more than its stratified baseline
+    assert (table.compute_vs_stratified > 1).all()
+    assert row.loc["more eval", "compute_vs_stratified"] > row.loc["released", "compute_vs_stratified"]
     assert {"across_seeds_cos", "across_seeds_p", "first_round_cos"} <= set(table.columns)
 
 

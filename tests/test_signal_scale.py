@@ -18,13 +18,13 @@ from aioli_repro.usage import planned_cost
 
 
 def _signal_table() -> pd.DataFrame:
-    # variant, cosine, p, wall-time ratio. Qualify (cos > 0, p < 0.05): "eval x4" (1.30), "eval x16" (1.80),
+    # variant, cosine, p, compute ratio. Qualify (cos > 0, p < 0.05): "eval x4" (1.30), "eval x16" (1.80),
     # "rounds x2" (1.30, but p 0.01 < 0.03, so it wins the tie). "released" is cheaper but noise; "anti" agrees
     # significantly in the wrong sense (cos < 0); "one round" has no later round (p nan).
     rows = [("released", 0.05, 0.60, 1.02), ("eval x4", 0.40, 0.03, 1.30), ("eval x16", 0.70, 0.001, 1.80),
             ("rounds x2", 0.35, 0.01, 1.30), ("anti", -0.50, 0.01, 1.05), ("one round", np.nan, np.nan, 1.00)]
     return pd.DataFrame([{"setting": "a_b", "label": "A/B", "variant": v, "across_seeds_cos": c, "across_seeds_p": p,
-                          "wall_time_vs_stratified": w, "steps": 40} for v, c, p, w in rows])
+                          "compute_vs_stratified": w, "steps": 40} for v, c, p, w in rows])
 
 
 def test_the_picker_takes_the_cheapest_variant_whose_later_rounds_agree_significantly():
@@ -183,9 +183,9 @@ def test_the_scale_figure_plots_headroom_and_the_gap_against_parameters(tmp_path
 
 
 def test_the_row_variant_is_the_cheapest_that_sees_on_every_setting_else_anywhere():
-    def row(setting, variant, cos, p, wall):
+    def row(setting, variant, cos, p, compute):
         return {"setting": setting, "variant": variant, "across_seeds_cos": cos, "across_seeds_p": p,
-                "wall_time_vs_stratified": wall}
+                "compute_vs_stratified": compute}
     table = pd.DataFrame([row("a", "released", 0.1, 0.4, 1.0), row("b", "released", 0.0, 0.9, 1.0),
                           row("a", "eval x4", 0.5, 0.01, 1.2), row("b", "eval x4", 0.4, 0.02, 1.3),
                           row("a", "rounds x2", 0.6, 0.001, 1.1), row("b", "rounds x2", -0.1, 0.5, 1.1)])
@@ -198,7 +198,8 @@ def test_the_row_variant_is_the_cheapest_that_sees_on_every_setting_else_anywher
 
 def test_the_adequate_signal_table_pairs_each_form_with_stratified_by_seed():
     rows = pd.DataFrame([
-        {"setting": "s", "label": "S", "seed": seed, "form": form, "avg_test_perplexity": ppl, "wall_time_s": wall}
+        {"setting": "s", "label": "S", "seed": seed, "form": form, "avg_test_perplexity": ppl, "wall_time_s": wall,
+         "compute_flops": 1000.0 * wall}
         for seed, vals in enumerate([{"stratified": (20.0, 100.0), "released": (19.0, 102.0), "cumulative": (21.0, 101.0)},
                                      {"stratified": (22.0, 110.0), "released": (21.5, 110.0), "cumulative": (22.5, 121.0)}])
         for form, (ppl, wall) in vals.items()])
@@ -206,5 +207,27 @@ def test_the_adequate_signal_table_pairs_each_form_with_stratified_by_seed():
     assert table.loc["released", "minus_stratified"] == pytest.approx(-0.75)  # hand: (-1.0 - 0.5) / 2
     assert table.loc["cumulative", "minus_stratified"] == pytest.approx(0.75)
     assert table.loc["cumulative", "wall_time_vs_stratified"] == pytest.approx((1.01 + 1.1) / 2)
+    assert table.loc["cumulative", "compute_vs_stratified"] == pytest.approx((1.01 + 1.1) / 2)
     half = stats.t.ppf(0.975, 1) * np.std([-1.0, -0.5], ddof=1) / np.sqrt(2)
     assert table.loc["released", "ci_low"] == pytest.approx(-0.75 - half)
+
+
+def _aioli_result(history_with_A: int, **method_config) -> dict:
+    return {"config": {"method": "aioli", "method_config": method_config, "train": {"eval_sequences": 16},
+                       "data": {"context_length": 256}},
+            "groups": ["latex", "pydocs", "books"], "train_tokens": 1000 * 8 * 256, "flops_per_token": 6.0e6,
+            "policy": {"history": [{"A": None}] + [{"A": [[1.0]]}] * history_with_A}}
+
+
+def test_learnparams_evaluations_are_priced_by_hand():
+    # 5 LearnParams calls, m = 3, k = 2: 5 x (3·2 + 1) = 35 evaluations of 3 groups x 4 sequences x 256 tokens,
+    # forward only at 6e6 / 3 = 2e6 FLOPs per token
+    res = _aioli_result(5, lp_rounds=2, lp_eval_sequences=4)
+    assert diagnostics.learnparams_eval_flops(res) == pytest.approx(35 * 3 * 4 * 256 * 2.0e6)
+    assert diagnostics.training_compute(res) == pytest.approx(1000 * 8 * 256 * 6.0e6 + 35 * 3 * 4 * 256 * 2.0e6)
+    # lp_eval_sequences None: the whole fixed validation sample (16); lp_rounds missing: the default k = 4
+    whole = _aioli_result(1, lp_eval_sequences=None)
+    assert diagnostics.learnparams_eval_flops(whole) == pytest.approx((3 * 4 + 1) * 3 * 16 * 256 * 2.0e6)
+    strat = {**res, "config": {**res["config"], "method": "stratified"}}
+    assert diagnostics.learnparams_eval_flops(strat) == 0.0
+    assert diagnostics.training_compute(strat) == pytest.approx(1000 * 8 * 256 * 6.0e6)
