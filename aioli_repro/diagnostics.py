@@ -36,7 +36,7 @@ import pandas as pd
 
 from . import hparams
 from .config import RunConfig
-from .executors import NotCachedError, cached_result
+from .executors import NotCachedError, cached_result, run_units
 from .methods import finished_finals, run_method, setting_groups
 from .policies.aioli import AioliPolicy, estimate_agreement, reach_summary
 from .profiles import get_profile, profile_config, profile_settings
@@ -317,28 +317,10 @@ def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
     st = setting if isinstance(setting, hparams.Setting) else hparams.get_setting(setting)
     plan = _signal_plan(st, profile, seeds, variants, steps)
     S = steps or get_profile(profile).train.steps
-    found, missing = {}, []
-    if runner.cached_only:  # a render from the cache: every variant whose runs have finished, a list of the others
-        for name, (aioli, strat) in plan.items():
-            try:
-                found[name] = (runner.run(aioli), runner.run(strat))
-            except NotCachedError:
-                missing.append(f"{st.label}/{name}")
-    else:  # every run at once, so that they train in parallel; a baseline shared by variants is asked for once
-        slot: dict[str, int] = {}
-        unique = []
-        for aioli, strat in plan.values():
-            for c in aioli + strat:
-                key = json.dumps(c.to_dict(), sort_keys=True, default=str)
-                if key not in slot:
-                    slot[key] = len(unique)
-                    unique.append(c)
-        results = runner.run(unique)
-
-        def of(cfgs):
-            return [results[slot[json.dumps(c.to_dict(), sort_keys=True, default=str)]] for c in cfgs]
-
-        found = {name: (of(aioli), of(strat)) for name, (aioli, strat) in plan.items()}
+    done, missing = run_units(runner, {name: aioli + strat for name, (aioli, strat) in plan.items()})
+    found = {name: (done[name][:len(aioli)], done[name][len(aioli):])
+             for name, (aioli, _) in plan.items() if name in done}
+    missing = [f"{st.label}/{name}" for name in missing]
     rows = []
     for name, (runs, baselines) in found.items():
         wall = [r["wall_time_s"] / b["wall_time_s"] for r, b in zip(runs, baselines)]

@@ -574,7 +574,8 @@ class NotCachedError(RuntimeError):
 def run_units(runner, units: dict) -> tuple[dict, list]:
     """Runs grouped in units (one sweep, one seed's comparison): ``units`` maps a key to its configs. Every run goes
     to ``runner.run`` at once, so the units train in parallel; a runner with ``cached_only`` gives the units whose
-    runs have all finished, and the keys of the others (a render lists them as not finished)."""
+    runs have all finished, and the keys of the others (a render lists them as not finished). A run two units share
+    (the same config) is asked for once."""
     if runner.cached_only:
         found, missing = {}, []
         for key, cfgs in units.items():
@@ -583,8 +584,12 @@ def run_units(runner, units: dict) -> tuple[dict, list]:
             except NotCachedError:
                 missing.append(key)
         return found, missing
-    results = iter(runner.run([c for cfgs in units.values() for c in cfgs]))
-    return {key: [next(results) for _ in cfgs] for key, cfgs in units.items()}, []
+    unique: dict[str, RunConfig] = {}
+    for cfgs in units.values():
+        for c in cfgs:
+            unique.setdefault(canonical_json(c.to_dict()), c)
+    results = dict(zip(unique, runner.run(list(unique.values()))))
+    return {key: [results[canonical_json(c.to_dict())] for c in cfgs] for key, cfgs in units.items()}, []
 
 
 class Runner:

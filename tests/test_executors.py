@@ -20,9 +20,11 @@ from aioli_repro.executors import (
     ExecutorConfig,
     InProcessExecutor,
     LocalPoolExecutor,
+    NotCachedError,
     Runner,
     SlurmConfig,
     resolve,
+    run_units,
 )
 from aioli_repro.profiles import PROFILES, Profile
 from aioli_repro.threads import init_worker
@@ -137,6 +139,27 @@ def test_runner_trains_identical_configs_once_and_returns_results_in_order(tiny_
     runner._executor = Recording()
     r = runner.run([c1, c2, c1])
     assert calls == [2] and r[0] == r[2] and r[0]["run_id"] != r[1]["run_id"] and [x["seed"] for x in r] == [1, 2, 1]
+
+
+def test_run_units_asks_for_a_shared_run_once_and_lists_unfinished_units_when_cached_only(tiny_cfg):
+    c1, c2, c3 = (tiny_cfg(steps=4, seed=s, checkpoint_every=0) for s in (1, 2, 3))
+
+    class Fake:  # returns each config's seed; cached_only: only seeds 1 and 2 have finished
+        def __init__(self, cached_only):
+            self.cached_only, self.asked = cached_only, []
+
+        def run(self, cfgs):
+            self.asked.append([c.train.seed for c in cfgs])
+            if self.cached_only and any(c.train.seed == 3 for c in cfgs):
+                raise NotCachedError("seed 3")
+            return [{"seed": c.train.seed} for c in cfgs]
+
+    runner = Fake(False)
+    found, missing = run_units(runner, {"a": [c1, c2], "b": [c2, c3, c1]})
+    assert runner.asked == [[1, 2, 3]] and missing == []
+    assert {k: [r["seed"] for r in v] for k, v in found.items()} == {"a": [1, 2], "b": [2, 3, 1]}
+    found, missing = run_units(Fake(True), {"a": [c1, c2], "b": [c2, c3]})
+    assert list(found) == ["a"] and missing == ["b"]
 
 
 # ----------------------------------------------------------------------------------------------- Slurm path
