@@ -361,33 +361,41 @@ def plot_scale(headrooms: pd.DataFrame, gaps: pd.DataFrame, profile: str, path: 
     uniform (% of average test perplexity; observed solid, static law dashed; mean over sweep seeds), right each
     Aioli form's paired difference to stratified (% of stratified's; below 0 = Aioli better) with its 95%
     t-interval where there are two seeds or more (the cumulative form drawn 4% to the right). One colour per
-    setting."""
+    setting; runs trained on a GPU (bf16, their own run ids) are their own lines, dotted and labelled "GPU"."""
     fig, (left, right) = _panels(2, width=4.8, height=3.8)
     labels = list(dict.fromkeys(list(headrooms.get("label", [])) + list(gaps.get("label", []))))
     colour = {label: f"C{i}" for i, label in enumerate(labels)}
+
+    def on(device):  # a device's legend tag and line style
+        return ("", "-") if device == "cpu" else (f", {device.replace('cuda', 'GPU')}", ":")
+
     if len(headrooms):
-        mean = headrooms.groupby(["label", "parameters"], sort=False)[["observed_gain_pct", "law_gain_pct"]].mean()
-        for label, g in mean.groupby(level=0, sort=False):
-            x = g.index.get_level_values("parameters")
-            left.plot(x, g.observed_gain_pct, "o-", color=colour[label], label=f"{label}, observed")
-            left.plot(x, g.law_gain_pct, "s--", color=colour[label], mfc="white", label=f"{label}, static law")
+        mean = headrooms.groupby(["label", "device", "parameters"], sort=False)[
+            ["observed_gain_pct", "law_gain_pct"]].mean()
+        for (label, device), g in mean.groupby(level=[0, 1], sort=False):
+            x, (tag, ls) = g.index.get_level_values("parameters"), on(device)
+            left.plot(x, g.observed_gain_pct, "o" + ls, color=colour[label], label=f"{label}{tag}, observed")
+            left.plot(x, g.law_gain_pct, "s" + ("--" if ls == "-" else ls), color=colour[label], mfc="white",
+                      label=f"{label}{tag}, static law")
     left.axhline(0, color="grey", lw=0.8)
     left.set(xscale="log", xlabel="parameters", ylabel="best static mixture vs uniform (%)",
              title="headroom (test perplexity)")
-    left.legend(fontsize=7)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=7)
     marker = {"aioli": "o", "aioli_cumulative": "D"}
     if len(gaps):
-        for (label, form), g in gaps.groupby(["label", "form"], sort=False):
-            g = g.sort_values("parameters")
+        for (label, form, device), g in gaps.groupby(["label", "form", "device"], sort=False):
+            g, (tag, ls) = g.sort_values("parameters"), on(device)
             err = np.vstack([g.mean_pct - g.ci_low_pct, g.ci_high_pct - g.mean_pct])
             nudge = 1.0 if form == "aioli" else 1.04  # side by side on the log axis, not on top of each other
-            right.errorbar(g.parameters * nudge, g.mean_pct, yerr=np.nan_to_num(err), fmt=marker.get(form, "o") + "-",
+            right.errorbar(g.parameters * nudge, g.mean_pct, yerr=np.nan_to_num(err), fmt=marker.get(form, "o") + ls,
                            color=colour[label], capsize=3, mfc="white" if form != "aioli" else colour[label],
-                           label=f"{label}, {form.replace('_', ' ')}")
+                           label=f"{label}{tag}, {form.replace('_', ' ')}")
     right.axhline(0, color="grey", lw=0.8)
     right.set(xscale="log", xlabel="parameters", ylabel="Aioli − stratified (% of stratified)",
               title="Aioli's gap to stratified (95% CI)")
-    right.legend(fontsize=7)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=7)
     fig.suptitle(f"Scale ({profile})", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

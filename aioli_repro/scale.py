@@ -17,10 +17,16 @@ not re-tuned per size: a trend here is the trend *under one recipe*.
 
 Both take a runner; with ``cached_only`` they read the finished (preset, setting, seed) units and list the others in
 ``table.attrs["missing"]``. x-axes use ``model.preset_parameters`` (a closed form, tested against a built model).
+
+``device="cuda"`` asks for the same runs trained on a GPU (``GPU_PRESETS``; ``scripts/gpu_scale.py`` trains them on a
+lent GPU machine and brings their results into the run cache). A GPU run is a different run (its own run id, bf16
+autocast), so every row carries the device its runs trained on, and 4m is measured on both: the bridge that shows
+how much of a difference between the CPU and the GPU points is the device's own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -32,12 +38,12 @@ from .executors import run_units
 from .headroom import as_setting, default_headroom_groups, uniform_index
 from .methods import setting_groups, sweep
 from .model import PRESETS, preset_parameters
-from .profiles import get_profile, profile_config
+from .profiles import get_profile, profile_config, study_seeds
 from .stats import paired_ci, t_pvalue
 from .tokenizer import load_tokenizer
 
-__all__ = ["AIOLI_FORMS", "default_presets", "default_settings", "sweep_points", "scale_steps", "vocab_size", "parameters",
-           "sweep_configs", "gap_configs", "sweep_headroom", "aioli_gap", "gap_summary", "planned_configs", "scale_table"]
+__all__ = ["AIOLI_FORMS", "GPU_PRESETS", "default_presets", "default_seeds", "default_gpu_presets", "default_settings", "sweep_points",
+           "scale_steps", "vocab_size", "parameters", "sweep_configs", "gap_configs", "sweep_headroom", "aioli_gap", "gap_summary", "planned_configs", "scale_table"]
 
 AIOLI_FORMS: dict[str, dict] = {"aioli": {}, "aioli_cumulative": {"ema": None}}
 """Aioli's two forms, as overrides of ``hparams.aioli_config``: the released EMA form (the run named ``aioli`` is
@@ -52,6 +58,33 @@ def default_presets(profile: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if get_profile(profile).small_studies:
         return ("tiny", "300k"), ("tiny", "300k")
     return ("1m", "4m"), ("1m", "4m")
+
+
+GPU_PRESETS: tuple[str, ...] = ("4m", "20m", "pythia-160m")
+"""Presets of the GPU half of the study: 4m again (the bridge to the CPU points), then the sizes two CPU cores cannot
+afford. ``pythia-160m`` is the paper's architecture with the profile's own tokenizer and recipe."""
+
+
+def default_seeds(profile: str) -> tuple[list[int], list[int]]:
+    """(sweep seeds, comparison seeds) of notebook 13 and ``scripts/gpu_scale.py``: the profile's first seed (one
+    sweep per preset and setting), and the profile's seeds, or [0, 1] for a one-seed profile (a paired CI needs
+    two)."""
+    seeds = list(study_seeds(profile))
+    return seeds[:1], (seeds if len(seeds) >= 2 else [0, 1])
+
+
+def default_gpu_presets(profile: str) -> tuple[str, ...]:
+    """Presets notebook 13 reads from GPU runs: ``GPU_PRESETS``, none under a profile with ``small_studies``."""
+    return () if get_profile(profile).small_studies else GPU_PRESETS
+
+
+def _on_device(cfg, device: str | None):
+    """``cfg`` trained on ``device`` (None: the profile's own device setting, the CPU runs' ids unchanged)."""
+    if device is None:
+        return cfg
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+    cfg.validate()
+    return cfg
 
 
 def default_settings(profile: str, headroom_groups: Sequence[str] | None = None) -> list[hparams.Setting]:
@@ -93,18 +126,20 @@ def _check_presets(presets: Sequence[str]) -> None:
 
 
 def sweep_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds,
-                  n_points: int | None = None) -> dict[tuple, list]:
-    """(preset, setting key, seed) -> the sweep's run configs."""
+                  n_points: int | None = None, device: str | None = None) -> dict[tuple, list]:
+    """(preset, setting key, seed) -> the sweep's run configs (on ``device``; None: the profile's)."""
     _check_presets(presets)
     n = n_points or sweep_points(profile)
-    return {(pr, st.key, seed): sweep(profile, setting_groups(st, profile), seed, steps=scale_steps(profile), n=n,
-                                      preset=pr)
+    return {(pr, st.key, seed): [_on_device(c, device) for c in sweep(profile, setting_groups(st, profile), seed,
+                                                                      steps=scale_steps(profile), n=n, preset=pr)]
             for pr in presets for st in settings for seed in seeds}
 
 
-def gap_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds) -> dict[tuple, dict]:
+def gap_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds,
+                device: str | None = None) -> dict[tuple, dict]:
     """(preset, setting key, seed) -> {"stratified": cfg, "aioli": cfg, "aioli_cumulative": cfg}, each under the
-    profile's recipe and Aioli's scaled config (``hparams.aioli_config``, as Table 2)."""
+    profile's recipe and Aioli's scaled config (``hparams.aioli_config``, as Table 2), on ``device`` (None: the
+    profile's)."""
     _check_presets(presets)
     steps = scale_steps(profile)
     S = steps or get_profile(profile).train.steps
@@ -120,22 +155,24 @@ def gap_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], pro
                     mc = hparams.aioli_config(len(groups), S, **over)
                     cfgs[form] = profile_config(profile, groups, "aioli", seed, mc, name=form.replace("_", "-"),
                                                 preset=pr, **length)
-                plan[(pr, st.key, seed)] = cfgs
+                plan[(pr, st.key, seed)] = {k: _on_device(c, device) for k, c in cfgs.items()}
     return plan
 
 
-def _label(settings) -> Callable[[tuple], str]:
+def _label(settings, device: str | None = None) -> Callable[[tuple], str]:
     names = {st.key: st.label for st in settings}
-    return lambda key: f"{key[0]}/{names[key[1]]}/seed {key[2]}"
+    on = f" on {device}" if device else ""
+    return lambda key: f"{key[0]}{on}/{names[key[1]]}/seed {key[2]}"
 
 
 def sweep_headroom(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds, runner,
-                   n_points: int | None = None) -> pd.DataFrame:
+                   n_points: int | None = None, device: str | None = None) -> pd.DataFrame:
     """One row per (preset, setting, seed): the sweep's observed and law headroom over uniform, in % of uniform's
-    average test perplexity (see the module docstring), with the model's parameter count."""
-    plan = sweep_configs(settings, presets, profile, seeds, n_points)
+    average test perplexity (see the module docstring), with the model's parameter count and the device the runs
+    trained on."""
+    plan = sweep_configs(settings, presets, profile, seeds, n_points, device)
     found, left = run_units(runner, plan)
-    missing = [_label(settings)(key) for key in left]
+    missing = [_label(settings, device)(key) for key in left]
     n_params = parameters(presets, profile)
     by_key = {st.key: st for st in settings}
     S = scale_steps(profile) or get_profile(profile).train.steps
@@ -150,8 +187,9 @@ def sweep_headroom(settings: Sequence[hparams.Setting], presets: Sequence[str], 
         law = headroom(P, L, hparams.aioli_config(len(groups), S)["eta"], seed=seed)
         best = int(np.argmin(ppl))
         observed = 100 * (ppl[u] - ppl[best]) / ppl[u] if u is not None else float("nan")
-        rows.append({"preset": pr, "parameters": n_params[pr], "setting": key, "label": st.label, "seed": seed,
-                     "mixtures": len(P), "ppl_uniform": float(ppl[u]) if u is not None else float("nan"),
+        rows.append({"preset": pr, "parameters": n_params[pr], "device": results[0]["device"], "setting": key,
+                     "label": st.label, "seed": seed, "mixtures": len(P),
+                     "ppl_uniform": float(ppl[u]) if u is not None else float("nan"),
                      "ppl_best_observed": float(ppl[best]), "p_best_observed": [round(float(x), 4) for x in P[best]],
                      "observed_gain_pct": float(observed),
                      "law_gain_pct": 100 * law["headroom_anywhere"] / law["ppl_uniform"],
@@ -162,20 +200,20 @@ def sweep_headroom(settings: Sequence[hparams.Setting], presets: Sequence[str], 
 
 
 def aioli_gap(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds,
-              runner) -> pd.DataFrame:
+              runner, device: str | None = None) -> pd.DataFrame:
     """One row per (preset, setting, seed): average test perplexity of stratified and of each Aioli form, and each
-    form's difference to stratified, in perplexity and in % of stratified's."""
-    plan = gap_configs(settings, presets, profile, seeds)
+    form's difference to stratified, in perplexity and in % of stratified's; with the device the runs trained on."""
+    plan = gap_configs(settings, presets, profile, seeds, device)
     names = list(next(iter(plan.values()))) if plan else []
     found, left = run_units(runner, {k: list(v.values()) for k, v in plan.items()})
-    missing = [_label(settings)(key) for key in left]
+    missing = [_label(settings, device)(key) for key in left]
     n_params = parameters(presets, profile)
     by_key = {st.key: st for st in settings}
     rows = []
     for (pr, key, seed), results in found.items():
         ppl = {name: r["avg_test_perplexity"] for name, r in zip(names, results)}
-        row = {"preset": pr, "parameters": n_params[pr], "setting": key, "label": by_key[key].label, "seed": seed,
-               **ppl}
+        row = {"preset": pr, "parameters": n_params[pr], "device": results[0]["device"], "setting": key,
+               "label": by_key[key].label, "seed": seed, **ppl}
         for form in AIOLI_FORMS:
             row[f"{form}_minus_stratified"] = ppl[form] - ppl["stratified"]
             row[f"{form}_minus_stratified_pct"] = 100 * (ppl[form] - ppl["stratified"]) / ppl["stratified"]
@@ -186,44 +224,51 @@ def aioli_gap(settings: Sequence[hparams.Setting], presets: Sequence[str], profi
 
 
 def gap_summary(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Per (preset, setting, Aioli form): the paired differences Aioli − stratified over seeds, their mean with its
-    t-interval (perplexity and % of stratified, each per seed then averaged) and the paired t-test's p-value."""
+    """Per (preset, device, setting, Aioli form): the paired differences Aioli − stratified over seeds, their mean
+    with its t-interval (perplexity and % of stratified, each per seed then averaged) and the paired t-test's
+    p-value."""
     rows = []
     if runs.empty:
         return pd.DataFrame(rows)
-    for (pr, key), g in runs.groupby(["preset", "setting"], sort=False):
+    for (pr, device, key), g in runs.groupby(["preset", "device", "setting"], sort=False):
         for form in AIOLI_FORMS:
             d, pct = g[f"{form}_minus_stratified"], g[f"{form}_minus_stratified_pct"]
             mean, lo, hi = paired_ci(d, level)
             mean_pct, lo_pct, hi_pct = paired_ci(pct, level)
-            rows.append({"preset": pr, "parameters": int(g.parameters.iloc[0]), "setting": key,
+            rows.append({"preset": pr, "parameters": int(g.parameters.iloc[0]), "device": device, "setting": key,
                          "label": g.label.iloc[0], "form": form, "seeds": len(g), "mean": mean, "ci_low": lo,
                          "ci_high": hi, "mean_pct": mean_pct, "ci_low_pct": lo_pct, "ci_high_pct": hi_pct,
                          "p": t_pvalue(d)})
     return pd.DataFrame(rows)
 
 
-def planned_configs(settings, sweep_presets, gap_presets, profile: str, sweep_seeds, gap_seeds) -> list:
-    """Every run config the scale study would train (for ``usage.planned_cost``); nothing trains."""
-    return ([c for cfgs in sweep_configs(settings, sweep_presets, profile, sweep_seeds).values() for c in cfgs]
-            + [c for cfgs in gap_configs(settings, gap_presets, profile, gap_seeds).values() for c in cfgs.values()])
+def planned_configs(settings, sweep_presets, gap_presets, profile: str, sweep_seeds, gap_seeds,
+                    device: str | None = None) -> list:
+    """Every run config the scale study would train (for ``usage.planned_cost``, or ``scripts/gpu_scale.py`` with
+    ``device="cuda"``); nothing trains."""
+    return ([c for cfgs in sweep_configs(settings, sweep_presets, profile, sweep_seeds, device=device).values()
+             for c in cfgs]
+            + [c for cfgs in gap_configs(settings, gap_presets, profile, gap_seeds, device).values()
+               for c in cfgs.values()])
 
 
 def scale_table(headrooms: pd.DataFrame, gaps: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Notebook 13's table, one row per (preset, setting, measure): the headroom over the sweep seeds (observed and
-    by the law, % of uniform's average test perplexity; mean with its t-interval across seeds, none for one seed)
+    """Notebook 13's table, one row per (preset, device, setting, measure): the headroom over the sweep seeds (observed
+    and by the law, % of uniform's average test perplexity; mean with its t-interval across seeds, none for one seed)
     and each Aioli form's paired difference to stratified (``gap_summary``, in perplexity and in %)."""
     rows = []
     if len(headrooms):
-        for (pr, key), g in headrooms.groupby(["preset", "setting"], sort=False):
-            head = {"preset": pr, "parameters": int(g.parameters.iloc[0]), "setting": key, "label": g.label.iloc[0]}
+        for (pr, device, key), g in headrooms.groupby(["preset", "device", "setting"], sort=False):
+            head = {"preset": pr, "parameters": int(g.parameters.iloc[0]), "device": device, "setting": key,
+                    "label": g.label.iloc[0]}
             for measure in ("observed_gain_pct", "law_gain_pct"):
                 mean, lo, hi = paired_ci(g[measure].dropna(), level)
                 rows.append({**head, "measure": f"headroom_{measure}", "seeds": int(g[measure].notna().sum()),
                              "mean": mean, "ci_low": lo, "ci_high": hi, "p": float("nan")})
     if len(gaps):
         for _, r in gaps.iterrows():
-            head = {"preset": r.preset, "parameters": int(r.parameters), "setting": r.setting, "label": r.label}
+            head = {"preset": r.preset, "parameters": int(r.parameters), "device": r.device, "setting": r.setting,
+                    "label": r.label}
             rows.append({**head, "measure": f"{r.form}_minus_stratified", "seeds": int(r.seeds), "mean": r["mean"],
                          "ci_low": r.ci_low, "ci_high": r.ci_high, "p": r.p})
             rows.append({**head, "measure": f"{r.form}_minus_stratified_pct", "seeds": int(r.seeds),

@@ -3,6 +3,8 @@ differences and the two figures, each against a number worked out here."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,13 +92,14 @@ def test_the_parameter_count_of_an_untied_preset_counts_the_output_embedding():
     assert preset_parameters("pythia-160m", V) == 2 * V * d + L * (12 * d * d + 13 * d) + 2 * d == 162_322_944
 
 
-def _gap_runs() -> pd.DataFrame:
+def _gap_runs(device: str = "cpu") -> pd.DataFrame:
     strat = {0: 100.0, 1: 102.0, 2: 98.0}
     aioli = {0: 99.0, 1: 101.5, 2: 96.0}  # differences -1.0, -0.5, -2.0
     cumul = {0: 101.0, 1: 103.0, 2: 99.5}  # differences +1.0, +1.0, +1.5
     rows = []
     for s in (0, 1, 2):
-        rows.append({"preset": "4m", "parameters": 4_208_128, "setting": "a_b", "label": "A/B", "seed": s,
+        rows.append({"preset": "4m", "parameters": 4_208_128, "device": device, "setting": "a_b", "label": "A/B",
+                     "seed": s,
                      "stratified": strat[s], "aioli": aioli[s], "aioli_cumulative": cumul[s],
                      "aioli_minus_stratified": aioli[s] - strat[s],
                      "aioli_minus_stratified_pct": 100 * (aioli[s] - strat[s]) / strat[s],
@@ -135,7 +138,8 @@ class _PlantedRunner:
         for c in cfgs:
             p = np.array(c.method_config["proportions"])
             loss = np.array([1.0, 1.2]) + np.array([3.0, 0.5]) * np.exp(-np.array([4.0, 1.0]) * p)
-            out.append({"test_loss": dict(zip(c.data.groups, loss))})
+            out.append({"test_loss": dict(zip(c.data.groups, loss)),
+                        "device": "cpu" if c.train.device == "auto" else c.train.device})
         return out
 
 
@@ -150,6 +154,11 @@ def test_the_sweep_headroom_is_measured_per_preset_against_the_swept_uniform_mix
     assert table.law_gain_pct.iloc[0] >= table.observed_gain_pct.iloc[0] - 1e-6  # the law fits exactly
     cached = scale.sweep_headroom([st], ["tiny", "4m"], "full", [0], _PlantedRunner(True, ["4m"]))
     assert cached.preset.tolist() == ["4m"] and cached.attrs["missing"] == ["tiny/latex/pydocs/seed 0"]
+    runner = _PlantedRunner(True, ["4m"])
+    gpu = scale.sweep_headroom([st], ["tiny", "4m"], "full", [0], runner, device="cuda")
+    assert gpu.device.tolist() == ["cuda"] and gpu.attrs["missing"] == ["tiny on cuda/latex/pydocs/seed 0"]
+    assert {c.train.device for c in runner.seen} == {"cuda"}
+    assert table.device.tolist() == ["cpu", "cpu"]
 
 
 def test_the_scale_plan_at_full_trains_sweeps_and_three_way_comparisons_per_preset():
@@ -172,7 +181,7 @@ def test_the_signal_figure_draws_a_point_per_variant_filled_where_it_agrees(tmp_
 
 def test_the_scale_figure_plots_headroom_and_the_gap_against_parameters(tmp_path):
     headrooms = pd.DataFrame({"preset": ["1m", "4m"], "parameters": [921_088, 4_208_128], "label": ["A/B", "A/B"],
-                              "observed_gain_pct": [1.0, 2.0], "law_gain_pct": [1.5, 3.0]})
+                              "device": "cpu", "observed_gain_pct": [1.0, 2.0], "law_gain_pct": [1.5, 3.0]})
     gaps = scale.gap_summary(_gap_runs())
     fig = plots.plot_scale(headrooms, gaps, "smoke", path=tmp_path / "c.png")
     left, right = fig.axes
@@ -231,3 +240,23 @@ def test_learnparams_evaluations_are_priced_by_hand():
     strat = {**res, "config": {**res["config"], "method": "stratified"}}
     assert diagnostics.learnparams_eval_flops(strat) == 0.0
     assert diagnostics.training_compute(strat) == pytest.approx(1000 * 8 * 256 * 6.0e6)
+
+
+def test_gpu_runs_are_their_own_runs_and_their_own_rows_lines_and_legend_entries(tmp_path):
+    st = [as_setting(("latex", "pydocs"))]
+    cpu, gpu = (scale.gap_configs(st, ["4m"], "full", [0], device=d)[("4m", "latex+pydocs", 0)] for d in (None, "cuda"))
+    assert {c.train.device for c in gpu.values()} == {"cuda"} and {c.train.device for c in cpu.values()} == {"auto"}
+    assert all(run_id(gpu[k]) != run_id(cpu[k]) for k in cpu)
+    assert all(gpu[k].train == dataclasses.replace(cpu[k].train, device="cuda") for k in cpu)
+    plain = scale.gap_configs(st, ["4m"], "full", [0])[("4m", "latex+pydocs", 0)]
+    assert [run_id(c) for c in plain.values()] == [run_id(c) for c in cpu.values()]  # no device: ids as before
+    both = pd.concat([_gap_runs("cpu"), _gap_runs("cuda").assign(aioli=lambda d: d.aioli + 1.0,
+                                                                  aioli_minus_stratified=lambda d: d.aioli_minus_stratified + 1.0,
+                                                                  aioli_minus_stratified_pct=lambda d: 100 * d.aioli_minus_stratified / d.stratified)])
+    gaps = scale.gap_summary(both)
+    assert len(gaps) == 4 and set(gaps.device) == {"cpu", "cuda"}
+    gpu_aioli = gaps[(gaps.device == "cuda") & (gaps.form == "aioli")].iloc[0]
+    assert gpu_aioli["mean"] == pytest.approx(-3.5 / 3 + 1.0)  # hand: the cpu differences, each 1.0 higher
+    fig = plots.plot_scale(pd.DataFrame(), gaps, "full", path=tmp_path / "g.png")
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "A/B, aioli" in legend and "A/B, GPU, aioli" in legend and len(legend) == 4
