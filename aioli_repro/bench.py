@@ -29,7 +29,7 @@ from .executors import ExecutorConfig, Runner, available_cores, default_threads
 from .model import build_model, count_parameters, flops_per_token, sequence_losses, use_fused_loss
 from .policies.doge import full_graph_group_gradients, group_gradients
 from .profiles import get_profile, profile_config
-from .runs import result_cache_dir
+from .runs import cache_entries, read_cache_entry, result_cache_dir
 from .tokenizer import load_tokenizer
 from .train import make_optimizer, train
 
@@ -258,8 +258,8 @@ def in_run_throughput(profile: str = "full", peak_gflops: float | None = None,
     if cache is None:
         raise ValueError("the result cache is off (AIOLI_RESULT_CACHE=off): there are no finished runs to read")
     rows = []
-    for path in sorted(cache.glob("*.json")):
-        res = json.loads(path.read_text())["result"]
+    for path in cache_entries(cache):
+        res = read_cache_entry(path)["result"]
         c = res["config"]
         if (c["model"]["preset"], c["data"]["context_length"], c["train"]["batch_size"], c["train"]["steps"]) != (
                 prof.model.preset, prof.data.context_length, prof.train.batch_size, prof.train.steps):

@@ -5,7 +5,8 @@
     method    one method end to end on a setting (its extra runs, then its final run)
     run-all   every notebook of a profile, in order (what ``run_all.sh`` runs after setting up the venv)
     bench     speed: matmul peak, throughput and MFU per preset, Aioli's overhead, DoGE's gradients
-    cache     what a profile's notebooks cost from scratch; the cached runs none of them uses (``--prune``)
+    cache     what a profile's notebooks cost from scratch; the cached runs none of them uses (``--prune``);
+              ``--compress`` converts legacy .json run cache entries to .json.gz
 
 The ``train`` options are generated from the config dataclasses, so ``--help`` shows each field's docstring and can
 never drift from what the code reads.
@@ -29,6 +30,7 @@ from .errors import ConfigError
 from .executors import Runner
 from .pipeline import add_arguments as add_run_all_arguments
 from .pipeline import notebooks, run_all
+from .runs import compress_cache, result_cache_dir
 from .token_store import TokenStore
 from .tokenizer import EMBEDDED_TOKENIZER, load_tokenizer, train_tokenizer
 from .train import train
@@ -183,6 +185,10 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--prune", action="store_true",
                    help="delete the cached runs of this recipe no notebook used (only after a render of every "
                         "notebook of the profile: an entry of a study still in progress looks unused too)")
+    c.add_argument("--compress", action="store_true",
+                   help="instead: convert every legacy <id>.json entry of the run cache (AIOLI_RESULT_CACHE, default "
+                        "results/run_cache) into <id>.json.gz, each checked to read back as the same object before "
+                        "its .json is deleted; idempotent")
     return parser
 
 
@@ -246,6 +252,23 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "run-all":
         return run_all(args)
+    if args.command == "cache" and args.compress:
+        if args.prune:
+            raise ValueError("--compress and --prune are separate steps: run one, then the other")
+        root = result_cache_dir()
+        if root is None:
+            raise ValueError("the result cache is off (AIOLI_RESULT_CACHE=off): nothing to compress")
+        s = compress_cache(root)
+        mib = 1 << 20
+        print(f"{root}: {s['converted']} .json entries compressed to .json.gz, {s['twins_removed']} .json removed "
+              f"beside an identical .json.gz; {s['entries']} entries")
+        print(f"before: {s['files_before']} files, {s['bytes_before'] / mib:.2f} MiB; after: {s['files_after']} "
+              f"files, {s['bytes_after'] / mib:.2f} MiB")
+        for name in s["conflicts"]:
+            print(f"warning: {name} was kept: its .json.gz twin holds another entry (resolve by hand)")
+        for name in s["unreadable"]:
+            print(f"warning: {name} was kept: it does not decode")
+        return 1 if s["conflicts"] or s["unreadable"] else 0
     if args.command == "cache":
         cache_report(args.profile, [p.name for p in notebooks()], jobs=args.jobs, prune=args.prune)
         return 0

@@ -27,7 +27,6 @@ at every evaluation, averaged over seeds: *when* in the run a difference is paid
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ from .methods import finished_finals, run_method, setting_groups
 from .policies.aioli import AioliPolicy, estimate_agreement, reach_summary
 from .profiles import get_profile, profile_config, profile_settings
 from .report import run_metrics
-from .runs import default_runs_dir, result_cache_dir
+from .runs import cache_entries, default_runs_dir, read_cache_entry, result_cache_dir
 from .stats import paired_ci
 
 __all__ = ["Diagnosis", "default_late_step", "reach_and_signal", "lp_cost_study", "early_steps_study",
@@ -428,8 +427,8 @@ def lp_slots_old_vs_new(profile: str) -> pd.DataFrame:
     Nothing trains."""
     prof = get_profile(profile)
     rows = []
-    for path in sorted(result_cache_dir().glob("*.json")):
-        res = json.loads(path.read_text())["result"]
+    for path in cache_entries(result_cache_dir()):
+        res = read_cache_entry(path)["result"]
         cfg = RunConfig.from_dict(res["config"])
         if (cfg.method != "aioli" or len(cfg.data.groups) != 7 or res.get("branch") or "lp_slots" in cfg.method_config
                 or cfg.model != prof.model or cfg.train.steps != prof.train.steps or cfg.data.corpus != prof.data.corpus):

@@ -36,5 +36,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def json_bytes(obj) -> bytes:
+    """The bytes every JSON file of the repository is written as (indented, keys sorted, a final newline)."""
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(Path(path), json_bytes(obj))

@@ -20,7 +20,15 @@ from pathlib import Path
 from .config import RunConfig, canonical_json
 from .paths import REPO_ROOT
 from .profiles import get_profile
-from .runs import default_runs_dir, result_cache_dir
+from .runs import (
+    cache_entries,
+    cache_entry_id,
+    default_runs_dir,
+    find_cache_entry,
+    read_cache_entry,
+    remove_cache_entry,
+    result_cache_dir,
+)
 
 ID_CHARS = 20
 """Run ids are kept by their first 20 hex digits: the name of a run's committed cache entry."""
@@ -43,8 +51,8 @@ def read_used(path: str | Path) -> list[str]:
 
 
 def _find_result(rid: str, cache: Path | None, runs_dir: Path) -> dict | None:
-    if cache is not None and (cache / f"{rid}.json").is_file():
-        return json.loads((cache / f"{rid}.json").read_text())["result"]
+    if (entry := find_cache_entry(cache, rid)) is not None:
+        return read_cache_entry(entry)["result"]
     for found in runs_dir.glob(f"*-{rid[:12]}/result.json"):
         res = json.loads(found.read_text())
         if res.get("run_id", "").startswith(rid):
@@ -96,11 +104,11 @@ def unused_cache_entries(profile: str, used: Iterable[str], cache: Path | None =
         return []
     used = {u[:ID_CHARS] for u in used}
     out = []
-    for path in sorted(cache.glob("*.json")):
-        if path.stem in used:
+    for path in cache_entries(cache):
+        if cache_entry_id(path) in used:
             continue
         try:
-            config = json.loads(path.read_text())["result"]["config"]
+            config = read_cache_entry(path)["result"]["config"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours to judge: the run cache itself reports corrupt entries when one is read
         if matches_recipe(config, profile):
@@ -146,7 +154,7 @@ def cache_report(profile: str, notebooks: Iterable[str], jobs: int = 2, prune: b
     unused = unused_cache_entries(profile, all_ids)
     print(f"{len(unused)} committed cached run(s) of the {profile} recipe that no notebook used")
     for p in unused[:20]:
-        res = json.loads(p.read_text())["result"]
+        res = read_cache_entry(p)["result"]
         print(f"  {p.name}  {res.get('name')}  steps {res.get('steps')}  groups {res.get('groups')}")
     if len(unused) > 20:
         print(f"  ... and {len(unused) - 20} more")
@@ -154,7 +162,7 @@ def cache_report(profile: str, notebooks: Iterable[str], jobs: int = 2, prune: b
         if missing:
             raise RuntimeError("refusing to prune: some notebooks have no run record, their runs would look unused")
         for p in unused:
-            p.unlink()
+            remove_cache_entry(p)  # a legacy .json twin too
         print(f"pruned {len(unused)} entries")
 
 

@@ -1,5 +1,6 @@
 """The in-run throughput summary (``bench --in-runs``): read from cached results, nothing trained."""
 
+import gzip
 import json
 
 import pytest
@@ -24,8 +25,12 @@ def test_in_run_throughput_reads_only_full_length_cpu_runs_of_the_recipe(tmp_pat
                "c" * 20: _entry("c" * 64, 9e9, stop_at=400), "d" * 20: _entry("d" * 64, 9e9, branch={"parent": "a"}),
                "e" * 20: _entry("e" * 64, 9e9, device="cuda"), "f" * 20: _entry("f" * 64, 9e9, preset="20m"),
                "g" * 20: _entry("g" * 64, 10.0, method="doge_proxy")}
-    for name, entry in entries.items():
-        (cache / f"{name}.json").write_text(json.dumps(entry))
+    for i, (name, entry) in enumerate(entries.items()):  # legacy .json entries and .json.gz ones
+        data = json.dumps(entry).encode()
+        if i % 2:
+            (cache / f"{name}.json.gz").write_bytes(gzip.compress(data))
+        else:
+            (cache / f"{name}.json").write_bytes(data)
     monkeypatch.setenv("AIOLI_RESULT_CACHE", str(cache))
     df = in_run_throughput("full", peak_gflops=100.0, out=tmp_path / "t.csv")
     assert sorted(df.run_id) == ["a" * 12, "b" * 12, "g" * 12]  # the table keeps the proxy run; the summary does not

@@ -1,7 +1,6 @@
 """Children branch from a parent's saved state (dynamic-law and fidelity analyses) without retraining it."""
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from aioli_repro.branching import branch_children, break_step, child_config, def
 from aioli_repro.errors import ConfigError
 from aioli_repro.executors import Runner
 from aioli_repro.methods import sweep
-from aioli_repro.runs import RunDir
+from aioli_repro.runs import RunDir, read_cache_entry
 from aioli_repro.train import train
 
 from .conftest import STUDY_BATCH, STUDY_CONTEXT
@@ -108,9 +107,9 @@ def test_a_clone_with_every_child_cached_does_not_retrain_the_parent(tiny_study,
     # A parent cached before results recorded their branch points gets them from its local branch state.
     run = RunDir.from_result(br.parent, here.runs_dir)
     run.write_result({k: v for k, v in br.parent.items() if k != "branch_points"})
-    assert "branch_points" not in json.loads(run.cache_path.read_text())["result"]
+    assert "branch_points" not in read_cache_entry(run.cache_path)["result"]
     again = branch_children(cfgs[0], t, P, h, here)[t]
-    assert str(t) in json.loads(run.cache_path.read_text())["result"]["branch_points"]
+    assert str(t) in read_cache_entry(run.cache_path)["result"]["branch_points"]
     assert again.L_prev == pytest.approx(br.L_prev)
 
     clone = Runner(jobs=1, runs_dir=tmp_path / "clone", progress=False)

@@ -27,6 +27,7 @@ from aioli_repro.executors import (
     run_units,
 )
 from aioli_repro.profiles import PROFILES, Profile
+from aioli_repro.runs import cache_entries, read_cache_entry
 from aioli_repro.threads import init_worker
 
 # The racing workers import this module: it does not import conftest, which would switch the workers' result cache off
@@ -120,7 +121,7 @@ def test_two_workers_racing_for_one_run_compute_it_once(tiny_cfg, tmp_path, monk
     run_dirs = [p for p in runs.iterdir() if p.is_dir()]
     assert len(run_dirs) == 1
     assert json.loads((run_dirs[0] / "result.json").read_text()) == a
-    assert json.loads((cache / f"{a['run_id'][:20]}.json").read_text())["result"] == a
+    assert read_cache_entry(cache / f"{a['run_id'][:20]}.json.gz")["result"] == a
     assert not list(runs.rglob("*.tmp")) and not (run_dirs[0] / "checkpoint").exists()
 
 
@@ -188,7 +189,7 @@ def test_slurm_backend_through_submitit_local_one_job_per_run(cpu_tiny_profile, 
                   progress=False)
     assert list(df.method) == ["aioli", "stratified"] and df.avg_test_perplexity.notna().all()
     assert len(_job_folders(runs)) == 2  # one job per run
-    assert len(list(cache.glob("*.json"))) == 2  # each job wrote its result into the shared cache
+    assert len(cache_entries(cache)) == 2  # each job wrote its result into the shared cache
     # Again, plus a duplicate: finished runs are found before submitting, so no job starts.
     runner = Runner(runs_dir=runs, progress=False, executor=ex)
     strat = runner.run_one(_strat_cfg(cpu_tiny_profile), keep_model=True)

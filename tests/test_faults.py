@@ -10,6 +10,7 @@ the ``python -m aioli_repro train`` command in fresh interpreters. Everything ru
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -292,13 +293,35 @@ def test_corrupt_metrics_of_a_finished_run_are_recomputed(references, tmp_path, 
     assert_same_result(res, RunDir(cfg, res["run_id"], runs).read_metrics(), references["static"])
 
 
+def _edit_entry(path: Path, fn):
+    """Alter the JSON inside a gzipped cache entry and gzip it again: the file decodes, its content is wrong."""
+    obj = json.loads(gzip.decompress(path.read_bytes()))
+    fn(obj)
+    path.write_bytes(gzip.compress(json.dumps(obj, indent=1, sort_keys=True).encode()))
+
+
+def _as_legacy(path: Path) -> Path:
+    """Turn a .json.gz cache entry into the plain .json entry of before 2026-12-06; returns the new file."""
+    legacy = path.with_name(path.name.removesuffix(".gz"))
+    legacy.write_bytes(gzip.decompress(path.read_bytes()))
+    path.unlink()
+    return legacy
+
+
 CACHE_DAMAGE = {
-    "truncated": _truncate,
-    "not JSON": lambda p: p.write_text("{not json"),
-    "a loss altered": lambda p: _edit_json(p, lambda e: e["result"]["test_loss"].update(code=1.0)),
-    "a metric altered": lambda p: _edit_json(p, lambda e: e["metrics"][1].update(step=99)),
-    "metrics missing": lambda p: _edit_json(p, lambda e: e.pop("metrics")),
-    "not an object": lambda p: p.write_text("[]"),
+    "truncated": _truncate,  # a cut gzip stream
+    "a byte flipped": _flip,  # gzip's CRC-32
+    "not gzip": lambda p: p.write_text("{not json"),
+    "not JSON": lambda p: p.write_bytes(gzip.compress(b"{not json")),
+    "a loss altered": lambda p: _edit_entry(p, lambda e: e["result"]["test_loss"].update(code=1.0)),
+    "a metric altered": lambda p: _edit_entry(p, lambda e: e["metrics"][1].update(step=99)),
+    "metrics missing": lambda p: _edit_entry(p, lambda e: e.pop("metrics")),
+    "not an object": lambda p: p.write_bytes(gzip.compress(b"[]")),
+    # entries of the plain .json format are verified the same way
+    "legacy .json truncated": lambda p: _truncate(_as_legacy(p)),
+    "legacy .json, a loss altered": lambda p: _edit_json(_as_legacy(p), lambda e: e["result"]["test_loss"].update(
+        code=1.0)),
+    "legacy .json not an object": lambda p: _as_legacy(p).write_text("[]"),
 }
 
 
@@ -311,11 +334,13 @@ def test_corrupt_committed_cache_entry_is_reported_and_recomputed(references, tm
     run_a = RunDir(cfg, references["static"][0]["run_id"], tmp_path / "a")
     run_a.write_result({k: v for k, v in run_a.read_result().items() if k not in ("run_id", "format")})
     (entry,) = (tmp_path / "cache").iterdir()
+    assert entry.name == references["static"][0]["run_id"][:20] + ".json.gz"
     CACHE_DAMAGE[damage](entry)
     steps = []
     res = train(cfg, runs_dir=tmp_path / "b", progress=False, on_step=steps.append)
     assert "cached result" in capsys.readouterr().out and steps
     assert_same_result(res, RunDir(cfg, res["run_id"], tmp_path / "b").read_metrics(), references["static"])
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]  # a damaged legacy .json is replaced
     # The recomputed run rewrote a good entry, which a third machine now restores without training.
     again = []
     assert train(cfg, runs_dir=tmp_path / "c", progress=False, on_step=again.append)["test_loss"] == res["test_loss"]

@@ -15,6 +15,7 @@ import pytest
 
 from aioli_repro.config import DataConfig, ModelConfig, RunConfig, TrainConfig, run_id
 from aioli_repro.policies import PolicyContext, make_policy
+from aioli_repro.runs import cache_entries, cache_entry_id, read_cache_entry
 
 from .linear_world import LinearWorld
 
@@ -95,7 +96,7 @@ def test_the_slot_rule_enters_the_run_id_only_where_it_changes_the_batches():
 
 
 def _cache_sample(n=24):
-    files = sorted((REPO / "results" / "run_cache").glob("*.json"))
+    files = cache_entries(REPO / "results" / "run_cache")  # .json.gz entries and legacy .json ones
     step = max(1, len(files) // n)
     return files[::step][:n]
 
@@ -106,7 +107,7 @@ def test_committed_cache_entries_rehash_to_their_names():
 
     fingerprints = {}
     for path in _cache_sample():
-        result = json.loads(path.read_text())["result"]
+        result = read_cache_entry(path)["result"]
         cfg = RunConfig.from_dict(result["config"])
         d = cfg.data
         key = (d.corpus, d.tokenizer, d.split_seed, d.val_fraction, d.test_fraction, tuple(d.groups))
@@ -122,4 +123,4 @@ def test_committed_cache_entries_rehash_to_their_names():
             legacy.method_config = {**legacy.method_config, "lp_slots": "lowest_index"}
             rid = run_id(legacy, extra)
         assert rid == result["run_id"], f"{path.name}: its config no longer hashes to its id"
-        assert path.stem == rid[: len(path.stem)]
+        assert cache_entry_id(path) == rid[:20]

@@ -12,7 +12,7 @@ from aioli_repro.errors import ConfigError
 from aioli_repro.model import build_model, sequence_losses
 from aioli_repro.policies import MixingPolicy, Segment
 from aioli_repro.policies.base import REGISTRY, register
-from aioli_repro.runs import RunDir, RunLockedError
+from aioli_repro.runs import RunDir, RunLockedError, read_cache_entry
 from aioli_repro.train import TrainingDiverged, evaluate, load_data, lr_at, train
 
 
@@ -259,7 +259,7 @@ def test_a_run_trained_again_for_its_weights_keeps_its_first_result(tiny_cfg, tm
     run = RunDir.from_result(again, tmp_path / "clone")
     assert calls and run.model_path.is_file()  # it did train, and kept the weights
     assert again == first and run.read_metrics() == first_metrics
-    cached = json.loads(run.cache_path.read_text())
+    cached = read_cache_entry(run.cache_path)
     assert cached["result"] == first and cached["metrics"] == first_metrics
     monkeypatch.setattr(train_mod, "build_model", build)
     assert train(cfg, runs_dir=tmp_path / "clone", progress=False, keep_model=True, on_step=calls.append) == first

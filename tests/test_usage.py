@@ -1,5 +1,6 @@
 """Run records of a render: which runs a notebook used, what they recorded for training, which cached runs are unused."""
 
+import gzip
 import json
 
 import pytest
@@ -43,9 +44,14 @@ def test_a_garbled_run_record_is_refused(tmp_path):
         read_used(tmp_path / "used.txt")
 
 
-def _entry(cache, rid, cfg):
+def _entry(cache, rid, cfg, fmt="json"):
+    """A cache entry as a legacy ``<rid>.json``, a ``<rid>.json.gz`` (``fmt="gz"``) or both (``"both"``)."""
     cache.mkdir(exist_ok=True)
-    (cache / f"{rid}.json").write_text(json.dumps({"result": {"config": cfg.to_dict(), "name": cfg.name}}))
+    data = json.dumps({"result": {"config": cfg.to_dict(), "name": cfg.name}}).encode()
+    if fmt in ("json", "both"):
+        (cache / f"{rid}.json").write_bytes(data)
+    if fmt in ("gz", "both"):
+        (cache / f"{rid}.json.gz").write_bytes(gzip.compress(data))
 
 
 def test_unused_entries_are_those_of_the_recipe_no_notebook_read(tmp_path):
@@ -56,12 +62,15 @@ def test_unused_entries_are_those_of_the_recipe_no_notebook_read(tmp_path):
     assert not matches_recipe(profile_config("full", groups).to_dict(), "quick")
     assert not matches_recipe(profile_config("quick", groups, lr=1e-3).to_dict(), "quick")  # another recipe
     cache = tmp_path / "cache"
-    _entry(cache, "a" * ID_CHARS, quick)
-    _entry(cache, "b" * ID_CHARS, quick)
+    _entry(cache, "a" * ID_CHARS, quick, "gz")
+    _entry(cache, "b" * ID_CHARS, quick, "both")
     _entry(cache, "c" * ID_CHARS, profile_config("full", groups))
+    _entry(cache, "e" * ID_CHARS, quick, "gz")
     (cache / f"{'d' * ID_CHARS}.json").write_text("{broken")
-    assert [p.stem for p in unused_cache_entries("quick", ["a" * 64], cache)] == ["b" * ID_CHARS]
-    assert [p.stem for p in unused_cache_entries("full", [], cache)] == ["c" * ID_CHARS]
+    (cache / f"{'f' * ID_CHARS}.json.gz").write_bytes(b"{broken")  # not gzip
+    assert [p.name for p in unused_cache_entries("quick", ["a" * 64], cache)] == ["b" * ID_CHARS + ".json.gz",
+                                                                                   "e" * ID_CHARS + ".json.gz"]
+    assert [p.name for p in unused_cache_entries("full", [], cache)] == ["c" * ID_CHARS + ".json"]
 
 
 def test_run_all_records_each_notebooks_runs_and_keeps_the_others(tmp_path, monkeypatch):
@@ -79,8 +88,9 @@ def test_run_all_records_each_notebooks_runs_and_keeps_the_others(tmp_path, monk
                                                                      "01_b.ipynb": ["f" * ID_CHARS]}
 
 
+@pytest.mark.parametrize("fmt", ["json", "gz", "both"])
 def test_cache_command_prunes_only_unused_entries_of_the_recipe_and_only_after_a_full_render(tmp_path, monkeypatch,
-                                                                                            capsys):
+                                                                                            capsys, fmt):
     monkeypatch.setattr(usage, "REPO_ROOT", tmp_path)
     assert main(["cache", "--profile", "quick"]) == 2  # no run records yet
     assert "used_runs.json does not exist: run ./run_all.sh --profile quick first" in capsys.readouterr().err
@@ -89,8 +99,9 @@ def test_cache_command_prunes_only_unused_entries_of_the_recipe_and_only_after_a
     monkeypatch.setenv("AIOLI_RUNS", str(tmp_path / "runs"))
     quick = profile_config("quick", ("latex", "pydocs"), "stratified", seed=0)
     for rid in ("a", "b"):
-        _entry(cache, rid * ID_CHARS, quick)
-    _entry(cache, "c" * ID_CHARS, profile_config("full", ("latex", "pydocs")))
+        _entry(cache, rid * ID_CHARS, quick, fmt)
+    _entry(cache, "c" * ID_CHARS, profile_config("full", ("latex", "pydocs")), fmt)
+    files = {"json": 1, "gz": 1, "both": 2}[fmt]  # per entry
     folder = tmp_path / "results" / "quick"
     folder.mkdir(parents=True)
     names = [p.name for p in pipeline.notebooks()]
@@ -100,15 +111,16 @@ def test_cache_command_prunes_only_unused_entries_of_the_recipe_and_only_after_a
     (folder / "used_runs.json").write_text(json.dumps(used))
     assert main(["cache", "--profile", "quick", "--prune"]) == 2
     assert "error: refusing to prune" in capsys.readouterr().err
-    assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "b", "c"]
+    assert sorted(p.name[0] for p in cache.iterdir()) == sorted(["a", "b", "c"] * files)
     used[names[0]] = []
     (folder / "used_runs.json").write_text(json.dumps(used))
     assert main(["cache", "--profile", "quick"]) == 0  # lists, prunes nothing
     out = capsys.readouterr().out
     assert "1 committed cached run(s) of the quick recipe that no notebook used" in out and "b" * ID_CHARS in out
-    assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "b", "c"]
+    assert sorted(p.name[0] for p in cache.iterdir()) == sorted(["a", "b", "c"] * files)
     assert main(["cache", "--profile", "quick", "--prune"]) == 0
-    assert sorted(p.stem[0] for p in cache.iterdir()) == ["a", "c"]  # b: the quick recipe, unused; c: another recipe
+    # b: the quick recipe, unused (in every format it had); c: another recipe
+    assert sorted(p.name[0] for p in cache.iterdir()) == sorted(["a", "c"] * files)
     assert "pruned 1 entries" in capsys.readouterr().out
 
 
