@@ -29,7 +29,7 @@ from .executors import ExecutorConfig, Runner, available_cores, default_threads
 from .model import build_model, count_parameters, flops_per_token, sequence_losses, use_fused_loss
 from .policies.doge import full_graph_group_gradients, group_gradients
 from .profiles import get_profile, profile_config
-from .runs import cache_entries, read_cache_entry, result_cache_dir
+from .run_cache import cache_entries, read_cache_entry, result_cache_dir
 from .tokenizer import load_tokenizer
 from .train import make_optimizer, train
 

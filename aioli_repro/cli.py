@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .executors import Runner
 from .pipeline import add_arguments as add_run_all_arguments
 from .pipeline import notebooks, run_all
-from .runs import compress_cache, result_cache_dir
+from .run_cache import compress_cache, result_cache_dir
 from .token_store import TokenStore
 from .tokenizer import EMBEDDED_TOKENIZER, load_tokenizer, train_tokenizer
 from .train import train

@@ -40,7 +40,8 @@ from .methods import finished_finals, run_method, setting_groups
 from .policies.aioli import AioliPolicy, estimate_agreement, reach_summary
 from .profiles import get_profile, profile_config, profile_settings
 from .report import run_metrics
-from .runs import cache_entries, default_runs_dir, read_cache_entry, result_cache_dir
+from .run_cache import cache_entries, read_cache_entry, result_cache_dir
+from .runs import default_runs_dir
 from .stats import paired_ci
 
 __all__ = ["Diagnosis", "default_late_step", "reach_and_signal", "lp_cost_study", "early_steps_study",

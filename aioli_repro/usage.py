@@ -20,15 +20,15 @@ from pathlib import Path
 from .config import RunConfig, canonical_json
 from .paths import REPO_ROOT
 from .profiles import get_profile
-from .runs import (
+from .run_cache import (
     cache_entries,
     cache_entry_id,
-    default_runs_dir,
     find_cache_entry,
     read_cache_entry,
     remove_cache_entry,
     result_cache_dir,
 )
+from .runs import default_runs_dir
 
 ID_CHARS = 20
 """Run ids are kept by their first 20 hex digits: the name of a run's committed cache entry."""

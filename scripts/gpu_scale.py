@@ -57,10 +57,10 @@ def pack(cache: Path, out: Path) -> int:
 
 
 def import_runs(archive: Path, cache: Path | None = None) -> dict[str, int]:
-    """Copy the entries of ``archive`` into the run cache (``cache``, default ``runs.result_cache_dir()``): new ones
+    """Copy the entries of ``archive`` into the run cache (``cache``, default ``run_cache.result_cache_dir()``): new ones
     are added, identical ones skipped, and one whose name is taken by other content is reported, never
     overwritten."""
-    from aioli_repro.runs import result_cache_dir
+    from aioli_repro.run_cache import result_cache_dir
 
     cache = Path(cache or result_cache_dir())
     cache.mkdir(parents=True, exist_ok=True)

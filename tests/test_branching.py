@@ -11,7 +11,8 @@ from aioli_repro.branching import branch_children, break_step, child_config, def
 from aioli_repro.errors import ConfigError
 from aioli_repro.executors import Runner
 from aioli_repro.methods import sweep
-from aioli_repro.runs import RunDir, read_cache_entry
+from aioli_repro.run_cache import read_cache_entry
+from aioli_repro.runs import RunDir
 from aioli_repro.train import train
 
 from .conftest import STUDY_BATCH, STUDY_CONTEXT

@@ -27,7 +27,7 @@ from aioli_repro.executors import (
     run_units,
 )
 from aioli_repro.profiles import PROFILES, Profile
-from aioli_repro.runs import cache_entries, read_cache_entry
+from aioli_repro.run_cache import cache_entries, read_cache_entry
 from aioli_repro.threads import init_worker
 
 # The racing workers import this module: it does not import conftest, which would switch the workers' result cache off

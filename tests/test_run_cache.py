@@ -15,7 +15,8 @@ import pytest
 from aioli_repro.cli import main
 from aioli_repro.config import RunConfig
 from aioli_repro.executors import cached_result
-from aioli_repro.runs import RunDir, cache_entries, read_cache_entry
+from aioli_repro.run_cache import cache_entries, read_cache_entry
+from aioli_repro.runs import RunDir
 from aioli_repro.train import train
 from aioli_repro.usage import runs_cost
 

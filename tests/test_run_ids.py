@@ -15,7 +15,7 @@ import pytest
 
 from aioli_repro.config import DataConfig, ModelConfig, RunConfig, TrainConfig, run_id
 from aioli_repro.policies import PolicyContext, make_policy
-from aioli_repro.runs import cache_entries, cache_entry_id, read_cache_entry
+from aioli_repro.run_cache import cache_entries, cache_entry_id, read_cache_entry
 
 from .linear_world import LinearWorld
 

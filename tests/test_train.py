@@ -12,7 +12,8 @@ from aioli_repro.errors import ConfigError
 from aioli_repro.model import build_model, sequence_losses
 from aioli_repro.policies import MixingPolicy, Segment
 from aioli_repro.policies.base import REGISTRY, register
-from aioli_repro.runs import RunDir, RunLockedError, read_cache_entry
+from aioli_repro.run_cache import read_cache_entry
+from aioli_repro.runs import RunDir, RunLockedError
 from aioli_repro.train import TrainingDiverged, evaluate, load_data, lr_at, train
 
 
@@ -319,7 +320,7 @@ def test_fused_loss_trains_like_the_plain_loss_under_its_own_run_id(tiny_cfg, tm
 
 @pytest.mark.parametrize("value", ["off", "0", "false", "No", ""])
 def test_the_result_cache_switches_off_without_becoming_a_folder(value, monkeypatch, tmp_path):
-    from aioli_repro.runs import result_cache_dir
+    from aioli_repro.run_cache import result_cache_dir
 
     monkeypatch.setenv("AIOLI_RESULT_CACHE", value)
     assert result_cache_dir() is None
