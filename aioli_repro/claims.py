@@ -339,12 +339,26 @@ def claim_c7(pairs: pd.DataFrame, control: pd.DataFrame | None = None, stratifie
     ours += (f"; against the control: mean gain {pooled['mean']:+.3f}"
              + ("" if np.isnan(pooled["low"]) else f", 95% CI [{pooled['low']:+.3f}, {pooled['high']:+.3f}]")
              + f", median {per_pair.median():+.3f}, {pos}/{n} pairs positive (sign test p {p_sign:.3f})")
+    # Descriptive, not part of the rule: the settings whose own interval excludes 0, and the others pooled without them
+    by_setting = {key: stratified_ci(g.gain_vs_control, g.pair) for key, g in c.groupby("setting", sort=False)}
+    apart = [key for key, ci in by_setting.items() if ci["low"] > 0 or ci["high"] < 0]
+    driven = ""
+    if apart and len(apart) < len(by_setting):
+        label = dict(zip(c.setting, c.label))
+        rest = c[~c.setting.isin(apart)]
+        others = stratified_ci(rest.gain_vs_control, rest.pair)
+        ours += ("; settings whose own interval excludes 0: " + ", ".join(
+            f"{label[k]} {by_setting[k]['mean']:+.3f} [{by_setting[k]['low']:+.3f}, {by_setting[k]['high']:+.3f}]"
+            for k in apart) + f"; the other settings pooled {others['mean']:+.3f}"
+            + ("" if np.isnan(others["low"]) else f" [{others['low']:+.3f}, {others['high']:+.3f}]"))
+        if others["low"] <= 0 <= others["high"]:
+            driven = f" (driven by {', '.join(label[k] for k in apart)}: the other settings pooled are within noise)"
     if np.isnan(pooled["low"]):
         verdict, why = INCONCLUSIVE, "a pair with one seed: no interval"
     elif pooled["low"] > 0 and p_sign < ALPHA and pos > n / 2:
-        verdict, why = REPRODUCED, "Aioli beats the control on average and on most pairs"
+        verdict, why = REPRODUCED, "Aioli beats the control on average and on most pairs" + driven
     elif pooled["high"] < 0 or (p_sign < ALPHA and pos < n / 2):
-        verdict, why = NOT_REPRODUCED, "Aioli does worse than simply switching to stratified after S_init"
+        verdict, why = NOT_REPRODUCED, "Aioli does worse than simply switching to stratified after S_init" + driven
     else:
         verdict, why = INCONCLUSIVE, "Aioli's gain over the control is within noise"
     return Claim("C7", *_CLAIMS["C7"], ours, verdict, why, RULE_C7, NULL_C7)

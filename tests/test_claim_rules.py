@@ -231,6 +231,19 @@ def test_c7_without_the_control_says_why_the_gain_over_p_init_is_no_evidence():
     assert got.verdict == claims.INCONCLUSIVE and "confounded" in got.why and "improves 30/30" in got.ours
 
 
+def test_c7_names_a_setting_that_drives_the_verdict_and_pools_the_others_without_it():
+    # 25 pairs on five settings with seed gains (+0.3, -0.3, 0): each pair's mean 0; the sixth setting's 5 pairs
+    # (-1.4, -1.5, -1.6): mean -1.5. Pooled: 5 x -1.5 / 30 = -0.25, se = sqrt(25 x 0.09/3 + 5 x 0.01/3) / 30 = 0.029
+    gains = np.vstack([np.tile([0.3, -0.3, 0.0], (25, 1)), np.tile([-1.4, -1.5, -1.6], (5, 1))])
+    got = claims.claim_c7(*_pairs_and_control(gains))
+    last = SETTINGS[SIX[-1]].label
+    assert got.verdict == claims.NOT_REPRODUCED and "mean gain -0.250" in got.ours
+    assert f"excludes 0: {last} -1.500 [" in got.ours and "the other settings pooled +0.000 [" in got.ours
+    assert got.why.endswith(f"(driven by {last}: the other settings pooled are within noise)")
+    flat = claims.claim_c7(*_pairs_and_control(np.full((30, 3), -0.5) + np.array([0, 0.1, -0.1])))
+    assert "excludes 0" not in flat.ours and "driven" not in flat.why  # every setting apart: nothing to split
+
+
 @pytest.mark.slow
 def test_c7_null_rate():
     rng = np.random.default_rng(7)
