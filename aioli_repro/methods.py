@@ -85,11 +85,12 @@ def setting_groups(setting: str | hparams.Setting, profile: str) -> tuple[str, .
 
 
 def sweep(profile: str, groups, seed: int, steps: int | None = None, n: int | None = None,
-          preset: str | None = None) -> list[RunConfig]:
+          preset: str | None = None, **train_overrides) -> list[RunConfig]:
     """Static runs over the sweep mixtures (shared by grid search, DML and the mixing-law fits). The number of
     mixtures is the paper's (9 for two groups, 10 otherwise) unless the profile caps it (``notes['sweep_points']``).
-    ``preset`` trains another model size under the same recipe (``profiles.profile_config``)."""
-    overrides = {"steps": steps} if steps else {}
+    ``preset`` trains another model size under the same recipe (``profiles.profile_config``); ``train_overrides``
+    change the training config (e.g. ``final_eval="val"`` for a study that reads validation losses only)."""
+    overrides = {**({"steps": steps} if steps else {}), **train_overrides}
     n = n or get_profile(profile).notes.get("sweep_points")
     if n is not None and len(groups) > 2:
         n = max(n, len(groups) + 2)  # the log-linear law has m + 1 parameters per group: keep it identifiable

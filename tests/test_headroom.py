@@ -48,6 +48,8 @@ def test_the_screen_reports_the_observed_and_the_law_headroom_of_a_planted_pair(
     assert row.ppl_uniform == pytest.approx(uniform)
     assert row.observed_gain_pct == pytest.approx(100 * (uniform - ppl.min()) / uniform)
     assert row.p_best_observed == pytest.approx(list(grid[ppl.argmin()]), abs=1e-4)
+    # the screen reads validation losses only: its runs skip the test split's evaluation (their own run ids)
+    assert {c.train.final_eval for c in runner.seen} == {"val"}
     fine = np.linspace(0, 1, 100001)
     best = np.exp(np.array([planted(np.array([x, 1 - x])) for x in fine])).mean(axis=1).min()
     assert row.law_gain_pct == pytest.approx(100 * (uniform - best) / uniform, rel=1e-3)  # the law fits exactly
