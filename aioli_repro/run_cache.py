@@ -71,10 +71,15 @@ def cache_entries(root: Path | None) -> list[Path]:
     return [found[k] for k in sorted(found)]
 
 
+def _gzip(data: bytes) -> bytes:
+    """gzip at level 9 with mtime 0: the same bytes in always give the same file, so rewriting an entry changes
+    nothing git sees."""
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
 def encode_cache_entry(entry: Any) -> bytes:
-    """The bytes of a cache entry file: gzip (level 9, mtime 0, so the same entry always gives the same bytes and
-    rewriting it changes nothing git sees) of the JSON bytes plain entries had."""
-    return gzip.compress(json_bytes(entry), compresslevel=9, mtime=0)
+    """The bytes of a cache entry file: ``_gzip`` of the JSON bytes plain entries had."""
+    return _gzip(json_bytes(entry))
 
 
 def read_cache_entry(path: Path | str) -> Any:
@@ -144,7 +149,7 @@ def compress_cache(root: Path | str) -> dict[str, Any]:
             if twin is not None:
                 conflicts.append(legacy.name)
                 continue
-        atomic_write_bytes(target, gzip.compress(original, compresslevel=9, mtime=0))
+        atomic_write_bytes(target, _gzip(original))
         if json_bytes(read_cache_entry(target)) != original:
             raise RuntimeError(f"{target} does not read back as {legacy.name}; {legacy.name} is kept")
         legacy.unlink()

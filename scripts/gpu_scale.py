@@ -36,24 +36,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from aioli_repro.paths import atomic_write_bytes  # noqa: E402  (reads no environment at import)
+from aioli_repro.run_cache import cache_entries  # noqa: E402
+
 ENTRY = re.compile(r"^[0-9a-f]{20}\.json(\.gz)?$")  # a run-cache entry's file name; nothing else is imported
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def pack(cache: Path, out: Path) -> int:
     """Every entry of ``cache`` into ``out/gpu_scale_runs.tar.gz``; returns how many."""
-    names = sorted(p.name for p in cache.iterdir() if ENTRY.match(p.name))
+    paths = cache_entries(cache)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in names:
-            tar.add(cache / name, arcname=name)
-    _write_atomic(out / "gpu_scale_runs.tar.gz", buf.getvalue())
-    return len(names)
+        for path in paths:
+            tar.add(path, arcname=path.name)
+    atomic_write_bytes(out / "gpu_scale_runs.tar.gz", buf.getvalue())
+    return len(paths)
 
 
 def import_runs(archive: Path, cache: Path | None = None) -> dict[str, int]:
@@ -77,7 +74,7 @@ def import_runs(archive: Path, cache: Path | None = None) -> dict[str, int]:
                 if not same:
                     print(f"[gpu_scale] {target} exists with other content: left as it is")
                 continue
-            _write_atomic(target, data)
+            atomic_write_bytes(target, data)
             counts["added"] += 1
     print(f"[gpu_scale] {archive} -> {cache}: {counts}")
     return counts
@@ -152,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         table = scale.scale_table(pd.concat(headrooms), scale.gap_summary(pd.concat(gaps)))
         table.to_csv(out / "gpu_scale.csv", index=False)
         report["wall_s"] = round(time.perf_counter() - t0, 1)
-        _write_atomic(out / "gpu_scale.json", json.dumps(report, indent=1).encode())
+        atomic_write_bytes(out / "gpu_scale.json", json.dumps(report, indent=1).encode())
         print(f"[gpu_scale] {preset}: {len(cfgs)} runs in {wall:.0f} s", flush=True)
-    _write_atomic(out / "gpu_scale.json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(out / "gpu_scale.json", json.dumps(report, indent=1).encode())
     return 0
 
 
