@@ -37,8 +37,9 @@ from .report import results_dir
 from .stats import paired_ci
 
 __all__ = ["EMBEDDED_GROUPS", "as_setting", "cap_for_epochs", "choose_settings", "confirmation_candidates",
-           "default_candidates", "default_headroom_groups", "default_screen_steps", "pair_candidates", "screen",
-           "screen_summary", "stage_seeds", "uniform_index", "SETTINGS_FILE"]
+           "control_candidate", "default_candidates", "default_headroom_groups", "default_screen_steps",
+           "pair_candidates", "screen", "screen_summary", "screen_vs_full_length", "stage_seeds", "uniform_index",
+           "SETTINGS_FILE"]
 
 SETTINGS_FILE = "10_headroom_settings.csv"
 """Notebook 10's chosen settings (``choose_settings``) in ``results/<profile>/``: Table 2b and notebooks 12-13 read it."""
@@ -194,13 +195,31 @@ def confirmation_candidates(summary: pd.DataFrame, profile: str, screen_steps: i
     return [full_length(g.split(hparams.GROUP_SEPARATOR), factor) for g in top.groups.head(k)]
 
 
-def choose_settings(confirmation: pd.DataFrame, k: int = 3, aim_pct: float = 5.0, level: float = 0.95
-                    ) -> pd.DataFrame:
+def control_candidate(summary: pd.DataFrame, profile: str, screen_steps: int, k: int = 3
+                      ) -> tuple[str, ...] | None:
+    """A negative control for the screen's ranking: the candidate at the screen's median observed gain (the
+    (n//2 + 1)-th largest of n, so the second of two), at full length like ``confirmation_candidates``. Confirmed beside the
+    top ``k`` on the same seeds, it shows whether the screen discriminates: if it gains as much at full length as
+    the candidates the screen put first, the screen's ranking did not carry over. None when the median falls among
+    the top ``k`` (too few candidates for a control)."""
+    ranked = summary.sort_values("observed_gain_pct", ascending=False, kind="stable").reset_index(drop=True)
+    median = len(ranked) // 2
+    if median < k:
+        return None
+    factor = get_profile(profile).train.steps / screen_steps
+    return full_length(ranked.groups.iloc[median].split(hparams.GROUP_SEPARATOR), factor)
+
+
+def choose_settings(confirmation: pd.DataFrame, k: int = 3, aim_pct: float = 5.0, level: float = 0.95,
+                    controls: Iterable[str] = ()) -> pd.DataFrame:
     """From full-recipe sweeps on the confirmation seeds (``screen(..., steps=None)``), per candidate: the mixture
     p* with the lowest mean validation perplexity over those seeds, and its paired gain over uniform, 100·(uniform -
     p*)/uniform per seed, with a t-interval. A candidate is ``confirmed`` when the interval excludes 0 (the
     choice of p* on these same seeds makes the interval optimistic; Table 2b's fresh seeds are the unbiased test);
-    the ``k`` confirmed candidates with the largest gain are ``selected``; ``meets_aim``: gain >= ``aim_pct``."""
+    the ``k`` confirmed candidates with the largest gain are ``selected``; ``meets_aim``: gain >= ``aim_pct``.
+    ``controls`` (groups joined with ``+``, as in ``confirmation.groups``) are the screen's negative controls
+    (``control_candidate``): reported with ``role`` "control" and never selected."""
+    controls = set(controls)
     rows = []
     for groups, g in confirmation.groupby("groups", sort=False):
         P = np.array(g.mixtures_p.iloc[0], dtype=float)
@@ -212,11 +231,37 @@ def choose_settings(confirmation: pd.DataFrame, k: int = 3, aim_pct: float = 5.0
         gain = 100 * (ppl[:, u] - ppl[:, best]) / ppl[:, u]
         mean, low, high = paired_ci(gain, level)
         rows.append({"setting": groups, "label": label(groups.split(hparams.GROUP_SEPARATOR)),
-                     "seeds": len(g), "p_star": json.dumps([round(float(x), 4) for x in P[best]]),
+                     "role": "control" if groups in controls else "screen's best", "seeds": len(g), "p_star": json.dumps([round(float(x), 4) for x in P[best]]),
                      "val_ppl_uniform": float(ppl[:, u].mean()), "val_ppl_p_star": float(ppl[:, best].mean()),
                      "val_gain_pct": mean, "ci_low": low, "ci_high": high,
                      "confirmed": bool(low > 0), "meets_aim": bool(mean >= aim_pct)})
     out = pd.DataFrame(rows).sort_values("val_gain_pct", ascending=False, kind="stable").reset_index(drop=True)
     out["selected"] = False
-    out.loc[out.index[out.confirmed][:k], "selected"] = True
+    out.loc[out.index[out.confirmed & (out.role != "control")][:k], "selected"] = True
     return out
+
+
+def screen_vs_full_length(summary: pd.DataFrame, confirmation: pd.DataFrame, chosen: pd.DataFrame, profile: str,
+                          screen_steps: int) -> pd.DataFrame:
+    """How well the screen predicted the full-recipe headroom, per confirmed candidate (top and control): its rank
+    and gains in the screen (observed and by the law, ``screen_summary``) beside its gain at full length on the
+    confirmation seeds, at the common p* with its interval (``choose_settings``) and by the law fitted to each
+    seed's full-length sweep (mean over seeds). The screen ranks by observed gain; the control row says whether
+    a candidate it ranked in the middle does worse at full length."""
+    factor = get_profile(profile).train.steps / screen_steps
+    ranked = summary.sort_values("observed_gain_pct", ascending=False, kind="stable").reset_index(drop=True)
+    at_full = {hparams.GROUP_SEPARATOR.join(full_length(g.split(hparams.GROUP_SEPARATOR), factor)): i
+               for i, g in enumerate(ranked.groups)}
+    law_full = confirmation.groupby("groups", sort=False).law_gain_pct.mean()
+    rows = []
+    for _, c in chosen.iterrows():
+        i = at_full.get(c.setting)
+        if i is None:
+            raise ValueError(f"{c.setting} is not a screened candidate at full length (screen steps {screen_steps})")
+        s = ranked.iloc[i]
+        rows.append({"setting": c.setting, "label": c.label, "role": c.role, "screen_rank": i + 1,
+                     "screen_candidates": len(ranked), "screen_observed_gain_pct": s.observed_gain_pct,
+                     "screen_law_gain_pct": s.law_gain_pct, "full_gain_pct": c.val_gain_pct,
+                     "full_ci_low": c.ci_low, "full_ci_high": c.ci_high,
+                     "full_law_gain_pct": float(law_full[c.setting]), "confirmed": c.confirmed})
+    return pd.DataFrame(rows).sort_values("screen_rank", kind="stable").reset_index(drop=True)

@@ -53,7 +53,8 @@ def read_settings(profile: str, confirmed_only: bool = True) -> pd.DataFrame:
     chosen = table[table.selected.astype(bool)].reset_index(drop=True)
     if chosen.empty and not confirmed_only and len(table):
         print(f"no candidate confirmed under {profile!r}; using the largest validation gain, unconfirmed")
-        chosen = table.sort_values("val_gain_pct", ascending=False, kind="stable").head(1).reset_index(drop=True)
+        screened = table[table.role != "control"] if "role" in table else table  # a control is never a setting
+        chosen = screened.sort_values("val_gain_pct", ascending=False, kind="stable").head(1).reset_index(drop=True)
     if chosen.empty:
         raise ConfigError(f"{path} selects no setting: no candidate's headroom was confirmed on the confirmation "
                           "seeds, so there is no setting where a better mixture is known to exist")

@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,37 @@ def test_commit_every_needs_a_number(repo):
     proc = _run(repo, "--commit-every", "soon", run_all=FAKE_RUN_ALL.format(a="1" * 20, b="2" * 20, rc=0))
     assert proc.returncode == 2 and "--commit-every needs minutes" in proc.stderr
     assert not (repo / "args.txt").exists()
+
+
+def test_stopping_the_script_stops_the_main_jobs_whole_tree_even_a_child_in_its_own_session(repo):
+    # The stand-in starts a grandchild in a new session, like the notebook kernel (and its pool workers) under
+    # papermill, then waits; stopping the script must stop that grandchild too.
+    run_all = """#!/usr/bin/env bash
+setsid sleep 300 &
+echo $! > grandchild.pid
+wait
+"""
+    env = {**os.environ, "AIOLI_RUN_ALL": str(_executable(repo / "fake_run_all.sh", run_all))}
+    proc = subprocess.Popen(["bash", str(repo / "scripts" / SCRIPT.name), "--commit-every", "0"], cwd=repo, env=env)
+    pid_file = repo / "grandchild.pid"
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        time.sleep(0.1)
+    grandchild = int(pid_file.read_text())
+    proc.terminate()
+    assert proc.wait(timeout=30) == 143
+    for _ in range(100):
+        if not _alive(grandchild):
+            break
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat")
+    return not (state.exists() and state.read_text().split()[2] == "Z")  # a zombie has exited

@@ -131,6 +131,59 @@ def test_confirmation_candidates_rescale_caps_and_skip_candidates_without_gain()
     assert headroom.confirmation_candidates(summary, "full", 250, k=1) == [("latex@102400", "pydocs")]
 
 
+def test_the_control_is_the_median_candidate_at_full_length_and_none_when_the_median_is_in_the_top():
+    summary = pd.DataFrame({"groups": ["a+b", "c+d@25600", "e+f", "g+h", "i+j", "k+l", "m+n"],
+                            "observed_gain_pct": [0.1, 3.0, -1.0, 5.0, 0.4, 2.0, -0.2]})
+    # descending by gain: g+h 5.0, c+d 3.0, k+l 2.0, i+j 0.4, a+b 0.1, m+n -0.2, e+f -1.0: the median (4th of 7)
+    assert headroom.control_candidate(summary, "full", 250, k=3) == ("i", "j")
+    # with 3 candidates the median is the 2nd, inside the top 2: no control; of two, the second is the control
+    assert headroom.control_candidate(summary.head(3), "full", 250, k=2) is None
+    assert headroom.control_candidate(summary.head(2), "full", 250, k=1) == ("a", "b")
+    # a capped median candidate has its cap rescaled like the top ones (250 -> 1,000 steps: x4)
+    capped = pd.DataFrame({"groups": ["x+y", "c+d@25600", "e+f"], "observed_gain_pct": [3.0, 1.0, -1.0]})
+    assert headroom.control_candidate(capped, "full", 250, k=1) == ("c", "d@102400")
+
+
+def test_a_control_is_reported_but_never_selected_even_when_it_confirms_the_largest_gain():
+    table = _confirmation({
+        "latex@1000+pydocs": [[95.0, 100.0, 101.0], [96.0, 100.0, 99.0], [95.5, 100.0, 100.0]],
+        "code+books": [[90.0, 100.0, 101.0], [91.0, 100.0, 99.0], [90.5, 100.0, 100.0]],
+    })
+    chosen = headroom.choose_settings(table, k=3, controls=["code+books"]).set_index("setting")
+    assert chosen.loc["code+books", "confirmed"] and not chosen.loc["code+books", "selected"]
+    assert chosen.loc["code+books", "role"] == "control"
+    assert chosen.loc["latex@1000+pydocs", "selected"] and chosen.loc["latex@1000+pydocs", "role"] == "screen's best"
+
+
+def test_screen_vs_full_length_lines_up_each_confirmed_candidate_with_its_screen_rank_and_gains():
+    summary = pd.DataFrame({"groups": ["code+books", "latex@250+pydocs", "a+b"], "observed_gain_pct": [1.0, 6.0, 0.5],
+                            "law_gain_pct": [0.8, 2.0, 0.1]})
+    confirmation = _confirmation({
+        "latex@1000+pydocs": [[95.0, 100.0, 101.0], [96.0, 100.0, 99.0], [95.5, 100.0, 100.0]],
+        "code+books": [[99.0, 100.0, 101.0], [99.5, 100.0, 99.0], [99.0, 100.0, 100.0]],
+    })
+    confirmation["law_gain_pct"] = [3.0, 4.0, 5.0, 0.2, 0.4, 0.6]
+    chosen = headroom.choose_settings(confirmation, k=1, controls=["code+books"])
+    # the screen ran a quarter of full's 1,000 steps: latex@250 at 250 steps is latex@1000 at full length
+    table = headroom.screen_vs_full_length(summary, confirmation, chosen, "full", screen_steps=250).set_index("label")
+    top, control = table.loc["latex@1k/pydocs"], table.loc["code/books"]
+    assert (top.screen_rank, control.screen_rank, top.screen_candidates) == (1, 2, 3)
+    assert (top.screen_observed_gain_pct, top.screen_law_gain_pct) == (6.0, 2.0)
+    assert top.full_gain_pct == pytest.approx(np.mean([5.0, 4.0, 4.5]))  # 100 * (100 - p*) / 100 per seed
+    assert top.full_law_gain_pct == pytest.approx(4.0) and control.full_law_gain_pct == pytest.approx(0.4)
+    assert control.role == "control" and top.role == "screen's best"
+    with pytest.raises(ValueError, match="not a screened candidate"):
+        headroom.screen_vs_full_length(summary, confirmation, chosen, "full", screen_steps=500)
+
+
+def test_the_fallback_setting_of_a_profile_that_confirms_nothing_is_never_the_control(tmp_path, monkeypatch):
+    table = pd.DataFrame({"setting": ["a+b", "c+d"], "role": ["control", "screen's best"], "selected": [False, False],
+                          "val_gain_pct": [9.0, 1.0]})
+    monkeypatch.setattr(table2b, "results_dir", lambda profile: tmp_path)
+    table.to_csv(tmp_path / headroom.SETTINGS_FILE, index=False)
+    assert table2b.read_settings("smoke", confirmed_only=False).setting.tolist() == ["c+d"]
+
+
 def test_the_three_stages_use_disjoint_seeds():
     full = headroom.stage_seeds("full")
     assert full == {"screen": [0], "confirm": [1, 2, 3], "test": [4, 5, 6]}
