@@ -496,9 +496,20 @@ NULL_F3 = ("A method identical to stratified has a true share of 0: it prints 'f
            "tests/test_table2b.py.")
 
 
-def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None) -> Claim:
-    """F3 from notebook 11's ``11_table2b_share.csv``: where a better mixture exists, does each method find it?"""
+def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None,
+               settings: pd.DataFrame | None = None) -> Claim:
+    """F3 from notebook 11's ``11_table2b_share.csv``: where a better mixture exists, does each method find it?
+    ``settings``: notebook 10's ``10_headroom_settings.csv``; when it selects nothing and notebook 11 therefore
+    ran nothing, no setting with headroom was confirmed and F3 cannot be decided."""
     what = "Where a better mixture exists (notebook 10's headroom settings), each method's share of it"
+    nothing_selected = settings is not None and "selected" in settings and not settings.selected.astype(bool).any()
+    if (share is None or share.empty) and nothing_selected:  # smoke and quick fall back to an unconfirmed one
+        best = settings.sort_values("val_gain_pct", ascending=False, kind="stable").head(1)
+        tried = "; ".join(f"best candidate {r.label}: {r.val_gain_pct:+.2f}% [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+                          for r in best.itertuples()) if {"label", "ci_low", "ci_high"} <= set(settings) else "-"
+        return Claim("F3", what, NOT_A_CLAIM, tried, CANNOT_DECIDE, "no candidate's headroom was confirmed at full "
+                     "length on the confirmation seeds (notebook 10): no setting where a better mixture is known to "
+                     "exist", RULE_F3, NULL_F3)
     if share is None or share.empty:
         return Claim("F3", what, NOT_A_CLAIM, "-", NOT_RUN, "needs notebooks 10 and 11 under this profile",
                      RULE_F3, NULL_F3)
@@ -585,7 +596,7 @@ def build_claims(profile: str, extra: list[Claim] | None = None) -> list[Claim]:
                    "downstream benchmarks need models far larger than ours to score above chance"),
     ]
     out += [finding(key, runs, left) for key in FINDINGS]
-    out.append(finding_f3(_read(res / "11_table2b_share.csv"), left))
+    out.append(finding_f3(_read(res / "11_table2b_share.csv"), left, _read(res / table2b.SETTINGS_FILE)))
     return sorted(out, key=lambda c: (c.key[0] != "C", int(c.key[1:])))
 
 

@@ -40,6 +40,11 @@ FINDS, MISSES, INCONCLUSIVE, CANNOT_DECIDE = ("finds most of it", "misses most o
                                               "cannot decide")
 
 
+class NoConfirmedSetting(ConfigError):
+    """Notebook 10 ran, but no candidate's headroom was confirmed at full length: there is no setting where a
+    better mixture is known to exist, so Table 2b has nothing to test and F3 cannot be decided."""
+
+
 def read_settings(profile: str, confirmed_only: bool = True) -> pd.DataFrame:
     """The settings notebook 10 selected under ``profile`` (with p*), in its order. ``confirmed_only=False`` (smoke
     and quick: pipeline demonstrations whose short runs and two seeds confirm nothing) falls back to the candidate
@@ -56,8 +61,8 @@ def read_settings(profile: str, confirmed_only: bool = True) -> pd.DataFrame:
         screened = table[table.role != "control"] if "role" in table else table  # a control is never a setting
         chosen = screened.sort_values("val_gain_pct", ascending=False, kind="stable").head(1).reset_index(drop=True)
     if chosen.empty:
-        raise ConfigError(f"{path} selects no setting: no candidate's headroom was confirmed on the confirmation "
-                          "seeds, so there is no setting where a better mixture is known to exist")
+        raise NoConfirmedSetting(f"{path} selects no setting: no candidate's headroom was confirmed on the "
+                                 "confirmation seeds, so there is no setting where a better mixture is known to exist")
     return chosen
 
 

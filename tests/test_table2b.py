@@ -212,7 +212,7 @@ def test_table2b_needs_notebook_10s_settings(tmp_path, monkeypatch):
         table2b.read_settings("full")
     pd.DataFrame({"setting": ["code+books"], "selected": [False], "p_star": ["[0.5, 0.5]"]}).to_csv(
         tmp_path / table2b.SETTINGS_FILE, index=False)
-    with pytest.raises(ConfigError, match="no setting"):
+    with pytest.raises(table2b.NoConfirmedSetting, match="no setting"):
         table2b.read_settings("full")
 
 
@@ -234,6 +234,16 @@ def test_f3_counts_the_methods_that_find_most_of_the_headroom_on_every_deciding_
     none = share.assign(verdict=table2b.CANNOT_DECIDE)
     assert claims.finding_f3(none).verdict == claims.CANNOT_DECIDE
     assert claims.finding_f3(share, {"11_table2b": ["grid/a/seed 4"]}).verdict == claims.INCONCLUSIVE
+
+
+def test_f3_cannot_be_decided_when_notebook_10_confirmed_no_setting():
+    settings = pd.DataFrame({"setting": ["a+b", "c+d"], "label": ["a/b", "c/d"], "selected": [False, False],
+                             "val_gain_pct": [0.4, 1.5], "ci_low": [-1.0, -0.2], "ci_high": [1.8, 3.2]})
+    c = claims.finding_f3(None, None, settings)
+    assert c.verdict == claims.CANNOT_DECIDE and "no candidate's headroom was confirmed" in c.why
+    assert c.ours == "best candidate c/d: +1.50% [-0.20, +3.20]"
+    # once a setting is selected, the share decides as before (here: none yet, so not run)
+    assert claims.finding_f3(None, None, settings.assign(selected=[False, True])).verdict == claims.NOT_RUN
 
 
 def test_the_smoke_fallback_takes_the_largest_gain_when_nothing_is_confirmed(tmp_path, monkeypatch):
