@@ -502,11 +502,10 @@ def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | No
     ``settings``: notebook 10's ``10_headroom_settings.csv``; when it selects nothing and notebook 11 therefore
     ran nothing, no setting with headroom was confirmed and F3 cannot be decided."""
     what = "Where a better mixture exists (notebook 10's headroom settings), each method's share of it"
-    nothing_selected = settings is not None and "selected" in settings and not settings.selected.astype(bool).any()
+    nothing_selected = settings is not None and not settings.selected.astype(bool).any()
     if (share is None or share.empty) and nothing_selected:  # smoke and quick fall back to an unconfirmed one
-        best = settings.sort_values("val_gain_pct", ascending=False, kind="stable").head(1)
-        tried = "; ".join(f"best candidate {r.label}: {r.val_gain_pct:+.2f}% [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
-                          for r in best.itertuples()) if {"label", "ci_low", "ci_high"} <= set(settings) else "-"
+        best = settings.loc[settings.val_gain_pct.idxmax()]
+        tried = f"best candidate {best.label}: {best.val_gain_pct:+.2f}% [{best.ci_low:+.2f}, {best.ci_high:+.2f}]"
         return Claim("F3", what, NOT_A_CLAIM, tried, CANNOT_DECIDE, "no candidate's headroom was confirmed at full "
                      "length on the confirmation seeds (notebook 10): no setting where a better mixture is known to "
                      "exist", RULE_F3, NULL_F3)

@@ -186,28 +186,35 @@ def full_length(groups: Sequence[str], factor: float) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _by_observed_gain(summary: pd.DataFrame) -> pd.DataFrame:
+    """The screen's candidates ranked as the screen ranks them: largest observed gain first, ties in order."""
+    return summary.sort_values("observed_gain_pct", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _at_full_length(groups: str, profile: str, screen_steps: int) -> tuple[str, ...]:
+    """A screened candidate (groups joined with ``+``) at the profile's full run length (``full_length``)."""
+    return full_length(groups.split(hparams.GROUP_SEPARATOR), get_profile(profile).train.steps / screen_steps)
+
+
 def confirmation_candidates(summary: pd.DataFrame, profile: str, screen_steps: int, k: int = 3
                             ) -> list[tuple[str, ...]]:
     """The ``k`` candidates with the largest positive observed gain in the screen (``screen_summary``: means over
     its seeds, validation losses), at the profile's full run length (caps rescaled, ``full_length``)."""
-    factor = get_profile(profile).train.steps / screen_steps
-    top = summary[summary.observed_gain_pct > 0].sort_values("observed_gain_pct", ascending=False, kind="stable")
-    return [full_length(g.split(hparams.GROUP_SEPARATOR), factor) for g in top.groups.head(k)]
+    top = _by_observed_gain(summary[summary.observed_gain_pct > 0])
+    return [_at_full_length(g, profile, screen_steps) for g in top.groups.head(k)]
 
 
 def control_candidate(summary: pd.DataFrame, profile: str, screen_steps: int, k: int = 3
                       ) -> tuple[str, ...] | None:
     """A negative control for the screen's ranking: the candidate at the screen's median observed gain (the
-    (n//2 + 1)-th largest of n, so the second of two), at full length like ``confirmation_candidates``. Confirmed beside the
-    top ``k`` on the same seeds, it shows whether the screen discriminates: if it gains as much at full length as
-    the candidates the screen put first, the screen's ranking did not carry over. None when the median falls among
-    the top ``k`` (too few candidates for a control)."""
-    ranked = summary.sort_values("observed_gain_pct", ascending=False, kind="stable").reset_index(drop=True)
-    median = len(ranked) // 2
+    (n//2 + 1)-th largest of n, so the second of two), at full length like ``confirmation_candidates``. Confirmed
+    beside the top ``k`` on the same seeds, it shows whether the screen discriminates: if it gains as much at full
+    length as the candidates the screen put first, the screen's ranking did not carry over. None when the median
+    falls among the top ``k`` (too few candidates for a control)."""
+    median = len(summary) // 2
     if median < k:
         return None
-    factor = get_profile(profile).train.steps / screen_steps
-    return full_length(ranked.groups.iloc[median].split(hparams.GROUP_SEPARATOR), factor)
+    return _at_full_length(_by_observed_gain(summary).groups.iloc[median], profile, screen_steps)
 
 
 def choose_settings(confirmation: pd.DataFrame, k: int = 3, aim_pct: float = 5.0, level: float = 0.95,
@@ -231,7 +238,8 @@ def choose_settings(confirmation: pd.DataFrame, k: int = 3, aim_pct: float = 5.0
         gain = 100 * (ppl[:, u] - ppl[:, best]) / ppl[:, u]
         mean, low, high = paired_ci(gain, level)
         rows.append({"setting": groups, "label": label(groups.split(hparams.GROUP_SEPARATOR)),
-                     "role": "control" if groups in controls else "screen's best", "seeds": len(g), "p_star": json.dumps([round(float(x), 4) for x in P[best]]),
+                     "role": "control" if groups in controls else "screen's best", "seeds": len(g),
+                     "p_star": json.dumps([round(float(x), 4) for x in P[best]]),
                      "val_ppl_uniform": float(ppl[:, u].mean()), "val_ppl_p_star": float(ppl[:, best].mean()),
                      "val_gain_pct": mean, "ci_low": low, "ci_high": high,
                      "confirmed": bool(low > 0), "meets_aim": bool(mean >= aim_pct)})
@@ -248,9 +256,8 @@ def screen_vs_full_length(summary: pd.DataFrame, confirmation: pd.DataFrame, cho
     confirmation seeds, at the common p* with its interval (``choose_settings``) and by the law fitted to each
     seed's full-length sweep (mean over seeds). The screen ranks by observed gain; the control row says whether
     a candidate it ranked in the middle does worse at full length."""
-    factor = get_profile(profile).train.steps / screen_steps
-    ranked = summary.sort_values("observed_gain_pct", ascending=False, kind="stable").reset_index(drop=True)
-    at_full = {hparams.GROUP_SEPARATOR.join(full_length(g.split(hparams.GROUP_SEPARATOR), factor)): i
+    ranked = _by_observed_gain(summary)
+    at_full = {hparams.GROUP_SEPARATOR.join(_at_full_length(g, profile, screen_steps)): i
                for i, g in enumerate(ranked.groups)}
     law_full = confirmation.groupby("groups", sort=False).law_gain_pct.mean()
     rows = []
