@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import hparams
+from . import allocator, hparams
 from .config import TrainConfig
 from .executors import ExecutorConfig, Runner, available_cores, default_threads
 from .model import build_model, count_parameters, flops_per_token, sequence_losses, use_fused_loss
@@ -101,12 +101,13 @@ def _run_isolated(kwargs: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _run_parallel(kwargs: dict, processes: int) -> dict:
+def _run_parallel(kwargs: dict, processes: int, env: dict[str, str] | None = None) -> dict:
     """``processes`` copies of one configuration at once, one thread each (``--jobs N`` on this machine): the
-    aggregate tokens/s is what parallel runs buy, the per-process figures what each run then takes."""
+    aggregate tokens/s is what parallel runs buy, the per-process figures what each run then takes. ``env``: the
+    processes' environment (default: this one's)."""
     kw = {**kwargs, "threads": 1, "start_at": time.time() + 15.0}  # imports and model build finish before that
-    procs = [subprocess.Popen([sys.executable, "-c", _MEASURE, json.dumps(kw)], stdout=subprocess.PIPE, text=True)
-             for _ in range(processes)]
+    procs = [subprocess.Popen([sys.executable, "-c", _MEASURE, json.dumps(kw)], stdout=subprocess.PIPE, text=True,
+                              env=env) for _ in range(processes)]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     r = dict(outs[0])
     r["processes"] = processes
@@ -168,6 +169,40 @@ def run_benchmark(presets=("1m", "4m", "20m"), steps: int = 8, out: str | Path =
         print(f"{r['preset']:>5s} V={r['vocab']:<6d} T={r['context']:<4d} b={r['micro_batch']:<3d} "
               f"thr={r['threads']} x{r['processes']} fused={int(r['fused_loss'])} {r['tokens_per_s']:8.0f} tok/s {r['model_gflops']:6.1f} GFLOP/s "
               f"MFU {r['mfu']:.2f} RSS {r['peak_rss_mb']:.0f} MB  phases {json.dumps({k: round(v, 4) for k, v in r['phase_s'].items()})}")
+    return report
+
+
+def allocator_speed(preset: str = "1m", steps: int = 20, processes: int = 2, repeats: int = 3,
+                    out: str | Path = "results/bench/benchmark_allocator.json") -> dict:
+    """Training throughput with the system's malloc against tcmalloc (see :mod:`aioli_repro.allocator`), as the
+    local pool runs: ``processes`` one-thread runs at once. The two alternate ``repeats`` times, so a drift of the
+    machine's speed falls on both; the ratio is of the medians."""
+    library = allocator.find_tcmalloc()
+    if library is None:
+        raise SystemExit("no tcmalloc on this machine: apt-get install libtcmalloc-minimal4 (or conda install -c "
+                         "conda-forge gperftools), then measure again")
+    kw = dict(preset=preset, vocab=len(load_tokenizer("embedded")), context=256, micro_batch=8, steps=steps)
+    system_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    envs = {"system": system_env, "tcmalloc": allocator.child_env(system_env, library)}
+    rows = []
+    for i in tqdm(range(repeats * len(envs)), desc="allocator benchmark", unit="measurement"):
+        name = list(envs)[i % len(envs)]
+        r = _run_parallel(kw, processes, env=envs[name])
+        rows.append({"allocator": name, "repeat": i // len(envs), "tokens_per_s": r["tokens_per_s"],
+                     **{f"{k}_s": v for k, v in r["phase_s"].items()}})
+    median = {name: statistics.median(r["tokens_per_s"] for r in rows if r["allocator"] == name) for name in envs}
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+              "preset": preset, "processes": processes, "steps": steps, "library": str(library),
+              "median_tokens_per_s": median, "speedup": median["tcmalloc"] / median["system"], "runs": rows}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+    print(f"{preset}, {processes} one-thread runs at once: system malloc {median['system']:.0f} tok/s, tcmalloc "
+          f"{median['tcmalloc']:.0f} tok/s (median of {repeats}): {report['speedup']:.2f}x")
     return report
 
 

@@ -4,7 +4,7 @@
     train     one run
     method    one method end to end on a setting (its extra runs, then its final run)
     run-all   every notebook of a profile, in order (what ``run_all.sh`` runs after setting up the venv)
-    bench     speed: matmul peak, throughput and MFU per preset, Aioli's overhead, DoGE's gradients
+    bench     speed: matmul peak, throughput and MFU per preset, Aioli's overhead, DoGE's gradients, the allocator
     cache     what a profile's notebooks cost from scratch; the cached runs none of them uses (``--prune``);
               ``--compress`` converts legacy .json run cache entries to .json.gz
 
@@ -23,7 +23,7 @@ import sys
 import textwrap
 from typing import Any, get_type_hints
 
-from .bench import aioli_overhead, doge_gradients, in_run_throughput, run_benchmark
+from .bench import aioli_overhead, allocator_speed, doge_gradients, in_run_throughput, run_benchmark
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .corpus import open_source
 from .errors import ConfigError
@@ -171,6 +171,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--doge", action="store_true",
                    help="instead: seconds per DoGE step for its per-group gradients, per-group passes against one "
                         "full-batch graph (results/bench/benchmark_doge_gradients.json)")
+    b.add_argument("--allocator", action="store_true",
+                   help="instead: tokens/s of two one-thread 1m runs at once with the system's malloc against "
+                        "tcmalloc, alternated 3 times (results/bench/benchmark_allocator.csv)")
     b.add_argument("--in-runs", action="store_true",
                    help="instead: throughput and MFU of the profile's finished real runs, read from the result cache "
                         "(results/bench/in_run_throughput.csv; trains nothing)")
@@ -243,6 +246,8 @@ def _dispatch(args) -> int:
     if args.command == "bench":
         if args.doge:
             doge_gradients(**({"out": args.out} if args.out else {}))
+        elif args.allocator:
+            allocator_speed(**({"out": args.out} if args.out else {}))
         elif args.in_runs:
             in_run_throughput(args.profile, **({"out": args.out} if args.out else {}))
         elif args.overhead:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import allocator
 from .paths import REPO_ROOT, atomic_write_json
 from .profiles import PROFILES
 from .usage import read_used, runs_cost
@@ -55,8 +56,10 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
     target = out.with_name(out.stem + ".running.ipynb") if cached_only else out
     try:
         # The notebooks' own progress bars (tqdm, on stderr) reach the terminal as they run; tables stay in the notebook.
-        pm.execute_notebook(str(path), str(target), parameters=params, kernel_name="python3",
-                            cwd=str(NOTEBOOKS), progress_bar=False, log_output=False, stderr_file=sys.stderr)
+        # The kernel trains runs itself at --jobs 1, so it too preloads tcmalloc where the machine has it.
+        with allocator.for_children():
+            pm.execute_notebook(str(path), str(target), parameters=params, kernel_name="python3",
+                                cwd=str(NOTEBOOKS), progress_bar=False, log_output=False, stderr_file=sys.stderr)
         if target != out:
             os.replace(target, out)
     except pm.PapermillExecutionError as e:

@@ -15,6 +15,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
   "$VENV/bin/python" -c "import torch, transformers, aioli_repro" || { echo "[setup] installation failed" >&2; exit 1; }
   echo "$want" > "$stamp"
+  "$VENV/bin/python" -c "from aioli_repro.allocator import find_tcmalloc; raise SystemExit(find_tcmalloc() is None)" ||
+    echo "[setup] optional: apt-get install libtcmalloc-minimal4 makes CPU training about 1.4x faster (same numbers)"
 fi
 export PATH="$PWD/$VENV/bin:$PATH"
 # Nothing at run time may reach the network unless a user asks for SlimPajama or the Pythia tokenizer.
