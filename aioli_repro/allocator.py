@@ -35,8 +35,8 @@ SYSTEM_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/
 def find_tcmalloc(dirs: tuple[str, ...] | None = None) -> Path | None:
     """The first tcmalloc library in this environment's ``lib`` (conda), then the system's library folders."""
     if dirs is None:
-        dirs = (str(Path(sys.prefix) / "lib"), *((os.environ["CONDA_PREFIX"] + "/lib",)
-                                                 if os.environ.get("CONDA_PREFIX") else ()), *SYSTEM_DIRS)
+        prefixes = [sys.prefix, *filter(None, [os.environ.get("CONDA_PREFIX")])]
+        dirs = (*(str(Path(p) / "lib") for p in prefixes), *SYSTEM_DIRS)
     for d in dirs:
         for name in LIBRARY_NAMES:
             path = Path(d) / name
