@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from aioli_repro import diagnostics, hparams, plots, scale
+from aioli_repro import diagnostics, headroom, hparams, plots, scale
 from aioli_repro.config import run_id
 from aioli_repro.headroom import as_setting
 from aioli_repro.methods import sweep
@@ -161,7 +161,9 @@ def test_the_sweep_headroom_is_measured_per_preset_against_the_swept_uniform_mix
     assert table.device.tolist() == ["cpu", "cpu"]
 
 
-def test_the_scale_plan_at_full_trains_sweeps_and_three_way_comparisons_per_preset():
+def test_the_scale_plan_at_full_trains_sweeps_and_three_way_comparisons_per_preset(tmp_path, monkeypatch):
+    # an empty results folder: the plan must not depend on which setting the committed notebook 10 selected
+    monkeypatch.setattr(headroom, "results_dir", lambda profile: tmp_path)
     sts = scale.default_settings("full")
     assert sts[1].groups == ("latex@102400", "pydocs")
     cfgs = scale.planned_configs(sts, ("1m", "4m"), ("4m",), "full", [0], [0, 1, 2])
