@@ -12,7 +12,8 @@ bit for bit, which is why the allocator is not part of a run id.
 
 ``AIOLI_MALLOC`` chooses: ``auto`` (default: tcmalloc if found, else the system's malloc), ``system``, or the path
 of a shared library to preload. The allocator must be chosen before a process starts (``LD_PRELOAD``), so it applies
-to the processes this one starts: a local pool's workers and the notebooks' kernels. Install it with
+to the processes this one starts: a local pool's workers and the notebooks' kernels, and, through lines in the job
+script (``job_setup_lines``), a Slurm job's processes. Install it with
 ``apt-get install libtcmalloc-minimal4`` (Debian, Ubuntu) or ``conda install -c conda-forge gperftools``.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +34,17 @@ SYSTEM_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/
                "/lib/x86_64-linux-gnu", "/lib64")
 
 
+def _default_dirs(conda_prefix: str | None) -> tuple[str, ...]:
+    """Where tcmalloc is looked for, in order: this environment's ``lib`` (conda), the active conda environment's,
+    then the system's library folders."""
+    prefixes = [sys.prefix, *filter(None, [conda_prefix])]
+    return (*(str(Path(p) / "lib") for p in prefixes), *SYSTEM_DIRS)
+
+
 def find_tcmalloc(dirs: tuple[str, ...] | None = None) -> Path | None:
     """The first tcmalloc library in this environment's ``lib`` (conda), then the system's library folders."""
     if dirs is None:
-        prefixes = [sys.prefix, *filter(None, [os.environ.get("CONDA_PREFIX")])]
-        dirs = (*(str(Path(p) / "lib") for p in prefixes), *SYSTEM_DIRS)
+        dirs = _default_dirs(os.environ.get("CONDA_PREFIX"))
     for d in dirs:
         for name in LIBRARY_NAMES:
             path = Path(d) / name
@@ -87,3 +95,23 @@ def for_children(setting: str | None = None) -> Iterator[Path | None]:
             os.environ.pop("LD_PRELOAD", None)
         else:
             os.environ["LD_PRELOAD"] = before
+
+
+def job_setup_lines(setting: str | None = None, dirs: tuple[str, ...] | None = None) -> list[str]:
+    """Shell lines for a batch job's script that make the job's processes preload the allocator ``AIOLI_MALLOC``
+    (or ``setting``) asks for: none for ``system``; for ``auto``, a search that runs on the node when the job starts
+    (the submitting host's folders say nothing about a compute node's), in ``find_tcmalloc``'s order, with the job's
+    own ``$CONDA_PREFIX``, and no preload where nothing is found; for a path, that path. ``LD_PRELOAD`` keeps what
+    it held, after the library."""
+    setting = (os.environ.get(ENV, "auto") if setting is None else setting).strip() or "auto"
+    keep = '"${LD_PRELOAD:+ $LD_PRELOAD}"'
+    if setting == "system":
+        return []
+    if setting != "auto":
+        return [f"export LD_PRELOAD={shlex.quote(str(preload_library(setting)))}{keep}"]
+    # The job's own $CONDA_PREFIX takes the submitter's place, expanded by the job's shell (to "" where unset).
+    dirs = _default_dirs("$CONDA_PREFIX") if dirs is None else dirs
+    candidates = [f'"${{CONDA_PREFIX:+{d}/{n}}}"' if d.startswith("$CONDA_PREFIX/") else shlex.quote(f"{d}/{n}")
+                  for d in dirs for n in LIBRARY_NAMES]
+    return [f'for _aioli_malloc in {" ".join(candidates)}; do if [ -f "$_aioli_malloc" ]; then '
+            f'export LD_PRELOAD="$_aioli_malloc"{keep}; break; fi; done']

@@ -423,17 +423,20 @@ class SlurmExecutor(Executor):
         params: dict[str, Any] = {"timeout_min": int(cfg.time_min), "cpus_per_task": int(cfg.cpus),
                                   "gpus_per_node": int(cfg.gpus), "nodes": 1, "tasks_per_node": 1,
                                   "name": "aioli-run"}
+        # The user's lines first (they may activate the environment that holds tcmalloc), then the allocator's: a
+        # job's processes preload tcmalloc where its node has it, as local workers do (same numbers, less time).
+        setup = [*cfg.setup, *allocator.job_setup_lines()]
         if cfg.cluster == "slurm":
             params["mem_gb"] = float(cfg.mem_gb)
             for key in ("partition", "account", "qos", "constraint"):
                 if getattr(cfg, key):
                     params[f"slurm_{key}"] = getattr(cfg, key)
-            if cfg.setup:
-                params["slurm_setup"] = list(cfg.setup)
+            if setup:
+                params["slurm_setup"] = setup
             if cfg.extra:
                 params["slurm_additional_parameters"] = dict(cfg.extra)
-        elif cfg.setup:
-            params["local_setup"] = list(cfg.setup)
+        elif setup:
+            params["local_setup"] = setup
         self._ex.update_parameters(**params)
         self.status_reader = "local"
         """How job states are read: ``sacct`` (Slurm's accounting), ``squeue`` (no accounting) or ``local``."""

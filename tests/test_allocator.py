@@ -2,6 +2,9 @@
 that it changes no number, so that leaving it out of the run id is right."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +59,40 @@ def test_the_library_goes_first_in_ld_preload_once_and_the_parent_gets_its_own_b
     assert os.environ["LD_PRELOAD"] == "/x/a.so"
     with allocator.for_children("system") as chosen:
         assert chosen is None and os.environ["LD_PRELOAD"] == "/x/a.so"
+
+
+def _job_preload(lines: list[str], env: dict[str, str]) -> str:
+    """What LD_PRELOAD holds after a job script's ``lines`` run in bash with ``env``."""
+    script = "\n".join([*lines, 'printf %s "$LD_PRELOAD"'])
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_a_jobs_script_finds_the_library_on_the_node_when_the_job_starts(tmp_path):
+    a, b = tmp_path / "no lib here", tmp_path / "b"  # a space, to check the quoting
+    a.mkdir(), b.mkdir()
+    lines = allocator.job_setup_lines("auto", dirs=(str(a), str(b)))
+    assert _job_preload(lines, {}) == ""  # written before the library exists: nothing found, nothing preloaded
+    (b / "libtcmalloc.so.4").touch()  # created after the lines were written: found when the job runs them
+    assert _job_preload(lines, {}) == f"{b}/libtcmalloc.so.4"
+    (a / "libtcmalloc_minimal.so.4").touch()
+    assert _job_preload(lines, {"LD_PRELOAD": "/x/a.so"}) == f"{a}/libtcmalloc_minimal.so.4 /x/a.so"
+    assert allocator.job_setup_lines("system", dirs=(str(a),)) == []
+    named = allocator.job_setup_lines(str(b / "libtcmalloc.so.4"))
+    assert _job_preload(named, {"LD_PRELOAD": "/x/a.so"}) == f"{b}/libtcmalloc.so.4 /x/a.so"
+    with pytest.raises(ConfigError, match="no such library"):
+        allocator.job_setup_lines(str(tmp_path / "missing.so"))
+
+
+@pytest.mark.skipif(allocator.find_tcmalloc((str(Path(sys.prefix) / "lib"),)) is not None,
+                    reason="this environment's own lib holds tcmalloc, which comes before the job's conda env")
+def test_by_default_a_jobs_script_looks_in_the_jobs_own_conda_environment_first(tmp_path):
+    lib = tmp_path / "env" / "lib" / "libtcmalloc_minimal.so.4"
+    lib.parent.mkdir(parents=True)
+    lib.touch()
+    lines = allocator.job_setup_lines("auto")
+    assert _job_preload(lines, {"CONDA_PREFIX": str(tmp_path / "env")}) == str(lib)
+    expected = allocator.find_tcmalloc(allocator.SYSTEM_DIRS)  # no conda env: the node's system folders
+    assert _job_preload(lines, {}) == (str(expected) if expected else "")
 
 
 def _loaded_allocator() -> list[str]:

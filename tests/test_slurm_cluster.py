@@ -2,7 +2,8 @@
 ``scripts/slurm_local_cluster.sh``: a study slice as Slurm jobs equals the in-process one; a job requeued mid-run
 (at its time limit, and killed and requeued as a preemption does) ends with exactly the uninterrupted result; a
 killed submitting process, restarted, submits only what is neither finished nor still queued; a cancelled or failing
-job stops the study with an error naming the job and its log, and the finished runs stay.
+job stops the study with an error naming the job and its log, and the finished runs stay; a job's process preloads
+tcmalloc where the node has it, and not under ``AIOLI_MALLOC=system``.
 
 The cluster needs root and apt (the script installs Slurm from the distribution on first use): elsewhere the module
 is skipped with the script's reason. ``AIOLI_SLURM_TESTS=0`` skips it on purpose; ``AIOLI_SLURM_TESTS=require`` makes
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from aioli_repro import hparams
+from aioli_repro import allocator, hparams
 from aioli_repro.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from aioli_repro.executors import ExecutorConfig, Runner, SlurmConfig, SlurmExecutor, cached_result
 from aioli_repro.profiles import PROFILES, Profile
@@ -315,3 +316,22 @@ def _raises(fn):
     except Exception as e:  # noqa: BLE001 - handed to the test
         return e
     return None
+
+
+# ------------------------------------------------------------------------------------------------ 5. allocator
+def loaded_allocator() -> list[str]:
+    """What the allocator test's job runs: the tcmalloc libraries mapped into the job's own process."""
+    with open("/proc/self/maps") as f:
+        return sorted({line.split()[-1] for line in f if "tcmalloc" in line})
+
+
+def test_a_jobs_process_preloads_tcmalloc_where_the_node_has_it_unless_told_not_to(cluster, monkeypatch):
+    """The job script searches the node for the library (allocator.job_setup_lines), as local pool workers do."""
+    lib = allocator.find_tcmalloc()
+    if lib is None and not os.environ.get("AIOLI_REQUIRE_TCMALLOC"):
+        pytest.skip("no tcmalloc here (apt-get install libtcmalloc-minimal4)")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)  # Slurm passes the submitter's environment on to the job
+    for setting, expected in (("auto", [os.path.realpath(lib)]), ("system", [])):
+        monkeypatch.setenv(allocator.ENV, setting)
+        ex = SlurmExecutor(slurm().slurm, cluster / setting / "_submitit")
+        assert ex.map(loaded_allocator, [()], progress=False) == [expected], setting
