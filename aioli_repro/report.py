@@ -120,7 +120,7 @@ def run_metrics(result: dict, runs_dir=None) -> pd.DataFrame:
 
 
 FIT_FLOAT_FORMAT = "%.6g"
-"""Significant digits the mixing-law and fidelity tables (notebooks 01-03) keep. Refitting the same cached runs on
+"""Significant digits the tables holding law fits or fitted estimates (notebooks 01-03, 10, 12, 13) keep. Refitting the same cached runs on
 another machine moves their R², MSE and fitted parameters at the 1e-9 level (most likely OpenBLAS picking its kernels
 by CPU: one process refits identically, at any thread count), which
 full-precision CSVs turned into diffs on every re-render; six digits are far below every difference the tables report
