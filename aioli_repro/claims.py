@@ -11,7 +11,7 @@ behaviour under the null); ``tests/test_claim_rules.py`` checks those rates by s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +19,23 @@ import pandas as pd
 from scipy import stats as sps
 
 from . import hparams, table2b, tables
+from .findings import FINDINGS, finding, finding_f3, finding_f4, finding_f5
 from .report import read_not_finished, results_dir
-from .stats import detectable_effect, holm, reliability, sign_test, stratified_ci, t_pvalue
+from .stats import detectable_effect, reliability, sign_test, stratified_ci
+from .verdicts import (
+    ALPHA,
+    CANNOT_DECIDE,
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    NOT_RUN,
+    NOT_TESTED,
+    REPRODUCED,
+    Claim,
+    log_ratios,
+    setting_tests,
+    significant_settings,
+)
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
-CANNOT_DECIDE = "cannot decide"
-NOT_RUN = "not run yet"
-ALPHA = 0.05
 RELIABILITY_FLOOR = 0.5
 """A per-dot measure whose unit means are less than half signal (``stats.reliability``) cannot rank the dots."""
 
@@ -43,20 +53,6 @@ _CLAIMS = {"C1": ("Aioli beats stratified sampling on 6 of 6 settings", "6/6; me
                   "28/30 pairs; mean 1.202, max 12.012"),
            "C8": ("Both ablations keep some but not all of Aioli's gain",
                   "Aioli -0.274, diagonal -0.230, static -0.140")}
-
-
-@dataclass
-class Claim:
-    key: str
-    claim: str
-    paper: str
-    ours: str
-    verdict: str
-    why: str
-    rule: str = ""
-    """The rule that turns the evidence into the verdict."""
-    null: str = ""
-    """What the rule prints for a method identical to the baseline (or an effect of size zero)."""
 
 
 def _read(path: Path) -> pd.DataFrame | None:
@@ -81,29 +77,6 @@ NULL_C1 = ("A method identical to stratified: the pooled interval excludes 0 wit
            "tests/test_claim_rules.py).")
 
 
-def log_ratios(runs: pd.DataFrame, method: str, baseline: str = "stratified") -> pd.DataFrame:
-    """Per (setting, seed): ln(ppl_method / ppl_baseline), paired by seed (rows without a pair are dropped)."""
-    d = tables.differences(runs, baseline)
-    d = d[(d.method == method) & d["diff"].notna()].copy()
-    base = d.avg_test_perplexity - d["diff"]
-    d["log_ratio"] = np.log(d.avg_test_perplexity / base)
-    return d[["setting", "seed", "log_ratio", "diff"]].reset_index(drop=True)
-
-
-def setting_tests(d: pd.DataFrame, value: str = "diff") -> pd.DataFrame:
-    """Per setting of one method: mean, paired t-test p-value over seeds, Holm-adjusted p over the settings, seeds."""
-    rows = [{"setting": s, "mean": float(g[value].mean()), "p": t_pvalue(g[value]), "seeds": int(g.seed.nunique())}
-            for s, g in d.groupby("setting", sort=False)]
-    out = pd.DataFrame(rows, columns=["setting", "mean", "p", "seeds"])
-    out["p_holm"] = holm(out.p.to_numpy()) if len(out) else []
-    out["label"] = [hparams.SETTINGS[s].label if s in hparams.SETTINGS else s for s in out.setting]
-    return out
-
-
-def _significant(t: pd.DataFrame, sign: int) -> list[str]:
-    return [r.label for r in t.itertuples() if r.p_holm < ALPHA and np.sign(r.mean) == sign]
-
-
 def pooled_headroom(decidability: pd.DataFrame | None, settings) -> float:
     """Mean over ``settings`` of ln(ppl_uniform / ppl_best_in_band) from the decidability table (nan if absent)."""
     if decidability is None:
@@ -119,7 +92,7 @@ def claim_c1(runs: pd.DataFrame, decidability: pd.DataFrame | None = None) -> Cl
     d = log_ratios(runs, "aioli")
     per = setting_tests(d, "log_ratio")
     pooled = stratified_ci(d.log_ratio, d.setting)
-    worse, better = _significant(per, 1), _significant(per, -1)
+    worse, better = significant_settings(per, 1), significant_settings(per, -1)
     pct = lambda x: 100 * np.expm1(x)  # noqa: E731
     n_better = int((per["mean"] < 0).sum())
     ours = (f"pooled relative difference {pct(pooled['mean']):+.2f}%"
@@ -176,9 +149,9 @@ def claim_c2(runs: pd.DataFrame) -> Claim:
         parts.append(f"{method} {beaten}/{len(t)}" + (" (1 seed)" if t.seeds.min() < 2 else ""))
         if len(t) < n_settings:
             partial.append(method)
-        if worse := _significant(t, 1):
+        if worse := significant_settings(t, 1):
             fails[method] = worse
-        elif len(t) == n_settings and len(_significant(t, -1)) == len(t):
+        elif len(t) == n_settings and len(significant_settings(t, -1)) == len(t):
             wins.append(method)
         else:
             open_.append(method)
@@ -431,110 +404,6 @@ def claim_c11(runs: pd.DataFrame | None, overhead: dict | None) -> Claim:
                  "the run's own steps, tested in tests/test_policies.py), so no null rate applies.")
 
 
-# ------------------------------------------------------------------------------------------------ findings
-# RegMix and ODM are not in the paper: what Table 2 shows about them is a finding of this repository, phrased as one,
-# under a rule that can come out either way (keys F1, F2; ``claims_markdown`` gives them their own section).
-BETTER, WORSE = "better than stratified", "worse than stratified"
-FINDINGS = {"F1": ("regmix", "RegMix (Liu et al. 2024): its static mixture against stratified sampling"),
-            "F2": ("odm", "ODM (Albalak et al. 2023): its online mixture against stratified sampling")}
-NOT_A_CLAIM = "not a claim of the paper"
-RULE_F = ("C1's primary test applied to the method: the pooled relative difference, the mean over settings of each "
-          "setting's mean over seeds of ln(ppl_method / ppl_stratified) (paired by seed), with a 95% t-interval "
-          "stratified by setting; per setting, paired t-tests Holm-adjusted over the settings. Better than "
-          "stratified: the pooled interval lies below 0 and no setting is significantly worse. Worse than "
-          "stratified: the pooled interval lies above 0, or a setting is significantly worse. Cannot decide: the "
-          "method has no finished run paired with stratified, or a setting has a single seed (no interval). "
-          "Otherwise inconclusive; a verdict drawn while some of the method's Table 2 studies are unfinished is "
-          "inconclusive (provisional).")
-NULL_F = ("A method identical to stratified: the pooled interval excludes 0 with probability 5% (2.5% each side) and "
-          "Holm keeps the chance of any 'significantly worse' setting at or below 5%, so it prints better at most "
-          "2.5% of the time and worse at most 7.5% (the rule of C1, simulated in tests/test_claim_rules.py).")
-
-
-def finding(key: str, runs: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None) -> Claim:
-    """F1 (RegMix) or F2 (ODM) from Table 2's runs (``04_runs.csv``): this repository's finding, never the paper's."""
-    method, what = FINDINGS[key]
-    d = log_ratios(runs, method) if runs is not None and method in set(runs.method) else None
-    if d is None or d.empty:
-        return Claim(key, what, NOT_A_CLAIM, "-", CANNOT_DECIDE,
-                     f"no finished {method} run paired with stratified under this profile yet (notebook 04 trains "
-                     "them)", RULE_F, NULL_F)
-    per = setting_tests(d, "log_ratio")
-    pooled = stratified_ci(d.log_ratio, d.setting)
-    worse, better = _significant(per, 1), _significant(per, -1)
-    pct = lambda x: 100 * np.expm1(x)  # noqa: E731
-    ours = (f"pooled relative difference {pct(pooled['mean']):+.2f}%"
-            + ("" if np.isnan(pooled["low"]) else f", 95% CI [{pct(pooled['low']):+.2f}%, {pct(pooled['high']):+.2f}%]")
-            + f" over {len(per)} setting(s), {d.seed.nunique()} seed(s); below stratified by the mean in "
-            f"{int((per['mean'] < 0).sum())}/{len(per)}; significantly better (Holm) in {len(better)}, significantly "
-            f"worse in {len(worse)}" + (f" ({', '.join(worse)})" if worse else ""))
-    if np.isnan(pooled["low"]):
-        verdict, why = CANNOT_DECIDE, "a setting with one seed: no interval"
-    elif worse or pooled["low"] > 0:
-        verdict, why = WORSE, ("the pooled interval lies above 0" if pooled["low"] > 0 else
-                               f"significantly worse on {', '.join(worse)}")
-    elif pooled["high"] < 0:
-        verdict, why = BETTER, "the pooled interval lies below 0 and no setting is significantly worse"
-    else:
-        verdict, why = INCONCLUSIVE, "the pooled interval includes 0 and no setting is significantly worse"
-    left = [x for x in (unfinished or {}).get("04_perplexity_comparison", []) if x.startswith(f"{method}/")]
-    if left and verdict in (BETTER, WORSE):
-        verdict, why = INCONCLUSIVE, (f"provisional, {len(left)} of its Table 2 studies not finished yet; the "
-                                      f"finished part says {verdict}: {why}")
-    return Claim(key, what, NOT_A_CLAIM, ours, verdict, why, RULE_F, NULL_F)
-
-
-RULE_F3 = ("Notebook 11, per (method, headroom setting) on seeds the search never used: the share of the headroom captured, "
-           "mean over seeds of (ppl_stratified - ppl_method) divided by the mean of (ppl_stratified - ppl_p*), p* "
-           "being notebook 10's confirmed best mixture, with Fieller's 95% interval. Cannot decide where p*'s own "
-           "paired gain has an interval that includes 0; finds most of it where the share's interval lies above "
-           "0.5; misses most of it where it lies below 0.5; otherwise inconclusive. A method is counted as finding the "
-           "headroom when it finds most of it on every setting that can decide.")
-NULL_F3 = ("A method identical to stratified has a true share of 0: it prints 'finds most of it' at most 2.5% of the "
-           "time (the interval's upper tail) and 'misses most of it' whenever the headroom is measured well enough; "
-           "a method as good as p* prints 'misses' at most 2.5% of the time. Checked by simulation in "
-           "tests/test_table2b.py.")
-
-
-def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None,
-               settings: pd.DataFrame | None = None) -> Claim:
-    """F3 from notebook 11's ``11_table2b_share.csv``: where a better mixture exists, does each method find it?
-    ``settings``: notebook 10's ``10_headroom_settings.csv``; when it selects nothing and notebook 11 therefore
-    ran nothing, no setting with headroom was confirmed and F3 cannot be decided."""
-    what = "Where a better mixture exists (notebook 10's headroom settings), each method's share of it"
-    nothing_selected = settings is not None and not settings.selected.astype(bool).any()
-    if (share is None or share.empty) and nothing_selected:  # smoke and quick fall back to an unconfirmed one
-        best = settings.loc[settings.val_gain_pct.idxmax()]
-        tried = f"best candidate {best.label}: {best.val_gain_pct:+.2f}% [{best.ci_low:+.2f}, {best.ci_high:+.2f}]"
-        return Claim("F3", what, NOT_A_CLAIM, tried, CANNOT_DECIDE, "no candidate's headroom was confirmed at full "
-                     "length on the confirmation seeds (notebook 10): no setting where a better mixture is known to "
-                     "exist", RULE_F3, NULL_F3)
-    if share is None or share.empty:
-        return Claim("F3", what, NOT_A_CLAIM, "-", NOT_RUN, "needs notebooks 10 and 11 under this profile",
-                     RULE_F3, NULL_F3)
-    share = share[share.method != table2b.BEST_STATIC]  # p*'s share is 1 by construction
-    decided = share[share.verdict != table2b.CANNOT_DECIDE]
-    settings = share.drop_duplicates("setting")
-    room = "; ".join(f"{r.label}: headroom {r.headroom:.2f} ppl ({r.headroom_pct:.1f}%) [{r.headroom_low:+.2f}, "
-                     f"{r.headroom_high:+.2f}], {r.seeds} seeds" for r in settings.itertuples())
-    if decided.empty:
-        return Claim("F3", what, NOT_A_CLAIM, room, CANNOT_DECIDE, "p*'s gain over stratified is not significant "
-                     "on any setting at these seeds, so no share can be bounded", RULE_F3, NULL_F3)
-    per = {m: list(g.verdict) for m, g in decided.groupby("method", sort=False)}
-    finds = [m for m, v in per.items() if all(x == table2b.FINDS for x in v)]
-    misses = [m for m, v in per.items() if all(x == table2b.MISSES for x in v)]
-    rest = [m for m in per if m not in finds and m not in misses]
-    shares = ", ".join(f"{r.method} {r.share:.2f}" for r in decided.itertuples())
-    ours = f"{room}. Shares: {shares}"
-    verdict = f"found by {len(finds)} of {len(per)}"
-    why = (f"finds most of it: {', '.join(finds) or 'none'}; misses most of it: {', '.join(misses) or 'none'}; "
-           f"mixed or inconclusive: {', '.join(rest) or 'none'}")
-    left = (unfinished or {}).get("11_table2b", [])
-    if left:
-        verdict, why = INCONCLUSIVE, f"provisional, {len(left)} Table 2b runs not finished yet; the finished part: {why}"
-    return Claim("F3", what, NOT_A_CLAIM, ours, verdict, why, RULE_F3, NULL_F3)
-
-
 def not_tested(key: str, claim: str, paper: str, why: str) -> Claim:
     return Claim(key, claim, paper, "-", NOT_TESTED, why, "-", "-")
 
@@ -596,6 +465,8 @@ def build_claims(profile: str, extra: list[Claim] | None = None) -> list[Claim]:
     ]
     out += [finding(key, runs, left) for key in FINDINGS]
     out.append(finding_f3(_read(res / "11_table2b_share.csv"), left, _read(res / table2b.SETTINGS_FILE)))
+    out.append(finding_f4(_read(res / "12_adequate_signal.csv"), left))
+    out.append(finding_f5(_read(res / "13_scale_trend.csv"), _read(res / "13_scale.csv"), left))
     return sorted(out, key=lambda c: (c.key[0] != "C", int(c.key[1:])))
 
 
@@ -631,8 +502,9 @@ def claims_markdown(claims: list[Claim], profile: str, decidability: pd.DataFram
     if findings:
         lines += ["", "## Findings of this repository (not claims of the paper)", "",
                   "Methods the paper does not study, run on the same bench, seeds and settings (Table 2; F1, F2), and "
-                  "every method on the settings where mixing matters (Table 2b; F3). Verdicts: better / worse than "
-                  "stratified, or found by k of n methods / inconclusive / cannot decide.", "",
+                  "every method on the settings where mixing matters (Table 2b; F3), an Aioli whose estimates carry "
+                  "signal (F4), and model size (F5). Verdicts: better / worse than stratified, found by k of n "
+                  "methods, changes with size / inconclusive / cannot decide.", "",
                   "| finding | ours | verdict | why |", "|---|---|---|---|"]
         for c in findings:
             lines.append(f"| **{c.key}** {c.claim} | {c.ours} | **{c.verdict}** | {c.why} |")

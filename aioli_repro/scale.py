@@ -43,7 +43,7 @@ from .stats import paired_ci, t_pvalue
 from .tokenizer import load_tokenizer
 
 __all__ = ["AIOLI_FORMS", "GPU_PRESETS", "default_presets", "default_seeds", "default_gpu_presets", "default_settings", "sweep_points",
-           "scale_steps", "vocab_size", "parameters", "sweep_configs", "gap_configs", "sweep_headroom", "aioli_gap", "gap_summary", "planned_configs", "scale_table"]
+           "scale_steps", "vocab_size", "parameters", "sweep_configs", "gap_configs", "sweep_headroom", "aioli_gap", "gap_summary", "size_trend", "planned_configs", "scale_table"]
 
 AIOLI_FORMS: dict[str, dict] = {"aioli": {}, "aioli_cumulative": {"ema": None}}
 """Aioli's two forms, as overrides of ``hparams.aioli_config``: the released EMA form (the run named ``aioli`` is
@@ -239,6 +239,31 @@ def gap_summary(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                          "label": g.label.iloc[0], "form": form, "seeds": len(g), "mean": mean, "ci_low": lo,
                          "ci_high": hi, "mean_pct": mean_pct, "ci_low_pct": lo_pct, "ci_high_pct": hi_pct,
                          "p": t_pvalue(d)})
+    return pd.DataFrame(rows)
+
+
+def size_trend(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """How Aioli's gap to stratified changes with model size: per (device, setting, Aioli form), between the smallest
+    and the largest preset with runs of that setting, the per-seed change of the gap, (Aioli - stratified)/stratified
+    in % at the larger preset minus the same at the smaller, paired by seed (the presets share their seeds), with its
+    mean, t-interval and the paired t-test's p-value. Below 0: Aioli gains on stratified as the model grows. ``runs``:
+    ``aioli_gap``'s per-seed rows."""
+    rows = []
+    if runs.empty:
+        return pd.DataFrame(rows)
+    for (device, key), g in runs.groupby(["device", "setting"], sort=False):
+        sizes = g.drop_duplicates("preset").sort_values("parameters")
+        if len(sizes) < 2:
+            continue
+        small, large = sizes.iloc[0], sizes.iloc[-1]
+        for form in AIOLI_FORMS:
+            gap = g.pivot_table(index="seed", columns="preset", values=f"{form}_minus_stratified_pct")
+            d = (gap[large.preset] - gap[small.preset]).dropna()
+            mean, lo, hi = paired_ci(d, level)
+            rows.append({"device": device, "setting": key, "label": g.label.iloc[0], "form": form,
+                         "small": small.preset, "large": large.preset, "parameters_small": int(small.parameters),
+                         "parameters_large": int(large.parameters), "seeds": len(d), "change_pct": mean,
+                         "ci_low": lo, "ci_high": hi, "p": t_pvalue(d)})
     return pd.DataFrame(rows)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aioli_repro import claims, tables
+from aioli_repro import claims, findings, tables
 from aioli_repro.hparams import SETTINGS
 
 SIX = tuple(SETTINGS)
@@ -324,10 +324,10 @@ def test_every_tested_claim_states_its_rule_and_null_in_the_markdown():
 F_CASES = [  # (runs of the method, or None for none finished; verdict)
     ("no run yet", None, claims.CANNOT_DECIDE),
     ("one seed", np.full((2, 1), -0.05), claims.CANNOT_DECIDE),
-    ("better everywhere", np.full((6, 3), -0.03) + np.array([0, 0.001, -0.001]), claims.BETTER),
-    ("worse on average", np.full((6, 3), 0.03) + np.array([0, 0.001, -0.001]), claims.WORSE),
+    ("better everywhere", np.full((6, 3), -0.03) + np.array([0, 0.001, -0.001]), findings.BETTER),
+    ("worse on average", np.full((6, 3), 0.03) + np.array([0, 0.001, -0.001]), findings.WORSE),
     ("one setting clearly worse", np.vstack([np.full((5, 3), -0.001) + np.array([0, 0.02, -0.02]),
-                                             [[0.30, 0.3001, 0.2999]]]), claims.WORSE),
+                                             [[0.30, 0.3001, 0.2999]]]), findings.WORSE),
     ("noise", np.array([[0.01, -0.01, 0.0]] * 6), claims.INCONCLUSIVE),
 ]
 
@@ -335,37 +335,37 @@ F_CASES = [  # (runs of the method, or None for none finished; verdict)
 @pytest.mark.parametrize("key", ["F1", "F2"])
 @pytest.mark.parametrize("ratios,verdict", [c[1:] for c in F_CASES], ids=[c[0] for c in F_CASES])
 def test_findings_on_regmix_and_odm_come_out_either_way(key, ratios, verdict):
-    method = claims.FINDINGS[key][0]
+    method = findings.FINDINGS[key][0]
     if ratios is None:
         runs = runs_from_ratios({"aioli": noise(np.random.default_rng(0))})  # Table 2 ran, without the method
     else:
         runs = runs_from_ratios({method: ratios}, settings=SIX[:len(ratios)])
-    got = claims.finding(key, runs)
-    assert got.verdict == verdict and got.paper == claims.NOT_A_CLAIM and got.rule and got.null
-    assert claims.finding(key, None).verdict == claims.CANNOT_DECIDE  # no Table 2 at all
+    got = findings.finding(key, runs)
+    assert got.verdict == verdict and got.paper == findings.NOT_A_CLAIM and got.rule and got.null
+    assert findings.finding(key, None).verdict == claims.CANNOT_DECIDE  # no Table 2 at all
 
 
 def test_a_finding_from_unfinished_studies_is_provisional():
     runs = runs_from_ratios({"odm": np.full((6, 3), -0.03) + np.array([0, 0.001, -0.001])})
     left = {"04_perplexity_comparison": ["odm/slimpajama/seed 2", "regmix/github_c4/seed 0"]}
-    got = claims.finding("F2", runs, left)
+    got = findings.finding("F2", runs, left)
     assert got.verdict == claims.INCONCLUSIVE and "provisional, 1 of its Table 2 studies" in got.why
-    assert claims.finding("F2", runs, {"04_perplexity_comparison": ["regmix/github_c4/seed 0"]}).verdict == \
-        claims.BETTER
+    assert findings.finding("F2", runs, {"04_perplexity_comparison": ["regmix/github_c4/seed 0"]}).verdict == \
+        findings.BETTER
 
 
 @pytest.mark.slow
 def test_finding_null_rates():
     rng = np.random.default_rng(1)
-    null = [claims.finding("F2", runs_from_ratios({"odm": noise(rng)}, rng=rng)).verdict for _ in range(300)]
-    assert null.count(claims.BETTER) / len(null) <= 0.05 and null.count(claims.WORSE) / len(null) <= 0.12
+    null = [findings.finding("F2", runs_from_ratios({"odm": noise(rng)}, rng=rng)).verdict for _ in range(300)]
+    assert null.count(findings.BETTER) / len(null) <= 0.05 and null.count(findings.WORSE) / len(null) <= 0.12
 
 
 def test_findings_get_their_own_section_in_claims_md():
     runs = runs_from_ratios({"aioli": noise(np.random.default_rng(0)), "odm": np.full((6, 3), 0.03)
                              + np.array([0, 0.001, -0.001])})
-    md = claims.claims_markdown([claims.claim_c1(runs), claims.finding("F1", runs), claims.finding("F2", runs)],
+    md = claims.claims_markdown([claims.claim_c1(runs), findings.finding("F1", runs), findings.finding("F2", runs)],
                                 "full")
-    verdicts, findings = md.split("## Findings of this repository (not claims of the paper)")
-    assert "**C1**" in verdicts and "**F1**" not in verdicts
-    assert "**F1**" in findings and "**cannot decide**" in findings and "**worse than stratified**" in findings
+    paper_part, own_part = md.split("## Findings of this repository (not claims of the paper)")
+    assert "**C1**" in paper_part and "**F1**" not in paper_part
+    assert "**F1**" in own_part and "**cannot decide**" in own_part and "**worse than stratified**" in own_part

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from aioli_repro import diagnostics, headroom, hparams, plots, scale
+from aioli_repro import claims, diagnostics, findings, headroom, hparams, plots, scale
 from aioli_repro.config import run_id
 from aioli_repro.headroom import as_setting
 from aioli_repro.methods import sweep
@@ -262,3 +262,75 @@ def test_gpu_runs_are_their_own_runs_and_their_own_rows_lines_and_legend_entries
     fig = plots.plot_scale(pd.DataFrame(), gaps, "full", path=tmp_path / "g.png")
     legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert "A/B, aioli" in legend and "A/B, GPU, aioli" in legend and len(legend) == 4
+
+
+# ------------------------------------------------------------------------------------------------ F4, F5
+def _two_presets(small_pct: dict, large_pct: dict, setting: str = "a_b") -> pd.DataFrame:
+    """Per-seed gap rows at 1m and 4m with the given Aioli - stratified gaps in % (stratified at 100 ppl), both forms
+    alike."""
+    rows = []
+    for preset, params, pct in (("1m", 921_088, small_pct), ("4m", 4_208_128, large_pct)):
+        for seed, g in pct.items():
+            rows.append({"preset": preset, "parameters": params, "device": "cpu", "setting": setting,
+                         "label": setting.upper(), "seed": seed, "aioli_minus_stratified_pct": g,
+                         "aioli_cumulative_minus_stratified_pct": g})
+    return pd.DataFrame(rows)
+
+
+def test_the_size_trend_pairs_the_gap_by_seed_between_the_smallest_and_largest_preset():
+    runs = _two_presets({0: 1.0, 1: 0.5, 2: 2.0}, {0: -1.0, 1: -0.5, 2: -1.0})  # changes -2.0, -1.0, -3.0
+    row = scale.size_trend(runs.sample(frac=1, random_state=0)).set_index("form").loc["aioli"]  # order-free
+    ref = stats.ttest_1samp([-2.0, -1.0, -3.0], 0.0)
+    ci = ref.confidence_interval(0.95)
+    assert (row.small, row.large, row.seeds) == ("1m", "4m", 3)
+    assert row.change_pct == pytest.approx(-2.0) and row.p == pytest.approx(ref.pvalue)
+    assert (row.ci_low, row.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert scale.size_trend(runs[runs.preset == "4m"]).empty  # one preset: no trend
+
+
+def test_f5_says_changes_with_size_only_when_a_holm_adjusted_test_says_so():
+    strong = _two_presets({0: 1.0, 1: 0.9, 2: 1.1, 3: 1.0}, {0: -2.0, 1: -2.1, 2: -1.9, 3: -2.05})
+    c = findings.finding_f5(scale.size_trend(strong))
+    assert c.verdict == findings.CHANGES and "gains on" in c.why
+    weak = _two_presets({0: 1.0, 1: -1.0, 2: 0.5}, {0: 0.0, 1: 0.2, 2: 0.4})
+    assert findings.finding_f5(scale.size_trend(weak)).verdict == claims.INCONCLUSIVE
+    one_seed = _two_presets({0: 1.0}, {0: -3.0})
+    assert findings.finding_f5(scale.size_trend(one_seed)).verdict == claims.CANNOT_DECIDE
+    assert findings.finding_f5(None).verdict == claims.NOT_RUN
+    assert findings.finding_f5(scale.size_trend(strong), None, {"13_scale": ["x"]}).verdict == claims.INCONCLUSIVE
+
+
+def test_f5_under_no_change_prints_changes_with_size_at_most_about_5_percent():
+    rng = np.random.default_rng(0)
+    verdicts = []
+    for _ in range(400):  # two settings, the same gap distribution at both sizes
+        tables = [_two_presets(dict(enumerate(rng.normal(0.5, 1.0, 3))), dict(enumerate(rng.normal(0.5, 1.0, 3))),
+                               setting=s) for s in ("a_b", "c_d")]
+        verdicts.append(findings.finding_f5(scale.size_trend(pd.concat(tables, ignore_index=True))).verdict)
+    assert verdicts.count(findings.CHANGES) / len(verdicts) <= 0.08
+
+
+def _adequate(minus: list[float], low: list[float], high: list[float], variant: bool = True) -> pd.DataFrame:
+    rows = [{"setting": s, "label": s.upper(), "form": f, "seeds": 3, "minus_stratified": 0.0, "ci_low": -1.0,
+             "ci_high": 1.0, "compute_vs_stratified": 1.02, "wall_time_vs_stratified": 1.1}
+            for s in ("a_b", "c_d") for f in ("released", "cumulative")]
+    if variant:
+        rows += [{"setting": s, "label": s.upper(), "form": "adequate signal (eval x4)", "seeds": 3,
+                  "minus_stratified": m, "ci_low": lo, "ci_high": hi, "compute_vs_stratified": 1.3,
+                  "wall_time_vs_stratified": 1.4} for s, m, lo, hi in zip(("a_b", "c_d"), minus, low, high)]
+    return pd.DataFrame(rows)
+
+
+def test_f4_compares_the_chosen_variant_with_stratified_per_setting():
+    better = findings.finding_f4(_adequate([-3.0, -0.5], [-5.0, -2.0], [-1.0, 1.0]))
+    assert better.verdict == findings.BETTER and "A_B" in better.why and "1.30x" in better.ours
+    worse = findings.finding_f4(_adequate([-3.0, 2.0], [-5.0, 0.5], [-1.0, 3.5]))
+    assert worse.verdict == findings.WORSE and "C_D" in worse.why
+    assert findings.finding_f4(_adequate([0.1, -0.2], [-1.0, -1.0], [1.0, 0.5])).verdict == claims.INCONCLUSIVE
+    nothing = findings.finding_f4(_adequate([], [], [], variant=False))
+    assert nothing.verdict == claims.CANNOT_DECIDE and "no variant" in nothing.ours
+    assert findings.finding_f4(_adequate([], [], [], variant=False), {"12_aioli_signal": ["x"]}).verdict == \
+        claims.NOT_RUN
+    assert findings.finding_f4(None).verdict == claims.NOT_RUN
+    one = _adequate([-3.0, -0.5], [np.nan, -2.0], [np.nan, 1.0])
+    assert findings.finding_f4(one).verdict == claims.CANNOT_DECIDE

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from aioli_repro import claims, headroom, hparams, table2b
+from aioli_repro import claims, findings, headroom, hparams, table2b
 from aioli_repro.errors import ConfigError
 from aioli_repro.profiles import check_study_parameters
 from aioli_repro.stats import ratio_ci
@@ -227,23 +227,23 @@ def test_f3_counts_the_methods_that_find_most_of_the_headroom_on_every_deciding_
         {**base, "setting": "a", "method": "doge", "share": 0.0, "verdict": table2b.MISSES},
         {**base, "setting": "b", "method": "doge", "share": 0.1, "verdict": table2b.MISSES},
     ])
-    c = claims.finding_f3(share)
+    c = findings.finding_f3(share)
     assert c.verdict == "found by 1 of 3"
     assert "finds most of it: grid;" in c.why and "misses most of it: doge;" in c.why and "aioli" in c.why
-    assert claims.finding_f3(None).verdict == claims.NOT_RUN
+    assert findings.finding_f3(None).verdict == claims.NOT_RUN
     none = share.assign(verdict=table2b.CANNOT_DECIDE)
-    assert claims.finding_f3(none).verdict == claims.CANNOT_DECIDE
-    assert claims.finding_f3(share, {"11_table2b": ["grid/a/seed 4"]}).verdict == claims.INCONCLUSIVE
+    assert findings.finding_f3(none).verdict == claims.CANNOT_DECIDE
+    assert findings.finding_f3(share, {"11_table2b": ["grid/a/seed 4"]}).verdict == claims.INCONCLUSIVE
 
 
 def test_f3_cannot_be_decided_when_notebook_10_confirmed_no_setting():
     settings = pd.DataFrame({"setting": ["a+b", "c+d"], "label": ["a/b", "c/d"], "selected": [False, False],
                              "val_gain_pct": [0.4, 1.5], "ci_low": [-1.0, -0.2], "ci_high": [1.8, 3.2]})
-    c = claims.finding_f3(None, None, settings)
+    c = findings.finding_f3(None, None, settings)
     assert c.verdict == claims.CANNOT_DECIDE and "no candidate's headroom was confirmed" in c.why
     assert c.ours == "best candidate c/d: +1.50% [-0.20, +3.20]"
     # once a setting is selected, the share decides as before (here: none yet, so not run)
-    assert claims.finding_f3(None, None, settings.assign(selected=[False, True])).verdict == claims.NOT_RUN
+    assert findings.finding_f3(None, None, settings.assign(selected=[False, True])).verdict == claims.NOT_RUN
 
 
 def test_the_smoke_fallback_takes_the_largest_gain_when_nothing_is_confirmed(tmp_path, monkeypatch):

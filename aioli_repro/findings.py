@@ -1,0 +1,228 @@
+"""This repository's findings (not claims of the paper), each from a stated rule that can come out either way:
+F1 RegMix and F2 ODM against stratified sampling (Table 2), F3 each method's share of the headroom where a better
+mixture exists (Table 2b), F4 an Aioli whose estimates carry signal against stratified (notebook 12), F5 whether
+Aioli's gap to stratified changes with model size (notebook 13). ``claims.build_claims`` collects them beside the
+paper's claims."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import table2b
+from .stats import holm, stratified_ci
+from .verdicts import (
+    ALPHA,
+    CANNOT_DECIDE,
+    INCONCLUSIVE,
+    NOT_RUN,
+    Claim,
+    log_ratios,
+    setting_tests,
+    significant_settings,
+)
+
+# ------------------------------------------------------------------------------------------------ findings
+# RegMix and ODM are not in the paper: what Table 2 shows about them is a finding of this repository, phrased as one,
+# under a rule that can come out either way (keys F1, F2; ``claims_markdown`` gives them their own section).
+BETTER, WORSE = "better than stratified", "worse than stratified"
+FINDINGS = {"F1": ("regmix", "RegMix (Liu et al. 2024): its static mixture against stratified sampling"),
+            "F2": ("odm", "ODM (Albalak et al. 2023): its online mixture against stratified sampling")}
+NOT_A_CLAIM = "not a claim of the paper"
+RULE_F = ("C1's primary test applied to the method: the pooled relative difference, the mean over settings of each "
+          "setting's mean over seeds of ln(ppl_method / ppl_stratified) (paired by seed), with a 95% t-interval "
+          "stratified by setting; per setting, paired t-tests Holm-adjusted over the settings. Better than "
+          "stratified: the pooled interval lies below 0 and no setting is significantly worse. Worse than "
+          "stratified: the pooled interval lies above 0, or a setting is significantly worse. Cannot decide: the "
+          "method has no finished run paired with stratified, or a setting has a single seed (no interval). "
+          "Otherwise inconclusive; a verdict drawn while some of the method's Table 2 studies are unfinished is "
+          "inconclusive (provisional).")
+NULL_F = ("A method identical to stratified: the pooled interval excludes 0 with probability 5% (2.5% each side) and "
+          "Holm keeps the chance of any 'significantly worse' setting at or below 5%, so it prints better at most "
+          "2.5% of the time and worse at most 7.5% (the rule of C1, simulated in tests/test_claim_rules.py).")
+
+
+def finding(key: str, runs: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None) -> Claim:
+    """F1 (RegMix) or F2 (ODM) from Table 2's runs (``04_runs.csv``): this repository's finding, never the paper's."""
+    method, what = FINDINGS[key]
+    d = log_ratios(runs, method) if runs is not None and method in set(runs.method) else None
+    if d is None or d.empty:
+        return Claim(key, what, NOT_A_CLAIM, "-", CANNOT_DECIDE,
+                     f"no finished {method} run paired with stratified under this profile yet (notebook 04 trains "
+                     "them)", RULE_F, NULL_F)
+    per = setting_tests(d, "log_ratio")
+    pooled = stratified_ci(d.log_ratio, d.setting)
+    worse, better = significant_settings(per, 1), significant_settings(per, -1)
+    pct = lambda x: 100 * np.expm1(x)  # noqa: E731
+    ours = (f"pooled relative difference {pct(pooled['mean']):+.2f}%"
+            + ("" if np.isnan(pooled["low"]) else f", 95% CI [{pct(pooled['low']):+.2f}%, {pct(pooled['high']):+.2f}%]")
+            + f" over {len(per)} setting(s), {d.seed.nunique()} seed(s); below stratified by the mean in "
+            f"{int((per['mean'] < 0).sum())}/{len(per)}; significantly better (Holm) in {len(better)}, significantly "
+            f"worse in {len(worse)}" + (f" ({', '.join(worse)})" if worse else ""))
+    if np.isnan(pooled["low"]):
+        verdict, why = CANNOT_DECIDE, "a setting with one seed: no interval"
+    elif worse or pooled["low"] > 0:
+        verdict, why = WORSE, ("the pooled interval lies above 0" if pooled["low"] > 0 else
+                               f"significantly worse on {', '.join(worse)}")
+    elif pooled["high"] < 0:
+        verdict, why = BETTER, "the pooled interval lies below 0 and no setting is significantly worse"
+    else:
+        verdict, why = INCONCLUSIVE, "the pooled interval includes 0 and no setting is significantly worse"
+    left = [x for x in (unfinished or {}).get("04_perplexity_comparison", []) if x.startswith(f"{method}/")]
+    if left and verdict in (BETTER, WORSE):
+        verdict, why = INCONCLUSIVE, (f"provisional, {len(left)} of its Table 2 studies not finished yet; the "
+                                      f"finished part says {verdict}: {why}")
+    return Claim(key, what, NOT_A_CLAIM, ours, verdict, why, RULE_F, NULL_F)
+
+
+RULE_F3 = ("Notebook 11, per (method, headroom setting) on seeds the search never used: the share of the headroom captured, "
+           "mean over seeds of (ppl_stratified - ppl_method) divided by the mean of (ppl_stratified - ppl_p*), p* "
+           "being notebook 10's confirmed best mixture, with Fieller's 95% interval. Cannot decide where p*'s own "
+           "paired gain has an interval that includes 0; finds most of it where the share's interval lies above "
+           "0.5; misses most of it where it lies below 0.5; otherwise inconclusive. A method is counted as finding the "
+           "headroom when it finds most of it on every setting that can decide.")
+NULL_F3 = ("A method identical to stratified has a true share of 0: it prints 'finds most of it' at most 2.5% of the "
+           "time (the interval's upper tail) and 'misses most of it' whenever the headroom is measured well enough; "
+           "a method as good as p* prints 'misses' at most 2.5% of the time. Checked by simulation in "
+           "tests/test_table2b.py.")
+
+
+def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None,
+               settings: pd.DataFrame | None = None) -> Claim:
+    """F3 from notebook 11's ``11_table2b_share.csv``: where a better mixture exists, does each method find it?
+    ``settings``: notebook 10's ``10_headroom_settings.csv``; when it selects nothing and notebook 11 therefore
+    ran nothing, no setting with headroom was confirmed and F3 cannot be decided."""
+    what = "Where a better mixture exists (notebook 10's headroom settings), each method's share of it"
+    nothing_selected = settings is not None and not settings.selected.astype(bool).any()
+    if (share is None or share.empty) and nothing_selected:  # smoke and quick fall back to an unconfirmed one
+        best = settings.loc[settings.val_gain_pct.idxmax()]
+        tried = f"best candidate {best.label}: {best.val_gain_pct:+.2f}% [{best.ci_low:+.2f}, {best.ci_high:+.2f}]"
+        return Claim("F3", what, NOT_A_CLAIM, tried, CANNOT_DECIDE, "no candidate's headroom was confirmed at full "
+                     "length on the confirmation seeds (notebook 10): no setting where a better mixture is known to "
+                     "exist", RULE_F3, NULL_F3)
+    if share is None or share.empty:
+        return Claim("F3", what, NOT_A_CLAIM, "-", NOT_RUN, "needs notebooks 10 and 11 under this profile",
+                     RULE_F3, NULL_F3)
+    share = share[share.method != table2b.BEST_STATIC]  # p*'s share is 1 by construction
+    decided = share[share.verdict != table2b.CANNOT_DECIDE]
+    settings = share.drop_duplicates("setting")
+    room = "; ".join(f"{r.label}: headroom {r.headroom:.2f} ppl ({r.headroom_pct:.1f}%) [{r.headroom_low:+.2f}, "
+                     f"{r.headroom_high:+.2f}], {r.seeds} seeds" for r in settings.itertuples())
+    if decided.empty:
+        return Claim("F3", what, NOT_A_CLAIM, room, CANNOT_DECIDE, "p*'s gain over stratified is not significant "
+                     "on any setting at these seeds, so no share can be bounded", RULE_F3, NULL_F3)
+    per = {m: list(g.verdict) for m, g in decided.groupby("method", sort=False)}
+    finds = [m for m, v in per.items() if all(x == table2b.FINDS for x in v)]
+    misses = [m for m, v in per.items() if all(x == table2b.MISSES for x in v)]
+    rest = [m for m in per if m not in finds and m not in misses]
+    shares = ", ".join(f"{r.method} {r.share:.2f}" for r in decided.itertuples())
+    ours = f"{room}. Shares: {shares}"
+    verdict = f"found by {len(finds)} of {len(per)}"
+    why = (f"finds most of it: {', '.join(finds) or 'none'}; misses most of it: {', '.join(misses) or 'none'}; "
+           f"mixed or inconclusive: {', '.join(rest) or 'none'}")
+    left = (unfinished or {}).get("11_table2b", [])
+    if left:
+        verdict, why = INCONCLUSIVE, f"provisional, {len(left)} Table 2b runs not finished yet; the finished part: {why}"
+    return Claim("F3", what, NOT_A_CLAIM, ours, verdict, why, RULE_F3, NULL_F3)
+
+
+ADEQUATE_FORM = "adequate signal"
+"""The prefix of the form notebook 12's ``12_adequate_signal.csv`` gives the variant it chose
+(``diagnostics.adequate_signal_rows``)."""
+RULE_F4 = ("Notebook 12 picks, on short runs, the cheapest variant of LearnParams (more validation sequences per "
+           "evaluation, more evaluation steps, more rounds, the cumulative form) whose estimates agree across seeds in "
+           "the later rounds (mean cosine between seeds of colsum(A^t) minus its mean above 0, one-sample t-test "
+           "p < 0.05). That variant then trains at full length beside stratified, on Table 2's seeds (A/SE) and on "
+           "Table 2b's fresh seeds (the headroom setting). Per setting, the paired difference in average test "
+           "perplexity to stratified with its 95% t-interval. Better than stratified: an interval lies below 0 and "
+           "none above. Worse: an interval lies above 0. Cannot decide: no variant's estimates agreed (no Aioli that "
+           "can see was found), or a setting has a single seed. Otherwise inconclusive.")
+NULL_F4 = ("A variant identical to stratified: each setting's interval lies below 0 with probability 2.5% and above "
+           "with 2.5%, so over the two settings it prints better at most 5% of the time and worse at most 5%. The "
+           "variant is chosen on the agreement of its estimates in other, shorter runs, never on perplexity, so the "
+           "choice does not bias the test.")
+
+
+def finding_f4(adequate: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None) -> Claim:
+    """F4 from notebook 12's ``12_adequate_signal.csv``: does an Aioli whose estimates carry signal beat stratified?
+    The table holds the released and cumulative forms always, and the chosen variant's rows only if one was chosen."""
+    what = "An Aioli that can see (notebook 12): LearnParams given enough evaluation to agree across seeds"
+    if adequate is None or adequate.empty:
+        return Claim("F4", what, NOT_A_CLAIM, "-", NOT_RUN, "needs notebook 12 under this profile", RULE_F4, NULL_F4)
+    rows = adequate[adequate.form.str.startswith(ADEQUATE_FORM)]
+    left = (unfinished or {}).get("12_aioli_signal", [])
+    if rows.empty and left:  # the variant is chosen from the whole signal study: not yet
+        return Claim("F4", what, NOT_A_CLAIM, "-", NOT_RUN, f"{len(left)} part(s) of notebook 12 not finished yet",
+                     RULE_F4, NULL_F4)
+    if rows.empty:
+        return Claim("F4", what, NOT_A_CLAIM, "no variant's later rounds agree across seeds on any setting",
+                     CANNOT_DECIDE, "no configuration tried gives Aioli's estimates a direction it can see, so there "
+                     "is no such Aioli to compare", RULE_F4, NULL_F4)
+    ours = f"{rows.form.iloc[0]}: " + "; ".join(
+        f"{r.label} {r.minus_stratified:+.2f} ppl" + ("" if np.isnan(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
+        + f", {r.seeds} seeds, {r.compute_vs_stratified:.2f}x stratified's compute, {r.wall_time_vs_stratified:.2f}x "
+        "its wall time" for r in rows.itertuples())
+    below = [r.label for r in rows.itertuples() if r.ci_high < 0]
+    above = [r.label for r in rows.itertuples() if r.ci_low > 0]
+    if rows.ci_low.isna().any():
+        verdict, why = CANNOT_DECIDE, "a setting with one seed: no interval"
+    elif above:
+        verdict, why = WORSE, f"its interval lies above 0 on {', '.join(above)}"
+    elif below:
+        verdict, why = BETTER, f"its interval lies below 0 on {', '.join(below)} and above 0 nowhere"
+    else:
+        verdict, why = INCONCLUSIVE, "every interval includes 0"
+    if left and verdict in (BETTER, WORSE):
+        verdict, why = INCONCLUSIVE, f"provisional, {len(left)} part(s) of notebook 12 not finished yet; the finished " \
+                                     f"part says {verdict}: {why}"
+    return Claim("F4", what, NOT_A_CLAIM, ours, verdict, why, RULE_F4, NULL_F4)
+
+
+CHANGES = "changes with size"
+RULE_F5 = ("Notebook 13, per (device, setting, Aioli form): Aioli's gap to stratified, (ppl_Aioli - ppl_stratified) / "
+           "ppl_stratified in %, at the largest preset with runs minus at the smallest (1m and 4m on the CPU under "
+           "full), paired by seed (`13_scale_trend.csv`), with paired t-tests Holm-adjusted over all pairs. Changes "
+           "with size: some adjusted p < 0.05 (the sign says whether Aioli gains or loses on stratified as the model "
+           "grows). Cannot decide: no pair has two presets with two paired seeds. Otherwise inconclusive, with the "
+           "intervals showing how large a change the seeds could miss. The static headroom per preset (one sweep "
+           "seed, no interval) is reported beside it, without a verdict.")
+NULL_F5 = ("Gaps that do not depend on size (a true change of 0 for every pair): Holm keeps the chance of printing "
+           "'changes with size' at or below 5%; simulated in tests/test_signal_scale.py.")
+
+
+def finding_f5(trend: pd.DataFrame | None, scale_table: pd.DataFrame | None = None,
+               unfinished: dict[str, list[str]] | None = None) -> Claim:
+    """F5 from notebook 13's ``13_scale_trend.csv`` (``scale.size_trend``) and, for the headroom per preset, its
+    ``13_scale.csv``: does Aioli's gap to stratified change with model size?"""
+    what = "Scale (notebook 13): does Aioli's gap to stratified change with model size?"
+    if trend is None or trend.empty:
+        return Claim("F5", what, NOT_A_CLAIM, "-", NOT_RUN, "needs notebook 13 under this profile, with runs at two "
+                     "presets", RULE_F5, NULL_F5)
+    room = ""
+    if scale_table is not None and len(scale_table):
+        h = scale_table[scale_table.measure == "headroom_observed_gain_pct"]
+        room = "; headroom over uniform (observed, one seed): " + ", ".join(
+            f"{r.label} {r.preset}{'' if r.device == 'cpu' else ' ' + r.device} {r.mean:.1f}%" for r in h.itertuples())
+    tested = trend[trend.seeds >= 2].copy()
+    ours = "; ".join(
+        f"{r.label} {r.form} {r.small} to {r.large}{'' if r.device == 'cpu' else ' (' + r.device + ')'}: "
+        f"{r.change_pct:+.2f} points" + ("" if np.isnan(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
+        + f", {r.seeds} seeds" for r in trend.itertuples()) + room
+    if tested.empty:
+        return Claim("F5", what, NOT_A_CLAIM, ours, CANNOT_DECIDE, "no (setting, form) has two presets with two "
+                     "paired seeds", RULE_F5, NULL_F5)
+    tested["p_holm"] = holm(tested.p.fillna(1.0).to_numpy())
+    hit = tested[tested.p_holm < ALPHA]
+    if len(hit):
+        verdict = CHANGES
+        why = "; ".join(f"{r.label} {r.form}: Aioli {'gains on' if r.change_pct < 0 else 'loses to'} stratified "
+                        f"from {r.small} to {r.large} (Holm p = {r.p_holm:.3g})" for r in hit.itertuples())
+    else:
+        widest = float(np.nanmax(np.abs(tested[["ci_low", "ci_high"]].to_numpy())))
+        verdict, why = INCONCLUSIVE, (f"no Holm-adjusted p < {ALPHA}; the intervals allow changes of up to "
+                                      f"{widest:.2f} points")
+    left = (unfinished or {}).get("13_scale", [])
+    if left and verdict == CHANGES:
+        verdict, why = INCONCLUSIVE, f"provisional, {len(left)} part(s) of notebook 13 not finished yet; the finished " \
+                                     f"part says {verdict}: {why}"
+    return Claim("F5", what, NOT_A_CLAIM, ours, verdict, why, RULE_F5, NULL_F5)

@@ -1,0 +1,54 @@
+"""The words a verdict is given in, the record of one claim or finding, and the paired tests that claims and
+findings share (``claims`` for the paper's claims, ``findings`` for this repository's own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import hparams, tables
+from .stats import holm, t_pvalue
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
+CANNOT_DECIDE = "cannot decide"
+NOT_RUN = "not run yet"
+ALPHA = 0.05
+
+
+@dataclass
+class Claim:
+    key: str
+    claim: str
+    paper: str
+    ours: str
+    verdict: str
+    why: str
+    rule: str = ""
+    """The rule that turns the evidence into the verdict."""
+    null: str = ""
+    """What the rule prints for a method identical to the baseline (or an effect of size zero)."""
+
+
+def log_ratios(runs: pd.DataFrame, method: str, baseline: str = "stratified") -> pd.DataFrame:
+    """Per (setting, seed): ln(ppl_method / ppl_baseline), paired by seed (rows without a pair are dropped)."""
+    d = tables.differences(runs, baseline)
+    d = d[(d.method == method) & d["diff"].notna()].copy()
+    base = d.avg_test_perplexity - d["diff"]
+    d["log_ratio"] = np.log(d.avg_test_perplexity / base)
+    return d[["setting", "seed", "log_ratio", "diff"]].reset_index(drop=True)
+
+
+def setting_tests(d: pd.DataFrame, value: str = "diff") -> pd.DataFrame:
+    """Per setting of one method: mean, paired t-test p-value over seeds, Holm-adjusted p over the settings, seeds."""
+    rows = [{"setting": s, "mean": float(g[value].mean()), "p": t_pvalue(g[value]), "seeds": int(g.seed.nunique())}
+            for s, g in d.groupby("setting", sort=False)]
+    out = pd.DataFrame(rows, columns=["setting", "mean", "p", "seeds"])
+    out["p_holm"] = holm(out.p.to_numpy()) if len(out) else []
+    out["label"] = [hparams.SETTINGS[s].label if s in hparams.SETTINGS else s for s in out.setting]
+    return out
+
+
+def significant_settings(t: pd.DataFrame, sign: int) -> list[str]:
+    return [r.label for r in t.itertuples() if r.p_holm < ALPHA and np.sign(r.mean) == sign]
