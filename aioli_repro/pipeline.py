@@ -32,6 +32,16 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return found
 
 
+SUMMARY_NOTEBOOK = "07_claims"
+"""The notebook that reads every study's tables (its findings F3-F5 come from notebooks 11-13), so ``run_all`` runs it
+after the other notebooks it runs, whatever its number."""
+
+
+def run_order(paths: list[Path]) -> list[Path]:
+    """``paths`` in the order ``run_all`` executes them: by number, the summary notebook last."""
+    return sorted(paths, key=lambda p: (p.stem == SUMMARY_NOTEBOOK, p.name))
+
+
 def accepts_cached_only(path: Path) -> bool:
     """Whether a notebook can render from the run cache alone (it declares a ``cached_only`` parameter)."""
     import papermill as pm  # lazy, here and below: papermill brings the Jupyter client, needed only to run notebooks
@@ -130,8 +140,9 @@ def main(argv=None) -> int:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    """Execute the chosen notebooks of a profile in order, then write the timing and run-usage logs."""
-    todo = notebooks(args.only)
+    """Execute the chosen notebooks of a profile in order (``run_order``: the claims last), then write the timing and
+    run-usage logs."""
+    todo = run_order(notebooks(args.only))
     if args.cached_only:
         skipped = [p.name for p in todo if not accepts_cached_only(p)]
         todo = [p for p in todo if p.name not in skipped]

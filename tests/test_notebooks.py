@@ -105,3 +105,24 @@ def test_the_ablation_figure_draws_one_bar_per_method_and_setting_at_the_mean(tm
     fig = plots.plot_ablations(_diffs().assign(seed=0).drop_duplicates(["method", "label"]), "smoke", tmp_path / "a.png")
     heights = sorted(p.get_height() for p in fig.axes[0].patches if p.get_width() > 0)
     assert heights == [-0.5, 0.25, 0.5, 1.25]
+
+
+def test_run_all_renders_the_claims_after_every_notebook_whose_tables_they_read():
+    """claims.md reads tables of notebooks numbered after it (F3-F5 from 11-13), so run_all runs it last."""
+    import re
+    from pathlib import Path
+
+    from aioli_repro import claims
+
+    order = [p.stem for p in pipeline.run_order(NOTEBOOKS)]
+    reads = set(re.findall(r'res / "([^"]+\.csv)"', Path(claims.__file__).read_text()))
+    writers = {}
+    for p in NOTEBOOKS:
+        source = "\n".join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code")
+        for name in re.findall(r'RESULTS / "([^"]+\.csv)"', source):
+            writers.setdefault(name, p.stem)
+    read_from_notebooks = reads & writers.keys()
+    assert {"04_runs.csv", "11_table2b_share.csv", "12_adequate_signal.csv", "13_scale_trend.csv"} <= read_from_notebooks
+    assert all(order.index(writers[f]) < order.index(pipeline.SUMMARY_NOTEBOOK) for f in read_from_notebooks)
+    assert order[-1] == pipeline.SUMMARY_NOTEBOOK and order[:-1] == sorted(order[:-1])
+    assert [p.stem[:2] for p in pipeline.run_order(pipeline.notebooks(["13", "07", "10"]))] == ["10", "13", "07"]
