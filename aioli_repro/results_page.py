@@ -124,6 +124,7 @@ def results_markdown(profile: str, root: Path = REPO_ROOT) -> str:
     if abl.exists():
         out += ["\n## Ablations (difference from stratified)",
                 md_table(pd.read_csv(abl, dtype=str, keep_default_na=False))]
+    out += _headroom_sections(res)
     for name, title in (("01_static_law_summary.csv", "Static log-linear law fits (paper R² 0.991)"),
                         ("02_dynamic_law_summary.csv", "Dynamic linear law fits (paper R² 0.947)")):
         if (res / name).exists():
@@ -133,6 +134,45 @@ def results_markdown(profile: str, root: Path = REPO_ROOT) -> str:
     if figs:  # the page sits two folders below the root
         out += ["\nFigures: " + ", ".join(f"[{f.stem}](../../figures/{profile}/{f.name})" for f in figs)]
     return "\n".join(out) + "\n"
+
+
+def _headroom_sections(res: Path) -> list[str]:
+    """The tables of notebooks 10-13 (where mixing matters; ``docs/headroom.md``), each only if its file exists."""
+    out = []
+    pred = res / "10_headroom_prediction.csv"
+    if pred.exists():
+        df = pd.read_csv(pred).drop(columns=["setting"], errors="ignore").round(2)
+        out += ["\n## Where mixing matters: the settings notebook 10 chose (validation, confirmation seeds; "
+                "[how](../../docs/headroom.md))", md_table(df)]
+    t2b = res / "11_table2b.csv"
+    if t2b.exists():
+        out += ["\n## Table 2b: each method's gain over stratified and share of the headroom (test seeds; F3)",
+                md_table(pd.read_csv(t2b, dtype=str, keep_default_na=False))]
+    signal = res / "12_aioli_signal.csv"
+    if signal.exists():
+        cols = ["label", "variant", "rounds", "across_seeds_cos", "across_seeds_p", "across_seeds_n",
+                "compute_vs_stratified", "wall_time_vs_stratified"]
+        df = pd.read_csv(signal)
+        out += ["\n## Aioli's signal: agreement of its later-round estimates across seeds, per LearnParams variant "
+                "(short runs)", md_table(df[[c for c in cols if c in df.columns]].round(3))]
+    adequate = res / "12_adequate_signal.csv"
+    if adequate.exists():
+        df = pd.read_csv(adequate).drop(columns=["setting"], errors="ignore").round(3)
+        out += ["\n## An Aioli that can see: each form against stratified, with its price (F4)", md_table(df)]
+    trend = res / "13_scale_trend.csv"
+    if trend.exists():
+        df = pd.read_csv(trend).drop(columns=["setting"], errors="ignore").round(3)
+        out += ["\n## Scale: the change of Aioli's gap to stratified from the smallest to the largest preset, in "
+                "points of % (F5)", md_table(df)]
+    scale = res / "13_scale.csv"
+    if scale.exists():
+        df = pd.read_csv(scale)
+        df = df[df.measure.str.startswith("headroom")][["preset", "parameters", "device", "label", "measure",
+                                                         "seeds", "mean"]].round(3)
+        if len(df):
+            out += ["\nHeadroom of the best static mixture over uniform per preset (% of uniform's average test "
+                    "perplexity; `13_scale.csv`):\n", md_table(df)]
+    return out
 
 
 def write_results_readme(profile: str, root: Path = REPO_ROOT) -> Path:

@@ -130,3 +130,27 @@ def test_md_table_formats_floats_and_blanks():
 
     df = pd.DataFrame({"a": ["x", "y"], "b": [0.123456, float("nan")], "c": [3, 4]})
     assert md_table(df) == "| a | b | c |\n|---|---|---|\n| x | 0.1235 | 3 |\n| y |  | 4 |"
+
+
+def test_the_headroom_bench_gets_its_sections_in_the_order_of_the_notebooks(tmp_path):
+    res = tmp_path / "results" / "full"
+    res.mkdir(parents=True)
+    (res / "10_headroom_prediction.csv").write_text(
+        "setting,label,role,screen_rank,full_gain_pct,confirmed\nc+d,C/D,screen's best,1,24.58403,True\n")
+    (res / "11_table2b.csv").write_text('method,C/D gain,C/D verdict\ngrid,"+56.66 [-74.34, +187.66]",finds most\n')
+    (res / "12_aioli_signal.csv").write_text("setting,label,variant,across_seeds_cos,across_seeds_p,extra\n"
+                                             "c+d,C/D,eval x4,0.41234,0.0312,9\n")
+    (res / "12_adequate_signal.csv").write_text("setting,label,form,seeds,minus_stratified\nc+d,C/D,released,3,-1.2345\n")
+    (res / "13_scale_trend.csv").write_text("device,setting,label,form,change_pct\ncpu,c+d,C/D,aioli,-0.5\n")
+    (res / "13_scale.csv").write_text("preset,parameters,device,setting,label,measure,seeds,mean,ci_low\n"
+                                      "1m,921088,cpu,c+d,C/D,headroom_observed_gain_pct,1,7.25,\n"
+                                      "1m,921088,cpu,c+d,C/D,aioli_minus_stratified,3,-0.5,-1\n")
+    page = results_markdown("full", tmp_path)
+    heads = [line for line in page.splitlines() if line.startswith("## ")]
+    assert [h.split(":")[0] for h in heads] == ["## Where mixing matters", "## Table 2b", "## Aioli's signal",
+                                                "## An Aioli that can see", "## Scale"]
+    assert "| C/D | screen's best | 1 | 24.58 | True |" in page  # rounded to 2 decimals, the setting key dropped
+    assert '| grid | +56.66 [-74.34, +187.66] | finds most |' in page  # Table 2b as written
+    assert "| C/D | eval x4 | 0.412 | 0.031 |" in page and "extra" not in page  # only the agreement columns
+    assert "| 1m | 921088 | cpu | C/D | headroom_observed_gain_pct | 1 | 7.25 |" in page
+    assert "aioli_minus_stratified" not in page  # the gap rows of 13_scale.csv are in the trend table instead
