@@ -136,34 +136,33 @@ def results_markdown(profile: str, root: Path = REPO_ROOT) -> str:
     return "\n".join(out) + "\n"
 
 
+_HEADROOM_TABLES = (  # file, section title, the columns shown (None: all but the setting key), decimals (None: as written)
+    ("10_headroom_prediction.csv", "Where mixing matters: the settings notebook 10 chose (validation, confirmation "
+     "seeds; [how](../../docs/headroom.md))", None, 2),
+    ("11_table2b.csv", "Table 2b: each method's gain over stratified and share of the headroom (test seeds; F3)", None,
+     None),
+    ("12_aioli_signal.csv", "Aioli's signal: agreement of its later-round estimates across seeds, per LearnParams "
+     "variant (short runs)", ["label", "variant", "rounds", "across_seeds_cos", "across_seeds_p", "across_seeds_n",
+                              "compute_vs_stratified", "wall_time_vs_stratified"], 3),
+    ("12_adequate_signal.csv", "An Aioli that can see: each form against stratified, with its price (F4)", None, 3),
+    ("13_scale_trend.csv", "Scale: the change of Aioli's gap to stratified from the smallest to the largest preset, "
+     "in points of % (F5)", None, 3),
+)
+
+
 def _headroom_sections(res: Path) -> list[str]:
     """The tables of notebooks 10-13 (where mixing matters; ``docs/headroom.md``), each only if its file exists."""
     out = []
-    pred = res / "10_headroom_prediction.csv"
-    if pred.exists():
-        df = pd.read_csv(pred).drop(columns=["setting"], errors="ignore").round(2)
-        out += ["\n## Where mixing matters: the settings notebook 10 chose (validation, confirmation seeds; "
-                "[how](../../docs/headroom.md))", md_table(df)]
-    t2b = res / "11_table2b.csv"
-    if t2b.exists():
-        out += ["\n## Table 2b: each method's gain over stratified and share of the headroom (test seeds; F3)",
-                md_table(pd.read_csv(t2b, dtype=str, keep_default_na=False))]
-    signal = res / "12_aioli_signal.csv"
-    if signal.exists():
-        cols = ["label", "variant", "rounds", "across_seeds_cos", "across_seeds_p", "across_seeds_n",
-                "compute_vs_stratified", "wall_time_vs_stratified"]
-        df = pd.read_csv(signal)
-        out += ["\n## Aioli's signal: agreement of its later-round estimates across seeds, per LearnParams variant "
-                "(short runs)", md_table(df[[c for c in cols if c in df.columns]].round(3))]
-    adequate = res / "12_adequate_signal.csv"
-    if adequate.exists():
-        df = pd.read_csv(adequate).drop(columns=["setting"], errors="ignore").round(3)
-        out += ["\n## An Aioli that can see: each form against stratified, with its price (F4)", md_table(df)]
-    trend = res / "13_scale_trend.csv"
-    if trend.exists():
-        df = pd.read_csv(trend).drop(columns=["setting"], errors="ignore").round(3)
-        out += ["\n## Scale: the change of Aioli's gap to stratified from the smallest to the largest preset, in "
-                "points of % (F5)", md_table(df)]
+    for name, title, columns, decimals in _HEADROOM_TABLES:
+        if not (res / name).exists():
+            continue
+        if decimals is None:  # formatted by its notebook: keep the signs and rounding as written
+            df = pd.read_csv(res / name, dtype=str, keep_default_na=False)
+        else:
+            df = pd.read_csv(res / name).drop(columns=["setting"], errors="ignore")
+            df = df[[c for c in columns if c in df.columns]] if columns else df
+            df = df.round(decimals)
+        out += [f"\n## {title}", md_table(df)]
     scale = res / "13_scale.csv"
     if scale.exists():
         df = pd.read_csv(scale)
