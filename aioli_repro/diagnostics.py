@@ -42,11 +42,11 @@ from .profiles import get_profile, profile_config, profile_settings
 from .report import run_metrics
 from .run_cache import cache_entries, read_cache_entry, result_cache_dir
 from .runs import default_runs_dir
-from .stats import paired_ci
+from .stats import holm, paired_ci
 
 __all__ = ["Diagnosis", "default_late_step", "reach_and_signal", "lp_cost_study", "early_steps_study",
            "signal_steps", "signal_seeds", "signal_variants", "signal_plan_configs", "signal_study",
-           "learnparams_eval_flops", "training_compute", "cheapest_with_signal", "SIGNAL_ALPHA",
+           "learnparams_eval_flops", "training_compute", "cheapest_with_signal", "signal_seen", "SIGNAL_ALPHA",
            "choose_signal_variant", "adequate_signal_rows",
            "adequate_signal_table",
            "lp_slots_old_vs_new"]
@@ -201,7 +201,22 @@ def early_steps_study(setting: str, profile: str, seeds, runner, block_step: int
 
 
 SIGNAL_ALPHA = 0.05
-"""Level of the test of later-round agreement (``across_seeds_p``) at which a variant counts as carrying signal."""
+"""Level of the test of later-round agreement (``across_seeds_p``, Holm-adjusted over a setting's variants) at which
+a variant counts as carrying signal."""
+
+
+def signal_seen(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.Series:
+    """Per row of a ``signal_study`` table: whether the variant's later rounds agree across seeds, mean cosine above 0
+    at a p-value below ``alpha`` after Holm's adjustment over the variants of its setting. Without it, with seven
+    variants a blind Aioli would pass somewhere far more often than ``alpha``. A variant without a later round (p nan)
+    is not seen and not counted."""
+    p = table["across_seeds_p"].astype(float)
+    adjusted = pd.Series(np.nan, index=table.index)
+    families = table.groupby("setting", sort=False).groups.values() if "setting" in table else [table.index]
+    for idx in families:
+        finite = [i for i in idx if np.isfinite(p[i])]
+        adjusted[finite] = holm(p[finite].to_numpy())
+    return (adjusted < alpha) & (table["across_seeds_cos"] > 0)
 
 
 def signal_steps(profile: str) -> int:
@@ -341,12 +356,12 @@ def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
 
 def cheapest_with_signal(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.Series | None:
     """The cheapest variant of one setting's ``signal_study`` table whose later rounds agree significantly across
-    seeds: mean cosine of d_t = colsum(Ā^t) - mean between seeds above 0 with ``across_seeds_p`` < ``alpha``, and the
-    lowest ``compute_vs_stratified`` among those (ties: the smaller p-value, then the name). None when no variant
+    seeds: mean cosine of d_t = colsum(Ā^t) - mean between seeds above 0 with ``across_seeds_p`` < ``alpha`` after
+    Holm's adjustment over the setting's variants (``signal_seen``), and the lowest ``compute_vs_stratified`` among those (ties: the smaller p-value, then the name). None when no variant
     qualifies (or the table is empty), i.e. no configuration tried gives Aioli a direction it can see."""
     if len(table) and table["setting"].nunique() > 1:
         raise ValueError("cheapest_with_signal takes one setting's rows; pick per setting")
-    ok = table[(table["across_seeds_p"] < alpha) & (table["across_seeds_cos"] > 0)] if len(table) else table
+    ok = table[signal_seen(table, alpha)] if len(table) else table
     if ok.empty:
         return None
     return ok.sort_values(["compute_vs_stratified", "across_seeds_p", "variant"], kind="stable").iloc[0]
@@ -358,7 +373,7 @@ def choose_signal_variant(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> s
     that, among those accepted on any setting; None when no variant carries signal anywhere."""
     if table.empty:
         return None
-    ok = table[(table["across_seeds_p"] < alpha) & (table["across_seeds_cos"] > 0)]
+    ok = table[signal_seen(table, alpha)]
     if ok.empty:
         return None
     n_settings = table["setting"].nunique()

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .diagnostics import signal_seen
 from .fidelity import PAPER, FidelityStudy, OrderingStudy, sim_improvement_relation
 from .law_studies import DynamicLawStudy, StaticLawStudy
 
@@ -334,14 +335,16 @@ def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, pa
     """Notebook 12: does Aioli's estimate carry signal, and at what price? One panel per setting, one point per
     variant: the mean cosine between seeds of the later rounds' directions colsum(Ā^t) - mean (``across_seeds_cos``)
     against the variant's compute relative to stratified's (``diagnostics.training_compute``: training plus
-    LearnParams' evaluations, deterministic, unlike wall time). A filled marker: agreement above 0 at p < ``alpha``;
-    each point is labelled with its variant and p-value."""
+    LearnParams' evaluations, deterministic, unlike wall time). A filled marker: agreement above 0 at p < ``alpha``
+    after Holm's adjustment over the panel's variants (``diagnostics.signal_seen``); each point is labelled with its
+    variant and unadjusted p-value."""
     labels = list(dict.fromkeys(table.label))
     fig, axes = _panels(len(labels), width=4.6, height=3.8)
     for ax, label in zip(axes, labels):
         d = table[table.label == label]
-        for i, (_, r) in enumerate(d.iterrows()):
-            significant = bool(r.across_seeds_p < alpha and r.across_seeds_cos > 0)
+        seen = signal_seen(d, alpha)
+        for i, (k, r) in enumerate(d.iterrows()):
+            significant = bool(seen[k])
             ax.plot(r.compute_vs_stratified, r.across_seeds_cos, "o", color=f"C{i}", ms=7,
                     markerfacecolor=f"C{i}" if significant else "white")
             p = "p n/a" if not np.isfinite(r.across_seeds_p) else f"p={r.across_seeds_p:.2g}"
@@ -351,7 +354,7 @@ def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, pa
         ax.axvline(1, color="grey", lw=0.5, ls=":")
         ax.set(xlabel="compute (FLOPs) / stratified's", ylabel="later rounds: cosine across seeds",
                title=f"{label} ({int(d.steps.iloc[0])}-step runs)", ylim=(-1.05, 1.05))
-    fig.suptitle(f"Aioli's signal against its price ({profile}; filled: agreement > 0 at p < {alpha:g})", fontsize=9)
+    fig.suptitle(f"Aioli's signal against its price ({profile}; filled: agreement > 0 at Holm-adjusted p < {alpha:g})", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -20,9 +20,10 @@ from aioli_repro.usage import planned_cost
 
 
 def _signal_table() -> pd.DataFrame:
-    # variant, cosine, p, compute ratio. Qualify (cos > 0, p < 0.05): "eval x4" (1.30), "eval x16" (1.80),
-    # "rounds x2" (1.30, but p 0.01 < 0.03, so it wins the tie). "released" is cheaper but noise; "anti" agrees
-    # significantly in the wrong sense (cos < 0); "one round" has no later round (p nan).
+    # variant, cosine, p, compute ratio. Holm over the five finite p-values, by hand: 0.001 x 5 = 0.005 (eval x16),
+    # 0.01 x 4 = 0.04 and 0.01 x 3 -> 0.04 (rounds x2, anti), 0.03 x 2 = 0.06 (eval x4), 0.60 (released). Qualify
+    # (cos > 0, adjusted p < 0.05): "rounds x2" (1.30) and "eval x16" (1.80). "eval x4" would pass unadjusted;
+    # "released" is cheaper but noise; "anti" agrees in the wrong sense (cos < 0); "one round" has no later round.
     rows = [("released", 0.05, 0.60, 1.02), ("eval x4", 0.40, 0.03, 1.30), ("eval x16", 0.70, 0.001, 1.80),
             ("rounds x2", 0.35, 0.01, 1.30), ("anti", -0.50, 0.01, 1.05), ("one round", np.nan, np.nan, 1.00)]
     return pd.DataFrame([{"setting": "a_b", "label": "A/B", "variant": v, "across_seeds_cos": c, "across_seeds_p": p,
@@ -32,12 +33,28 @@ def _signal_table() -> pd.DataFrame:
 def test_the_picker_takes_the_cheapest_variant_whose_later_rounds_agree_significantly():
     table = _signal_table()
     assert diagnostics.cheapest_with_signal(table).variant == "rounds x2"
-    assert diagnostics.cheapest_with_signal(table, alpha=0.005).variant == "eval x16"
+    assert diagnostics.cheapest_with_signal(table, alpha=0.01).variant == "eval x16"
+    assert diagnostics.signal_seen(table).tolist() == [False, False, True, True, False, False]
+    # Holm changes the choice: without rounds x2 and anti, eval x4's 0.03 becomes 0.03 x 2 = 0.06 (eval x16's
+    # 0.001 x 3 = 0.003), so the dearer eval x16 is the cheapest that sees; unadjusted, eval x4 would be
+    fewer = table[~table.variant.isin(["rounds x2", "anti"])]
+    assert diagnostics.cheapest_with_signal(fewer).variant == "eval x16"
     assert diagnostics.cheapest_with_signal(table[table.variant.isin(["released", "anti", "one round"])]) is None
     assert diagnostics.cheapest_with_signal(table.iloc[:0]) is None
     two = pd.concat([table, table.assign(setting="c_d")])
     with pytest.raises(ValueError, match="one setting"):
         diagnostics.cheapest_with_signal(two)
+
+
+def test_a_blind_aioli_is_seen_somewhere_at_most_5_percent_of_the_time_with_holm_and_often_without():
+    rng = np.random.default_rng(0)
+    seen, unadjusted = [], []
+    for _ in range(2000):  # seven variants without signal: p uniform, the cosine's sign a coin
+        t = pd.DataFrame({"setting": "a_b", "across_seeds_p": rng.uniform(size=7),
+                          "across_seeds_cos": rng.choice([-0.1, 0.1], size=7)})
+        seen.append(diagnostics.signal_seen(t).any())
+        unadjusted.append(((t.across_seeds_p < 0.05) & (t.across_seeds_cos > 0)).any())
+    assert np.mean(seen) <= 0.05 and np.mean(unadjusted) > 0.12  # hand: 1 - 0.975^7 = 0.16
 
 
 def test_the_signal_grid_scales_the_released_config_and_enlarges_the_validation_sample_to_fit():
@@ -178,7 +195,7 @@ def test_the_signal_figure_draws_a_point_per_variant_filled_where_it_agrees(tmp_
     lines = [ln for ln in fig.axes[0].lines if ln.get_marker() == "o"]
     assert len(lines) == 6 and (tmp_path / "s.png").stat().st_size > 0
     filled = sorted(float(ln.get_xdata()[0]) for ln in lines if ln.get_markerfacecolor() != "white")
-    assert filled == [1.3, 1.3, 1.8]  # eval x4, rounds x2, eval x16
+    assert filled == [1.3, 1.8]  # rounds x2, eval x16: eval x4 passes only unadjusted
 
 
 def test_the_scale_figure_plots_headroom_and_the_gap_against_parameters(tmp_path):
@@ -198,10 +215,13 @@ def test_the_row_variant_is_the_cheapest_that_sees_on_every_setting_else_anywher
         return {"setting": setting, "variant": variant, "across_seeds_cos": cos, "across_seeds_p": p,
                 "compute_vs_stratified": compute}
     table = pd.DataFrame([row("a", "released", 0.1, 0.4, 1.0), row("b", "released", 0.0, 0.9, 1.0),
-                          row("a", "eval x4", 0.5, 0.01, 1.2), row("b", "eval x4", 0.4, 0.02, 1.3),
+                          row("a", "eval x4", 0.5, 0.01, 1.2), row("b", "eval x4", 0.4, 0.01, 1.3),
                           row("a", "rounds x2", 0.6, 0.001, 1.1), row("b", "rounds x2", -0.1, 0.5, 1.1)])
-    # eval x4 sees on both settings; rounds x2 is cheaper but sees on one only
+    # Holm within each setting, by hand: a: 0.001 x 3, 0.01 x 2 = 0.02, 0.4; b: 0.01 x 3 = 0.03, 0.5, 0.9. So eval x4
+    # sees on both settings; rounds x2 is cheaper but sees on one only
     assert diagnostics.choose_signal_variant(table) == "eval x4"
+    assert diagnostics.choose_signal_variant(table.assign(across_seeds_p=table.across_seeds_p.replace(0.01, 0.02))) \
+        == "rounds x2"  # b's eval x4 at 0.02 x 3 = 0.06 no longer sees, though 0.02 < 0.05
     only_a = table[~((table.variant == "eval x4") & (table.setting == "b"))]
     assert diagnostics.choose_signal_variant(only_a) == "rounds x2"  # hand: 1.1 < 1.25 mean of eval x4
     assert diagnostics.choose_signal_variant(table[table.variant == "released"]) is None
