@@ -357,8 +357,9 @@ def signal_study(setting: str | hparams.Setting, profile: str, seeds, runner,
 def cheapest_with_signal(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.Series | None:
     """The cheapest variant of one setting's ``signal_study`` table whose later rounds agree significantly across
     seeds: mean cosine of d_t = colsum(Ā^t) - mean between seeds above 0 with ``across_seeds_p`` < ``alpha`` after
-    Holm's adjustment over the setting's variants (``signal_seen``), and the lowest ``compute_vs_stratified`` among those (ties: the smaller p-value, then the name). None when no variant
-    qualifies (or the table is empty), i.e. no configuration tried gives Aioli a direction it can see."""
+    Holm's adjustment over the setting's variants (``signal_seen``), and the lowest ``compute_vs_stratified`` among
+    those (ties: the smaller p-value, then the name). None when no variant qualifies (or the table is empty), i.e. no
+    configuration tried gives Aioli a direction it can see."""
     if len(table) and table["setting"].nunique() > 1:
         raise ValueError("cheapest_with_signal takes one setting's rows; pick per setting")
     ok = table[signal_seen(table, alpha)] if len(table) else table
