@@ -11,7 +11,6 @@ behaviour under the null); ``tests/test_claim_rules.py`` checks those rates by s
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from .verdicts import (
     REPRODUCED,
     Claim,
     log_ratios,
+    provisional,
     setting_tests,
     significant_settings,
 )
@@ -406,18 +406,6 @@ def claim_c11(runs: pd.DataFrame | None, overhead: dict | None) -> Claim:
 
 def not_tested(key: str, claim: str, paper: str, why: str) -> Claim:
     return Claim(key, claim, paper, "-", NOT_TESTED, why, "-", "-")
-
-
-def provisional(claim: Claim, unfinished: dict[str, list[str]], notebooks: tuple[str, ...]) -> Claim:
-    """A verdict drawn from a study that has not finished all its parts (``unfinished``: ``not_finished.json``) is
-    only provisional: reproduced or not reproduced becomes inconclusive, and the reason says what the finished part
-    shows."""
-    left = {nb: len(unfinished[nb]) for nb in notebooks if unfinished.get(nb)}
-    if not left or claim.verdict not in (REPRODUCED, NOT_REPRODUCED):
-        return claim
-    parts = ", ".join(f"{n} part(s) of {nb}" for nb, n in left.items())
-    return replace(claim, verdict=INCONCLUSIVE,
-                   why=f"provisional, {parts} not finished yet; the finished part says {claim.verdict}: {claim.why}")
 
 
 def _pending(key: str, notebook: str) -> Claim:

@@ -18,6 +18,7 @@ from .verdicts import (
     NOT_RUN,
     Claim,
     log_ratios,
+    provisional,
     setting_tests,
     significant_settings,
 )
@@ -173,10 +174,8 @@ def finding_f4(adequate: pd.DataFrame | None, unfinished: dict[str, list[str]] |
         verdict, why = BETTER, f"its interval lies below 0 on {', '.join(below)} and above 0 nowhere"
     else:
         verdict, why = INCONCLUSIVE, "every interval includes 0"
-    if left and verdict in (BETTER, WORSE):
-        verdict, why = INCONCLUSIVE, f"provisional, {len(left)} part(s) of notebook 12 not finished yet; the finished " \
-                                     f"part says {verdict}: {why}"
-    return Claim("F4", what, NOT_A_CLAIM, ours, verdict, why, RULE_F4, NULL_F4)
+    return provisional(Claim("F4", what, NOT_A_CLAIM, ours, verdict, why, RULE_F4, NULL_F4), unfinished or {},
+                       ("12_aioli_signal",), (BETTER, WORSE))
 
 
 CHANGES = "changes with size"
@@ -222,8 +221,5 @@ def finding_f5(trend: pd.DataFrame | None, scale_table: pd.DataFrame | None = No
         widest = float(np.nanmax(np.abs(tested[["ci_low", "ci_high"]].to_numpy())))
         verdict, why = INCONCLUSIVE, (f"no Holm-adjusted p < {ALPHA}; the intervals allow changes of up to "
                                       f"{widest:.2f} points")
-    left = (unfinished or {}).get("13_scale", [])
-    if left and verdict == CHANGES:
-        verdict, why = INCONCLUSIVE, f"provisional, {len(left)} part(s) of notebook 13 not finished yet; the finished " \
-                                     f"part says {verdict}: {why}"
-    return Claim("F5", what, NOT_A_CLAIM, ours, verdict, why, RULE_F5, NULL_F5)
+    return provisional(Claim("F5", what, NOT_A_CLAIM, ours, verdict, why, RULE_F5, NULL_F5), unfinished or {},
+                       ("13_scale",), (CHANGES,))

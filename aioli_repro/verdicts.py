@@ -3,7 +3,7 @@ findings share (``claims`` for the paper's claims, ``findings`` for this reposit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -52,3 +52,16 @@ def setting_tests(d: pd.DataFrame, value: str = "diff") -> pd.DataFrame:
 
 def significant_settings(t: pd.DataFrame, sign: int) -> list[str]:
     return [r.label for r in t.itertuples() if r.p_holm < ALPHA and np.sign(r.mean) == sign]
+
+
+def provisional(claim: Claim, unfinished: dict[str, list[str]], notebooks: tuple[str, ...],
+                decisive: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED)) -> Claim:
+    """A verdict drawn from a study that has not finished all its parts (``unfinished``: ``not_finished.json``) is
+    only provisional: a ``decisive`` verdict (reproduced or not reproduced, for the paper's claims) becomes
+    inconclusive, and the reason says what the finished part shows."""
+    left = {nb: len(unfinished[nb]) for nb in notebooks if unfinished.get(nb)}
+    if not left or claim.verdict not in decisive:
+        return claim
+    parts = ", ".join(f"{n} part(s) of {nb}" for nb, n in left.items())
+    return replace(claim, verdict=INCONCLUSIVE,
+                   why=f"provisional, {parts} not finished yet; the finished part says {claim.verdict}: {claim.why}")

@@ -344,6 +344,8 @@ def _adequate(minus: list[float], low: list[float], high: list[float], variant: 
 def test_f4_compares_the_chosen_variant_with_stratified_per_setting():
     better = findings.finding_f4(_adequate([-3.0, -0.5], [-5.0, -2.0], [-1.0, 1.0]))
     assert better.verdict == findings.BETTER and "A_B" in better.why and "1.30x" in better.ours
+    unfinished = findings.finding_f4(_adequate([-3.0, -0.5], [-5.0, -2.0], [-1.0, 1.0]), {"12_aioli_signal": ["x"]})
+    assert unfinished.verdict == claims.INCONCLUSIVE and "provisional" in unfinished.why
     worse = findings.finding_f4(_adequate([-3.0, 2.0], [-5.0, 0.5], [-1.0, 3.5]))
     assert worse.verdict == findings.WORSE and "C_D" in worse.why
     assert findings.finding_f4(_adequate([0.1, -0.2], [-1.0, -1.0], [1.0, 0.5])).verdict == claims.INCONCLUSIVE
