@@ -53,10 +53,15 @@ def find_tcmalloc(dirs: tuple[str, ...] | None = None) -> Path | None:
     return None
 
 
+def _chosen(setting: str | None) -> str:
+    """``setting``, or ``AIOLI_MALLOC`` when None; empty means ``auto``."""
+    return (os.environ.get(ENV, "auto") if setting is None else setting).strip() or "auto"
+
+
 def preload_library(setting: str | None = None, dirs: tuple[str, ...] | None = None) -> Path | None:
     """The library ``AIOLI_MALLOC`` (or ``setting``) asks child processes to preload, or None for the system's
     malloc. A path that does not exist is an error, not a silent fallback: the user asked for it by name."""
-    setting = (os.environ.get(ENV, "auto") if setting is None else setting).strip() or "auto"
+    setting = _chosen(setting)
     if setting == "system":
         return None
     if setting == "auto":
@@ -103,7 +108,7 @@ def job_setup_lines(setting: str | None = None, dirs: tuple[str, ...] | None = N
     (the submitting host's folders say nothing about a compute node's), in ``find_tcmalloc``'s order, with the job's
     own ``$CONDA_PREFIX``, and no preload where nothing is found; for a path, that path. ``LD_PRELOAD`` keeps what
     it held, after the library."""
-    setting = (os.environ.get(ENV, "auto") if setting is None else setting).strip() or "auto"
+    setting = _chosen(setting)
     keep = '"${LD_PRELOAD:+ $LD_PRELOAD}"'
     if setting == "system":
         return []
