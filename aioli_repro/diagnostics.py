@@ -210,12 +210,10 @@ def signal_seen(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.Series:
     at a p-value below ``alpha`` after Holm's adjustment over the variants of its setting. Without it, with seven
     variants a blind Aioli would pass somewhere far more often than ``alpha``. A variant without a later round (p nan)
     is not seen and not counted."""
-    p = table["across_seeds_p"].astype(float)
     adjusted = pd.Series(np.nan, index=table.index)
-    families = table.groupby("setting", sort=False).groups.values() if "setting" in table else [table.index]
-    for idx in families:
-        finite = [i for i in idx if np.isfinite(p[i])]
-        adjusted[finite] = holm(p[finite].to_numpy())
+    for _, p in table.groupby("setting", sort=False)["across_seeds_p"]:
+        p = p.astype(float).dropna()
+        adjusted[p.index] = holm(p.to_numpy())
     return (adjusted < alpha) & (table["across_seeds_cos"] > 0)
 
 

@@ -354,7 +354,8 @@ def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, pa
         ax.axvline(1, color="grey", lw=0.5, ls=":")
         ax.set(xlabel="compute (FLOPs) / stratified's", ylabel="later rounds: cosine across seeds",
                title=f"{label} ({int(d.steps.iloc[0])}-step runs)", ylim=(-1.05, 1.05))
-    fig.suptitle(f"Aioli's signal against its price ({profile}; filled: agreement > 0 at Holm-adjusted p < {alpha:g})", fontsize=9)
+    fig.suptitle(f"Aioli's signal against its price ({profile}; filled: agreement > 0 at Holm-adjusted "
+                 f"p < {alpha:g})", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
