@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from . import hparams, table2b, tables
-from .findings import FINDINGS, finding, finding_f3, finding_f4, finding_f5
+from . import hparams, restricted, table2b, tables
+from .findings import FINDINGS, finding, finding_f3, finding_f4, finding_f5, finding_f6
 from .report import read_not_finished, results_dir
-from .stats import detectable_effect, reliability, sign_test, stratified_ci
+from .stats import detectable_effect, reliability, stratified_ci
 from .verdicts import (
     ALPHA,
     CANNOT_DECIDE,
@@ -30,6 +30,7 @@ from .verdicts import (
     NOT_TESTED,
     REPRODUCED,
     Claim,
+    gain_over_control,
     log_ratios,
     provisional,
     setting_tests,
@@ -292,7 +293,7 @@ NULL_C7 = ("Aioli identical to the control: the pooled interval excludes 0 with 
 
 
 def claim_c7(pairs: pd.DataFrame, control: pd.DataFrame | None = None, stratified: pd.DataFrame | None = None) -> Claim:
-    s = tables.restricted_summary(pairs)
+    s = restricted.restricted_summary(pairs)
     ours = (f"gain over p_init alone: Aioli improves {s['improved']}/{s['pairs']} pairs; mean {s['mean']:+.3f}, "
             f"median {s['median']:+.3f}, max {s['max']:+.3f}")
     if stratified is not None:
@@ -305,10 +306,7 @@ def claim_c7(pairs: pd.DataFrame, control: pd.DataFrame | None = None, stratifie
         return Claim("C7", *_CLAIMS["C7"], ours, INCONCLUSIVE,
                      "the control (p_init, then stratified) has not run under this profile; without it the gain "
                      "over p_init is confounded with how bad p_init was", RULE_C7, NULL_C7)
-    c = control.dropna(subset=["gain_vs_control"]).assign(pair=control.setting + "/" + control.method)
-    pooled = stratified_ci(c.gain_vs_control, c.pair)
-    per_pair = c.groupby("pair").gain_vs_control.mean()
-    pos, n, p_sign = sign_test(per_pair)
+    c, pooled, per_pair, pos, n, p_sign = gain_over_control(control)
     ours += (f"; against the control: mean gain {pooled['mean']:+.3f}"
              + ("" if np.isnan(pooled["low"]) else f", 95% CI [{pooled['low']:+.3f}, {pooled['high']:+.3f}]")
              + f", median {per_pair.median():+.3f}, {pos}/{n} pairs positive (sign test p {p_sign:.3f})")
@@ -455,6 +453,8 @@ def build_claims(profile: str, extra: list[Claim] | None = None) -> list[Claim]:
     out.append(finding_f3(_read(res / "11_table2b_share.csv"), left, _read(res / table2b.SETTINGS_FILE)))
     out.append(finding_f4(_read(res / "12_adequate_signal.csv"), left))
     out.append(finding_f5(_read(res / "13_scale_trend.csv"), _read(res / "13_scale.csv"), left))
+    out.append(finding_f6(_read(res / "05_restricted_extensions.csv"),
+                          _read(res / "05_restricted_extensions_control.csv"), left))
     return sorted(out, key=lambda c: (c.key[0] != "C", int(c.key[1:])))
 
 
@@ -491,8 +491,9 @@ def claims_markdown(claims: list[Claim], profile: str, decidability: pd.DataFram
         lines += ["", "## Findings of this repository (not claims of the paper)", "",
                   "Methods the paper does not study, run on the same bench, seeds and settings (Table 2; F1, F2), and "
                   "every method on the settings where mixing matters (Table 2b; F3), an Aioli whose estimates carry "
-                  "signal (F4), and model size (F5). Verdicts: better / worse than stratified, found by k of n "
-                  "methods, changes with size / inconclusive / cannot decide.", "",
+                  "signal (F4), model size (F5), and Aioli on the extension methods' restricted-budget proportions "
+                  "(F6). Verdicts: better / worse than stratified, found by k of n methods, changes with size, Aioli "
+                  "adds to it / does worse than the control / inconclusive / cannot decide.", "",
                   "| finding | ours | verdict | why |", "|---|---|---|---|"]
         for c in findings:
             lines.append(f"| **{c.key}** {c.claim} | {c.ours} | **{c.verdict}** | {c.why} |")

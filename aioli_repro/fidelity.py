@@ -15,8 +15,9 @@ Which trajectory, and which matrix M at the break point t (from the branch's ``p
 | skillit | its final (online) run | the last recorded A^t = diag(L^t) G^T |
 | doremi | the proxy run | the last recorded diag(excess loss), unclipped, averaged over the last 5 steps |
 | doge | the proxy run | the last recorded per-group gradient inner-product matrix |
+| odm (extension) | its final (online) run | the last recorded diag(R̂^t), its smoothed importance-weighted rewards |
 
-Break steps default to the paper's share of the run: 20% for Aioli and Skill-it, 10% for DoReMi and DoGE
+Break steps default to the paper's share of the run: 20% for Aioli and Skill-it (and ODM), 10% for DoReMi and DoGE
 (A/SE breaks at 1000 and 500 of 5,000 steps). A break step that comes before the method has recorded any A is moved
 to just after its first record, and the table says which step was used.
 """
@@ -49,15 +50,19 @@ from .methods import ensure_reference_weights, run_method, setting_groups, strat
 from .profiles import get_profile, study_seeds
 from .report import paper_line
 
-__all__ = ["PAPER", "ONLINE_METHODS", "BREAK_FRACTION", "method_matrix", "trajectory_config", "fidelity_break_step",
+__all__ = ["PAPER", "ONLINE_METHODS", "EXTENSION_ONLINE_METHODS", "BREAK_FRACTION", "method_matrix",
+           "trajectory_config", "fidelity_break_step",
            "diagonalise_2", "FidelityStudy", "sim_improvement_relation", "fidelity_study", "OrderingStudy",
-           "colsum_ordering_study", "fidelity_reading", "ordering_reading"]
+           "colsum_ordering_study", "fidelity_reading", "ordering_reading", "sim_by_method"]
 
 PAPER = {"sim_improvement_r2": 0.491}  # paper Fig. 3: sim vs improvement over stratified, m = 2 and 3 settings
 """The paper's number the fidelity study is compared with."""
 
 ONLINE_METHODS = ("skillit", "doremi", "doge", "aioli")
-BREAK_FRACTION = {"aioli": 0.2, "skillit": 0.2, "doremi": 0.1, "doge": 0.1}
+EXTENSION_ONLINE_METHODS = ("odm",)
+"""Online methods beyond the paper's (ODM, whose A^t is diag(R̂^t)): notebook 03 studies them apart, and they never
+enter the paper's sim-improvement relation (C4)."""
+BREAK_FRACTION = {"aioli": 0.2, "skillit": 0.2, "doremi": 0.1, "doge": 0.1, "odm": 0.2}
 """Break step as a share of the run, per method (paper, A/SE: 1000 of 5000 for Aioli and Skill-it, 500 for the
 proxies)."""
 AIOLI_ROUNDS_AVERAGED = 4  # the m = 3 notebook's choice (the m = 2 notebook averages every round)
@@ -96,8 +101,9 @@ def trajectory_config(method: str, setting: str | hparams.Setting, profile: str,
                       outcome=None) -> RunConfig:
     """The run whose A^t is compared with the truth: Aioli's and Skill-it's final (online) run, DoReMi's and DoGE's
     proxy run, exactly as ``methods.run_method`` configured it (so it is the same cached trajectory)."""
-    if method not in ONLINE_METHODS and method not in ("aioli_static", "aioli_diagonal"):
-        raise ValueError(f"no trajectory for method {method!r}; choose one of {list(ONLINE_METHODS)}")
+    known = (*ONLINE_METHODS, *EXTENSION_ONLINE_METHODS)
+    if method not in known and method not in ("aioli_static", "aioli_diagonal"):
+        raise ValueError(f"no trajectory for method {method!r}; choose one of {list(known)}")
     outcome = outcome or run_method(method, as_setting(setting), profile, seed, runner)
     if method in ("doremi", "doge"):
         return RunConfig.from_dict(outcome.details["proxy_config"])
@@ -343,6 +349,17 @@ def colsum_ordering_study(settings: Iterable[str | hparams.Setting], profile: st
 # ----------------------------------------------------------------------------------------------------------------------
 # Plain-words readings (data-dependent sentences the notebooks print under their tables)
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def sim_by_method(*studies: FidelityStudy) -> pd.DataFrame:
+    """Rows = methods (the paper's, then the extensions'), columns = settings: each (method, setting)'s sim averaged
+    over its seeds, with ``seeds`` the fewest seeds behind a cell. Descriptive: with m = 2 sim is about 0 or 1."""
+    summary = pd.concat([st.summary() for st in studies if len(st.table)], ignore_index=True)
+    table = summary.pivot_table(index="method", columns="label", values="sim", sort=False)
+    order = [m for m in (*ONLINE_METHODS, *EXTENSION_ONLINE_METHODS) if m in table.index]
+    table = table.loc[order, list(dict.fromkeys(summary.label))]
+    table["seeds"] = summary.groupby("method").seeds.min().reindex(order)
+    return table
 
 
 def fidelity_reading(study: FidelityStudy) -> str:

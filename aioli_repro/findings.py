@@ -1,8 +1,8 @@
 """This repository's findings (not claims of the paper), each from a stated rule that can come out either way:
 F1 RegMix and F2 ODM against stratified sampling (Table 2), F3 each method's share of the headroom where a better
 mixture exists (Table 2b), F4 an Aioli whose estimates carry signal against stratified (notebook 12), F5 whether
-Aioli's gap to stratified changes with model size (notebook 13). ``claims.build_claims`` collects them beside the
-paper's claims."""
+Aioli's gap to stratified changes with model size (notebook 13), F6 Aioli on top of RegMix's and ODM's
+restricted-budget proportions (notebook 05). ``claims.build_claims`` collects them beside the paper's claims."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .verdicts import (
     INCONCLUSIVE,
     NOT_RUN,
     Claim,
+    gain_over_control,
     log_ratios,
     provisional,
     setting_tests,
@@ -223,3 +224,45 @@ def finding_f5(trend: pd.DataFrame | None, scale_table: pd.DataFrame | None = No
                                       f"{widest:.2f} points")
     return provisional(Claim("F5", what, NOT_A_CLAIM, ours, verdict, why, RULE_F5, NULL_F5), unfinished or {},
                        ("13_scale",), (CHANGES,))
+
+
+ADDS, TAKES_AWAY = "Aioli adds to it", "Aioli does worse than the control"
+RULE_F6 = ("C7's rule on the extension methods (notebook 05, `05_restricted_extensions_control.csv`): RegMix and ODM "
+           "learn p_init within the restricted budget (RegMix: as many of its proxies as fit in the FLOPs of 0.5·S "
+           "steps of the final model; ODM: a run of 0.5·S steps, its mean mixture), and Aioli starts from it. Gain = "
+           "control - Aioli per (method, setting, seed), the control training p_init for S_init steps and then "
+           "stratified. Pooled over the (method, setting) pairs with a 95% t-interval stratified by pair, and a sign "
+           "test over the pairs' mean gains. Aioli adds to it: the interval lies above 0 and the sign test is "
+           "significant with most pairs positive. Aioli does worse than the control: the interval lies below 0, or "
+           "the sign test is significant with most pairs negative. Cannot decide: no finished pair, or a pair with "
+           "one seed (no interval). Otherwise inconclusive; provisional while some of the studies are unfinished.")
+NULL_F6 = ("Aioli identical to the control: the pooled interval excludes 0 with probability 5% and the sign test "
+           "rejects with at most 5%, so the rule prints 'adds to it' at most 2.5% of the time and 'does worse' at "
+           "most 5%, as C7's.")
+
+
+def finding_f6(pairs: pd.DataFrame | None, control: pd.DataFrame | None,
+               unfinished: dict[str, list[str]] | None = None) -> Claim:
+    """F6 from notebook 05's extension rows: does Aioli improve on RegMix's and ODM's restricted-budget proportions
+    beyond what switching to stratified after S_init does?"""
+    what = "Restricted budget: Aioli on top of RegMix's and ODM's proportions, against the control"
+    if pairs is None or pairs.empty or control is None or control.empty:
+        return Claim("F6", what, NOT_A_CLAIM, "-", NOT_RUN, "needs the extension rows of notebook 05 under this "
+                     "profile", RULE_F6, NULL_F6)
+    alone = "; ".join(f"{m}: Aioli beats p_init alone by {g.improvement.mean():+.3f} on average"
+                      for m, g in pairs.groupby("method", sort=False))
+    c, pooled, per_pair, pos, n, p_sign = gain_over_control(control)
+    by_method = "; ".join(f"{m} {g.gain_vs_control.mean():+.3f}" for m, g in c.groupby("method", sort=False))
+    ours = (f"{alone}. Against the control: mean gain {pooled['mean']:+.3f}"
+            + ("" if np.isnan(pooled["low"]) else f", 95% CI [{pooled['low']:+.3f}, {pooled['high']:+.3f}]")
+            + f" ({by_method}), {pos}/{n} pairs positive (sign test p {p_sign:.3f}), {c.seed.nunique()} seed(s)")
+    if np.isnan(pooled["low"]):
+        verdict, why = CANNOT_DECIDE, "a pair with one seed: no interval"
+    elif pooled["low"] > 0 and p_sign < ALPHA and pos > n / 2:
+        verdict, why = ADDS, "Aioli beats the control on average and on most pairs"
+    elif pooled["high"] < 0 or (p_sign < ALPHA and pos < n / 2):
+        verdict, why = TAKES_AWAY, "switching to stratified after S_init does better than Aioli's updates"
+    else:
+        verdict, why = INCONCLUSIVE, "Aioli's gain over the control is within noise"
+    return provisional(Claim("F6", what, NOT_A_CLAIM, ours, verdict, why, RULE_F6, NULL_F6), unfinished or {},
+                       ("05_restricted_budget",), (ADDS, TAKES_AWAY))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import hparams, tables
-from .stats import holm, t_pvalue
+from .stats import holm, sign_test, stratified_ci, t_pvalue
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTED = "reproduced", "not reproduced", "inconclusive", "not tested"
 CANNOT_DECIDE = "cannot decide"
@@ -65,3 +65,13 @@ def provisional(claim: Claim, unfinished: dict[str, list[str]], notebooks: tuple
     parts = ", ".join(f"{n} part(s) of {nb}" for nb, n in left.items())
     return replace(claim, verdict=INCONCLUSIVE,
                    why=f"provisional, {parts} not finished yet; the finished part says {claim.verdict}: {claim.why}")
+
+
+def gain_over_control(control: pd.DataFrame) -> tuple[pd.DataFrame, dict, pd.Series, int, int, float]:
+    """The restricted budget's test of Aioli against its control (C7, F6): the rows with a gain (control - Aioli,
+    per method, setting and seed) and a ``pair`` key (setting/method), the pooled mean with a 95% t-interval
+    stratified by pair, each pair's mean over seeds, and the sign test over those means (positives, pairs, p)."""
+    c = control.dropna(subset=["gain_vs_control"])
+    c = c.assign(pair=c.setting + "/" + c.method)
+    per_pair = c.groupby("pair").gain_vs_control.mean()
+    return (c, stratified_ci(c.gain_vs_control, c.pair), per_pair, *sign_test(per_pair))

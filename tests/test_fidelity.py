@@ -167,6 +167,23 @@ def test_fidelity_study_compares_each_methods_matrix_with_the_truth(tiny_study, 
     assert (tmp_path / "fid.png").stat().st_size > 0
 
 
+def test_odm_fidelity_branches_its_own_run_and_compares_its_diagonal(tiny_study, runner):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the prefix run must retrace ODM's own trajectory
+        odm = fidelity.fidelity_study([SET2], tiny_study, methods=fidelity.EXTENSION_ONLINE_METHODS, runner=runner)
+    row = odm.table.iloc[0]
+    assert list(odm.table.method) == ["odm"] and row.break_step >= branching.break_step(STUDY_STEPS, 0.2)
+    # The matrix is the last diag(R̂) ODM recorded by the break (a record at step t: after t steps, setting π^t)
+    hist = run_method("odm", SET2, tiny_study, 0, runner).final["policy"]["history"]
+    last = [r for r in hist if r.get("A") is not None and r["step"] <= row.break_step][-1]  # after t steps
+    M = odm.matrices[("odm", "tiny2", 0)]["M"]
+    assert M == pytest.approx(np.asarray(last["A"]), rel=1e-4) and np.count_nonzero(M - np.diag(np.diag(M))) == 0
+    paper = fidelity.fidelity_study([SET2], tiny_study, runner=runner)  # cached by the test above
+    table = fidelity.sim_by_method(paper, odm)
+    assert list(table.index) == [*fidelity.ONLINE_METHODS, "odm"] and list(table.columns) == ["C/L", "seeds"]
+    assert table.loc["odm", "C/L"] == pytest.approx(row.sim, nan_ok=True)
+
+
 def test_colsum_ordering_study(tiny_study, runner, tmp_path):
     study = fidelity.colsum_ordering_study([SET2], tiny_study, runner=runner, fractions=(0.25, 0.5, 0.75))
     assert sorted(set(study.table["break_step"])) == [6, 12, 18]

@@ -154,3 +154,20 @@ def test_the_headroom_bench_gets_its_sections_in_the_order_of_the_notebooks(tmp_
     assert "| C/D | eval x4 | 0.412 | 0.031 |" in page and "extra" not in page  # only the agreement columns
     assert "| 1m | 921088 | cpu | C/D | headroom_observed_gain_pct | 1 | 7.25 |" in page
     assert "aioli_minus_stratified" not in page  # the gap rows of 13_scale.csv are in the trend table instead
+
+
+def test_the_restricted_budget_extensions_get_a_table_of_means_over_seeds(tmp_path):
+    res = tmp_path / "results" / "full"
+    res.mkdir(parents=True)
+    keys = "setting,label,method,seed"
+    (res / "05_restricted_extensions.csv").write_text(
+        f"{keys},p_init,extra_steps,method_ppl,aioli_ppl,improvement\n"
+        's,S,odm,0,"[0.5, 0.5]",500,100.0,98.0,2.0\ns,S,odm,1,"[0.4, 0.6]",500,104.0,100.0,4.0\n')
+    (res / "05_restricted_extensions_control.csv").write_text(
+        f"{keys},method_ppl,control_ppl,aioli_ppl,gain_vs_control\ns,S,odm,0,100.0,99.0,98.0,1.0\n"
+        "s,S,odm,1,104.0,99.0,100.0,-1.0\n")
+    page = results_markdown("full", tmp_path)
+    # means over the two seeds, by hand: alone 102, control 99, Aioli 99, improvement 3, gain 0
+    assert "| S | odm | 102 | 99 | 99 | 3 | 0 | 500 | 2 |" in page and "finding F6" in page
+    (res / "05_restricted_extensions_control.csv").unlink()  # half a study: no table
+    assert "finding F6" not in results_markdown("full", tmp_path)

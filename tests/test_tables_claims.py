@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from aioli_repro import claims, tables
+from aioli_repro import claims, restricted, tables
 from aioli_repro.errors import ConfigError
 from aioli_repro.hparams import SETTINGS
 
@@ -191,10 +191,10 @@ def test_the_prefetched_sweep_is_the_one_grid_and_dml_train(budget):
     _RecordingRunner.calls = []
     with pytest.raises(_Stop):
         if budget == "restricted":
-            tables.restricted_pair("dml", "arxiv_book_stackexchange", "smoke", 1, _RecordingRunner())
+            restricted.restricted_pair("dml", "arxiv_book_stackexchange", "smoke", 1, _RecordingRunner())
         else:
             run_method("dml", "arxiv_book_stackexchange", "smoke", 1, _RecordingRunner())
-    expected = [c.to_dict() for c in tables.study_sweep("arxiv_book_stackexchange", "smoke", 1, budget)]
+    expected = [c.to_dict() for c in restricted.study_sweep("arxiv_book_stackexchange", "smoke", 1, budget)]
     assert _RecordingRunner.calls == [expected] and len(expected) >= 5
 
 
@@ -216,7 +216,7 @@ def test_run_grid_trains_every_sweep_as_one_queue_before_the_studies(monkeypatch
     settings, seeds = ["arxiv_stackexchange", "arxiv_book_stackexchange"], [0, 1]
     with pytest.raises(tables.NotCachedError):
         tables.run_grid(["stratified", "grid", "dml"], settings, "smoke", seeds, jobs=2, progress=False)
-    expected = [c.to_dict() for k in seeds for s in settings for c in tables.study_sweep(s, "smoke", k)]
+    expected = [c.to_dict() for k in seeds for s in settings for c in restricted.study_sweep(s, "smoke", k)]
     assert _RecordingRunner.calls == [expected]
     _RecordingRunner.calls = []  # one worker, or no sweep method: nothing to prefetch
     with pytest.raises(tables.NotCachedError):
@@ -286,7 +286,7 @@ def test_restricted_summary_averages_seeds_per_pair_and_reports_a_median():
     pairs = [("arxiv_stackexchange", "grid"), ("github_c4", "grid"), ("github_c4", "dml")]
     df = _restricted({0: dict(zip(pairs, [1.0, -2.0, 30.0], strict=True)),
                       1: dict(zip(pairs, [0.0, 1.0, 34.0], strict=True))})
-    s = tables.restricted_summary(df)
+    s = restricted.restricted_summary(df)
     assert (s["improved"], s["pairs"]) == (2, 3)  # per pair: +0.5, -0.5, +32
     assert s["mean"] == pytest.approx(32.0 / 3) and s["median"] == pytest.approx(0.5) and s["max"] == 32.0
     assert "median +0.500" in claims.claim_c7(df).ours
@@ -297,7 +297,7 @@ def test_restricted_by_start_splits_by_the_method_alone_against_stratified():
                           "method_ppl": [12.0, 10.5, 20.0, 9.0], "aioli_ppl": [10.0, 11.0, 21.0, 8.0]})
     pairs["improvement"] = pairs.method_ppl - pairs.aioli_ppl
     stratified = pd.DataFrame({"setting": ["a", "a", "b"], "seed": [0, 1, 0], "avg_test_perplexity": [10.0] * 3})
-    t = tables.restricted_by_start(pairs, stratified).set_index("runs")  # c has no stratified run: left out
+    t = restricted.restricted_by_start(pairs, stratified).set_index("runs")  # c has no stratified run: left out
     poor, rest, both = t.to_dict("records")
     assert (poor["aioli_improves"], poor["mean_improvement"]) == (1, 0.5)  # a/0 (+2) and b/0 (-1): >1 worse
     assert poor["median_improvement"] == 0.5 and poor["aioli_minus_stratified"] == pytest.approx(5.5)
@@ -310,7 +310,7 @@ def test_p_init_spread_is_the_largest_total_variation_between_seeds():
                           "seed": [0, 1, 2, 0], "method_ppl": [10.0, 12.0, 14.0, 9.0],
                           # as read back from 05_restricted_runs.csv (strings) and as run_grid returns them (lists)
                           "p_init": ["[0.6, 0.4]", [0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]})
-    t = tables.p_init_spread(pairs).set_index("label")
+    t = restricted.p_init_spread(pairs).set_index("label")
     assert t.loc["A", "max_tv_between_seeds"] == pytest.approx(0.4)  # seeds 1 and 2: |0.9-0.5| + |0.1-0.5| = 0.8
     assert t.loc["A", "method_ppl_sd"] == pytest.approx(2.0) and t.loc["A", "seeds"] == 3
     assert np.isnan(t.loc["B", "max_tv_between_seeds"]) and np.isnan(t.loc["B", "method_ppl_sd"])
