@@ -133,6 +133,7 @@ def test_f6_reports_the_gain_per_method_and_waits_for_its_notebook():
     pairs, control = _pairs_and_control(np.full((12, 3), 0.5) + np.array([0, 0.1, -0.1]))
     got = findings.finding_f6(pairs, control)
     assert "mean gain +0.500" in got.ours and "regmix +0.500; odm +0.500" in got.ours and "12/12 pairs" in got.ours
+    assert got.ours.startswith("Aioli's gain over p_init alone (the paper's figure): regmix +1.000, odm +1.000.")
     assert findings.finding_f6(None, None).verdict == findings.NOT_RUN
     late = findings.finding_f6(pairs, control, {"05_restricted_budget": ["odm/A/SE/seed 2"]})
     assert late.verdict == findings.INCONCLUSIVE and late.why.startswith("provisional")
