@@ -198,9 +198,9 @@ def test_c5_without_gh_c4_is_not_tested():
 
 
 # ----------------------------------------------------------------------------------------------------- C7
-def _pairs_and_control(gains, improvement=1.0):
+def pairs_and_control(gains, improvement=1.0, methods=tables.BASELINES):
+    """Table 3's two tables for (method, setting) pairs on the six settings, with planted control - Aioli gains."""
     pairs, control = [], []
-    methods = list(tables.BASELINES)
     for k, (s, m) in enumerate([(s, m) for s in SIX for m in methods][: gains.shape[0]]):
         for seed in range(gains.shape[1]):
             pairs.append({"setting": s, "label": SETTINGS[s].label, "method": m, "seed": seed, "method_ppl": 110.0,
@@ -211,22 +211,28 @@ def _pairs_and_control(gains, improvement=1.0):
     return pd.DataFrame(pairs), pd.DataFrame(control)
 
 
-C7_CASES = [
-    ("beats the control", np.full((30, 3), 0.5) + np.array([0, 0.1, -0.1]), claims.REPRODUCED),
-    ("loses to the control", np.full((30, 3), -0.5) + np.array([0, 0.1, -0.1]), claims.NOT_REPRODUCED),
-    ("within noise", np.tile([0.3, -0.3, 0.01], (30, 1)) * np.linspace(-1, 1, 30)[:, None], claims.INCONCLUSIVE),
-    ("one seed", np.full((30, 1), 0.5), claims.INCONCLUSIVE),
-]
+def control_gain_cases(n: int) -> dict[str, np.ndarray]:
+    """Planted (pair, seed) gains over the restricted budget's control for ``n`` pairs, one per branch of C7's rule
+    (and F6's): clearly positive, clearly negative, within noise (pairs of both signs), and a single seed."""
+    jitter = np.array([0, 0.1, -0.1])
+    return {"beats the control": np.full((n, 3), 0.5) + jitter, "loses to the control": np.full((n, 3), -0.5) + jitter,
+            "within noise": np.tile([0.3, -0.3, 0.01], (n, 1)) * np.linspace(-1, 1, n)[:, None],
+            "one seed": np.full((n, 1), 0.5)}
+
+
+C7_VERDICTS = {"beats the control": claims.REPRODUCED, "loses to the control": claims.NOT_REPRODUCED,
+               "within noise": claims.INCONCLUSIVE, "one seed": claims.INCONCLUSIVE}
+C7_CASES = [(name, gains, C7_VERDICTS[name]) for name, gains in control_gain_cases(30).items()]
 
 
 @pytest.mark.parametrize("gains,verdict", [c[1:] for c in C7_CASES], ids=[c[0] for c in C7_CASES])
 def test_c7_branches(gains, verdict):
-    pairs, control = _pairs_and_control(gains)
+    pairs, control = pairs_and_control(gains)
     assert claims.claim_c7(pairs, control).verdict == verdict
 
 
 def test_c7_without_the_control_says_why_the_gain_over_p_init_is_no_evidence():
-    pairs, _ = _pairs_and_control(np.zeros((30, 3)), improvement=5.0)
+    pairs, _ = pairs_and_control(np.zeros((30, 3)), improvement=5.0)
     got = claims.claim_c7(pairs, None)
     assert got.verdict == claims.INCONCLUSIVE and "confounded" in got.why and "improves 30/30" in got.ours
 
@@ -235,19 +241,19 @@ def test_c7_names_a_setting_that_drives_the_verdict_and_pools_the_others_without
     # 25 pairs on five settings with seed gains (+0.3, -0.3, 0): each pair's mean 0; the sixth setting's 5 pairs
     # (-1.4, -1.5, -1.6): mean -1.5. Pooled: 5 x -1.5 / 30 = -0.25, se = sqrt(25 x 0.09/3 + 5 x 0.01/3) / 30 = 0.029
     gains = np.vstack([np.tile([0.3, -0.3, 0.0], (25, 1)), np.tile([-1.4, -1.5, -1.6], (5, 1))])
-    got = claims.claim_c7(*_pairs_and_control(gains))
+    got = claims.claim_c7(*pairs_and_control(gains))
     last = SETTINGS[SIX[-1]].label
     assert got.verdict == claims.NOT_REPRODUCED and "mean gain -0.250" in got.ours
     assert f"excludes 0: {last} -1.500 [" in got.ours and "the other settings pooled +0.000 [" in got.ours
     assert got.why.endswith(f"(driven by {last}: the other settings pooled are within noise)")
-    flat = claims.claim_c7(*_pairs_and_control(np.full((30, 3), -0.5) + np.array([0, 0.1, -0.1])))
+    flat = claims.claim_c7(*pairs_and_control(np.full((30, 3), -0.5) + np.array([0, 0.1, -0.1])))
     assert "excludes 0" not in flat.ours and "driven" not in flat.why  # every setting apart: nothing to split
 
 
 @pytest.mark.slow
 def test_c7_null_rate():
     rng = np.random.default_rng(7)
-    got = [claims.claim_c7(*_pairs_and_control(rng.normal(0, 1, size=(30, 3)))).verdict for _ in range(200)]
+    got = [claims.claim_c7(*pairs_and_control(rng.normal(0, 1, size=(30, 3)))).verdict for _ in range(200)]
     assert got.count(claims.REPRODUCED) / 200 <= 0.05 and got.count(claims.NOT_REPRODUCED) / 200 <= 0.08
 
 

@@ -6,13 +6,12 @@ import pandas as pd
 import pytest
 
 from aioli_repro import findings, restricted, tables
-from aioli_repro.hparams import SETTINGS
 from aioli_repro.methods import regmix_proxies
 from aioli_repro.model import PRESETS
 from aioli_repro.profiles import get_profile
 from aioli_repro.tokenizer import load_tokenizer
 
-SIX = tuple(SETTINGS)
+from .test_claim_rules import control_gain_cases, pairs_and_control
 
 
 def test_the_restricted_methods_are_the_paper_baselines_and_the_extensions():
@@ -104,33 +103,22 @@ def test_extension_table_pairs_the_studies_by_seed():
 
 
 # ----------------------------------------------------------------------------------------------------- F6
-def _pairs_and_control(gains):
-    """(method, setting) pairs, RegMix and ODM on the six settings, with the planted control - Aioli gains."""
-    pairs, control = [], []
-    for k, (s, m) in enumerate([(s, m) for s in SIX for m in tables.EXTENSION_METHODS][: gains.shape[0]]):
-        for seed in range(gains.shape[1]):
-            row = {"setting": s, "label": SETTINGS[s].label, "method": m, "seed": seed, "method_ppl": 110.0,
-                   "aioli_ppl": 109.0}
-            pairs.append({**row, "improvement": 1.0})
-            control.append({**row, "control_ppl": 109.0 + gains[k, seed], "gain_vs_control": gains[k, seed]})
-    return pd.DataFrame(pairs), pd.DataFrame(control)
+def _extensions(gains):
+    return pairs_and_control(gains, methods=tables.EXTENSION_METHODS)
 
 
-F6_CASES = [
-    ("beats the control", np.full((12, 3), 0.5) + np.array([0, 0.1, -0.1]), findings.ADDS),
-    ("loses to the control", np.full((12, 3), -0.5) + np.array([0, 0.1, -0.1]), findings.TAKES_AWAY),
-    ("within noise", np.tile([0.3, -0.3, 0.01], (12, 1)) * np.linspace(-1, 1, 12)[:, None], findings.INCONCLUSIVE),
-    ("one seed", np.full((12, 1), 0.5), findings.CANNOT_DECIDE),
-]
+F6_VERDICTS = {"beats the control": findings.ADDS, "loses to the control": findings.TAKES_AWAY,
+               "within noise": findings.INCONCLUSIVE, "one seed": findings.CANNOT_DECIDE}  # no interval: F1's words
+F6_CASES = [(name, gains, F6_VERDICTS[name]) for name, gains in control_gain_cases(12).items()]
 
 
 @pytest.mark.parametrize("gains,verdict", [c[1:] for c in F6_CASES], ids=[c[0] for c in F6_CASES])
 def test_f6_branches(gains, verdict):
-    assert findings.finding_f6(*_pairs_and_control(gains)).verdict == verdict
+    assert findings.finding_f6(*_extensions(gains)).verdict == verdict
 
 
 def test_f6_reports_the_gain_per_method_and_waits_for_its_notebook():
-    pairs, control = _pairs_and_control(np.full((12, 3), 0.5) + np.array([0, 0.1, -0.1]))
+    pairs, control = _extensions(np.full((12, 3), 0.5) + np.array([0, 0.1, -0.1]))
     got = findings.finding_f6(pairs, control)
     assert "mean gain +0.500" in got.ours and "regmix +0.500; odm +0.500" in got.ours and "12/12 pairs" in got.ours
     assert got.ours.startswith("Aioli's gain over p_init alone (the paper's figure): regmix +1.000, odm +1.000.")
@@ -141,5 +129,5 @@ def test_f6_reports_the_gain_per_method_and_waits_for_its_notebook():
 
 def test_f6_null_rate():
     rng = np.random.default_rng(11)
-    got = [findings.finding_f6(*_pairs_and_control(rng.normal(0, 1, size=(12, 3)))).verdict for _ in range(300)]
+    got = [findings.finding_f6(*_extensions(rng.normal(0, 1, size=(12, 3)))).verdict for _ in range(300)]
     assert got.count(findings.ADDS) / 300 <= 0.05 and got.count(findings.TAKES_AWAY) / 300 <= 0.08
