@@ -64,7 +64,9 @@ def restricted_pair(method: str, setting: str, profile: str, seed: int, runner: 
     """(a) the method's proportions learned within 0.5·S extra steps, used alone; (b) Aioli starting from them.
 
     Budget split: grid/DML: their sweep with each run 0.5·S / n steps; Skill-it: m one-group runs of 0.5·S / m;
-    DoReMi: reference and proxy of 0.25·S each; DoGE: one proxy of 0.5·S. Aioli then trains S_init steps on the
+    DoReMi: reference and proxy of 0.25·S each; DoGE: one proxy of 0.5·S; RegMix: its first proxies, as many as fit
+    in the FLOPs of 0.5·S steps of the final model (``regmix_restricted_proxies``); ODM: one run of 0.5·S, its mean
+    mixture. Aioli then trains S_init steps on the
     prior p_init and adapts, restarting exponentiated gradient from uniform as released (Skill-it's prior is its
     initial mixture exp(η·G·1), the static part of its schedule).
     """
