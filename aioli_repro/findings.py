@@ -11,7 +11,6 @@ import pandas as pd
 
 from . import table2b
 from .stats import holm, stratified_ci
-from .tables import EXTENSION_METHODS
 from .verdicts import (
     ALPHA,
     CANNOT_DECIDE,
@@ -23,6 +22,7 @@ from .verdicts import (
     provisional,
     setting_tests,
     significant_settings,
+    unfinished_parts,
 )
 
 # ------------------------------------------------------------------------------------------------ findings
@@ -266,7 +266,5 @@ def finding_f6(pairs: pd.DataFrame | None, control: pd.DataFrame | None,
     else:
         verdict, why = INCONCLUSIVE, "Aioli's gain over the control is within noise"
     # Only the extension methods' unfinished studies make F6 provisional (the paper's methods' are C7's concern)
-    left = [x for x in (unfinished or {}).get("05_restricted_budget", [])
-            if "extension" in x or any(f"{m}/" in x for m in EXTENSION_METHODS)]
     return provisional(Claim("F6", what, NOT_A_CLAIM, ours, verdict, why, RULE_F6, NULL_F6),
-                       {"05_restricted_budget": left}, ("05_restricted_budget",), (ADDS, TAKES_AWAY))
+                       unfinished_parts(unfinished or {}, extension=True), ("05_restricted_budget",), (ADDS, TAKES_AWAY))

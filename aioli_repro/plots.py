@@ -22,10 +22,12 @@ import seaborn as sns
 from .diagnostics import signal_seen
 from .fidelity import PAPER, FidelityStudy, OrderingStudy, sim_improvement_relation
 from .law_studies import DynamicLawStudy, StaticLawStudy
+from .tables import BASELINES, EXTENSION_METHODS
 
 __all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
-           "plot_perplexity_differences", "plot_restricted", "plot_ablations", "plot_validation_gaps",
-           "plot_headroom_screen", "plot_headroom_share", "plot_custom_method", "plot_signal_study", "plot_scale"]
+           "plot_perplexity_differences", "plot_restricted", "plot_control_gains", "plot_ablations",
+           "plot_validation_gaps", "plot_headroom_screen", "plot_headroom_share", "plot_custom_method",
+           "plot_signal_study", "plot_scale"]
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.6):
@@ -215,6 +217,28 @@ def plot_restricted(pairs: pd.DataFrame, profile: str, path: str | Path | None =
         axis.set_minor_formatter(lambda v, _: f"{v:g}" if str(int(v))[0] in "2468" else "")
     ax.set(xlabel="method's proportions alone: test perplexity", ylabel="Aioli from those proportions",
            title=f"Restricted budget ({profile}): below the diagonal = Aioli improves")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7)
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def plot_control_gains(control: pd.DataFrame, profile: str, path: str | Path | None = None):
+    """Notebook 05: what Aioli's adaptation adds in the restricted budget, control - Aioli in test perplexity (the
+    control: p_init for S_init steps, then stratified), one dot per (setting, seed) and a bar at each method's mean;
+    above 0, Aioli beats the control. The paper's methods (C7) first, then the extension methods (F6)."""
+    order = [m for m in (*BASELINES, *EXTENSION_METHODS) if m in set(control.method)]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(order) + 2), 3.6))
+    sns.stripplot(control, x="method", y="gain_vs_control", hue="label", order=order, dodge=False, ax=ax, size=4,
+                  alpha=0.8)
+    means = control.groupby("method").gain_vs_control.mean().reindex(order)
+    ax.scatter(range(len(order)), means, marker="_", s=600, color="black", zorder=3, label="mean")
+    ax.axhline(0, color="grey", lw=0.8)
+    if set(order) & set(EXTENSION_METHODS) and set(order) & set(BASELINES):
+        ax.axvline(len([m for m in order if m in BASELINES]) - 0.5, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="the paper's methods (C7) | extensions (F6)" if set(order) & set(EXTENSION_METHODS) else "",
+           ylabel="control - Aioli (test perplexity)",
+           title=f"Restricted budget ({profile}): above 0 = Aioli's adaptation helps")
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7)
     if path is not None:
         fig.savefig(path, dpi=120, bbox_inches="tight")

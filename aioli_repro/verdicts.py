@@ -75,3 +75,14 @@ def gain_over_control(control: pd.DataFrame) -> tuple[pd.DataFrame, dict, pd.Ser
     c = c.assign(pair=c.setting + "/" + c.method)
     per_pair = c.groupby("pair").gain_vs_control.mean()
     return (c, stratified_ci(c.gain_vs_control, c.pair), per_pair, *sign_test(per_pair))
+
+
+def extension_part(item: str) -> bool:
+    """Whether an unfinished part (a ``not_finished.json`` entry) belongs to an extension method (RegMix, ODM): such
+    parts make this repository's findings provisional, never the paper's claims."""
+    return "extension" in item or "ODM" in item or any(f"{m}/" in item for m in tables.EXTENSION_METHODS)
+
+
+def unfinished_parts(unfinished: dict[str, list[str]], extension: bool) -> dict[str, list[str]]:
+    """``unfinished`` (notebook -> parts) keeping only the extension methods' parts, or only the others'."""
+    return {nb: [x for x in parts if extension_part(x) == extension] for nb, parts in unfinished.items()}

@@ -133,3 +133,43 @@ def test_f6_null_rate():
     rng = np.random.default_rng(11)
     got = [findings.finding_f6(*_extensions(rng.normal(0, 1, size=(12, 3)))).verdict for _ in range(300)]
     assert got.count(findings.ADDS) / 300 <= 0.05 and got.count(findings.TAKES_AWAY) / 300 <= 0.08
+
+
+def test_the_control_gain_figure_puts_the_paper_methods_first_and_marks_each_mean(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from aioli_repro import plots
+
+    rows = [{"setting": "s", "label": "S", "method": m, "seed": k, "gain_vs_control": g}
+            for m, gains in (("odm", (1.0, 3.0)), ("grid", (-1.0, 0.0)), ("regmix", (4.0, 4.0)))
+            for k, g in enumerate(gains)]
+    fig = plots.plot_control_gains(pd.DataFrame(rows), "test", tmp_path / "g.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["grid", "regmix", "odm"]
+    means = next(c for c in ax.collections if c.get_label() == "mean").get_offsets()
+    assert np.asarray(means).tolist() == [[0, -0.5], [1, 4.0], [2, 2.0]]  # by hand
+    assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_unfinished_extension_studies_wait_for_f6_never_for_c7(tmp_path, monkeypatch):
+    import json
+
+    from aioli_repro import claims
+
+    monkeypatch.setattr(claims, "results_dir", lambda profile: tmp_path)
+    pairs, control = pairs_and_control(control_gain_cases(30)["loses to the control"])
+    pairs.to_csv(tmp_path / "05_restricted_runs.csv", index=False)
+    control.to_csv(tmp_path / "05_restricted_control.csv", index=False)
+
+    def c7(parts):
+        (tmp_path / "not_finished.json").write_text(json.dumps({"05_restricted_budget": parts}))
+        return next(c for c in claims.build_claims("full") if c.key == "C7").verdict
+
+    assert c7(["every extension study", "control odm/A/SE/seed 1"]) == claims.NOT_REPRODUCED
+    assert c7(["control grid/A/SE/seed 1", "regmix/A/SE/seed 0"]) == claims.INCONCLUSIVE  # provisional
+    from aioli_repro.verdicts import unfinished_parts
+
+    split = {"03_method_fidelity": ["fidelity every ODM part", "fidelity doge/A/SE/seed 0", "ordering GH/C4/seed 1"]}
+    assert unfinished_parts(split, extension=True) == {"03_method_fidelity": ["fidelity every ODM part"]}
+    assert unfinished_parts(split, extension=False)["03_method_fidelity"] == split["03_method_fidelity"][1:]
