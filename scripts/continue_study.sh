@@ -2,16 +2,20 @@
 # Continue a long study across sittings: run the main job (it resumes from the run cache) and commit
 # results/run_cache every few minutes, so a sitting that ends mid-study loses no finished run.
 #
-#   scripts/continue_study.sh [--commit-every MINUTES] [run_all.sh arguments ...]
+#   scripts/continue_study.sh [--commit-every MINUTES] [run_all.sh arguments ...] [--then run_all.sh arguments ...]
 #   nohup setsid scripts/continue_study.sh --profile full --jobs 2 --only 10 11 12 13 > study.log 2>&1 &
 #
-# Without run_all arguments it continues `--profile full --jobs 2`. --commit-every 0 never commits.
+# Without run_all arguments it continues `--profile full --jobs 2`. --commit-every 0 never commits. `--then`
+# separates stages that run one after another in the order given (run_all itself orders notebooks by number), e.g.
+# `--profile full --jobs 2 --only 11 12 13 --then --profile full --jobs 2 --only 04`; a stage that fails stops the
+# queue. A stage already finished re-renders from the run cache in about a minute, so the same command can start
+# every sitting.
 # Only results/run_cache is staged and committed (`git commit -- results/run_cache`): the executed notebooks are
 # rewritten while they run, and a half-executed copy must never be committed. Legacy .json cache entries are
 # gzipped first (`python -m aioli_repro cache --compress`). AIOLI_RUN_ALL replaces ./run_all.sh and
 # AIOLI_PYTHON the interpreter (the tests use stand-ins).
 #
-# The body is one function, parsed whole before it runs, so editing this file while it runs cannot change it.
+# The body is two functions, parsed whole before they run, so editing this file while it runs cannot change it.
 set -euo pipefail
 
 main() {
@@ -26,8 +30,17 @@ main() {
     every="$2"
     shift 2
   fi
-  args=("$@")
-  [[ ${#args[@]} -gt 0 ]] || args=(--profile full --jobs 2)
+  stages=()  # each stage's run_all arguments, one string per stage (split again when it runs)
+  stage=()
+  for arg in "$@"; do
+    if [[ "$arg" == "--then" ]]; then
+      stages+=("${stage[*]:-}")
+      stage=()
+    else
+      stage+=("$arg")
+    fi
+  done
+  stages+=("${stage[*]:-}")
   run_all="${AIOLI_RUN_ALL:-./run_all.sh}"
   python="${AIOLI_PYTHON:-.venv/bin/python}"
   cache=results/run_cache
@@ -48,6 +61,14 @@ main() {
     AIOLI_RESULT_CACHE="$PWD/$cache" "$python" -m aioli_repro cache --compress
   fi
 
+  for stage_args in "${stages[@]}"; do
+    read -r -a args <<< "$stage_args"
+    [[ ${#args[@]} -gt 0 ]] || args=(--profile full --jobs 2)
+    run_stage || exit $?
+  done
+}
+
+run_stage() {  # one stage: run_all with "${args[@]}" in the background, committing the cache as it goes
   "$run_all" "${args[@]}" &
   job=$!
   # Stop the main job's whole process tree with this script, so a stopped sitting leaves no orphan training: the
@@ -69,7 +90,7 @@ main() {
   rc=0
   wait "$job" || rc=$?
   commit_cache "run_all exited with $rc"
-  exit "$rc"
+  return "$rc"
 }
 
 main "$@"

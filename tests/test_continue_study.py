@@ -139,3 +139,24 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat")
     return not (state.exists() and state.read_text().split()[2] == "Z")  # a zombie has exited
+
+
+# A stand-in whose exit code depends on its arguments: "--only 99" fails.
+STAGE_RUN_ALL = """#!/usr/bin/env bash
+echo "$@" >> stages.txt
+echo "$RANDOM$RANDOM" > "results/run_cache/$(echo "$@" | md5sum | cut -c1-20).json.gz"
+[[ "$*" != *"--only 99"* ]]
+"""
+
+
+def test_stages_after_then_run_in_the_order_given_each_committed_and_a_failure_stops_the_queue(repo):
+    proc = _run(repo, "--profile", "smoke", "--only", "11", "--then", "--profile", "smoke", "--only", "04",
+                run_all=STAGE_RUN_ALL)
+    assert proc.returncode == 0, proc.stderr
+    assert (repo / "stages.txt").read_text().splitlines() == ["--profile smoke --only 11", "--profile smoke --only 04"]
+    assert _git(repo, "log", "-2", "--format=%s").splitlines() == [
+        "Run cache: 1 entries from run_all --profile smoke --only 04 (run_all exited with 0)",
+        "Run cache: 1 entries from run_all --profile smoke --only 11 (run_all exited with 0)"]
+    (repo / "stages.txt").unlink()
+    proc = _run(repo, "--only", "99", "--then", "--only", "04", run_all=STAGE_RUN_ALL)
+    assert proc.returncode == 1 and (repo / "stages.txt").read_text().splitlines() == ["--only 99"]
