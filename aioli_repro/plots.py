@@ -229,8 +229,9 @@ def plot_control_gains(control: pd.DataFrame, profile: str, path: str | Path | N
     above 0, Aioli beats the control. The paper's methods (C7) first, then the extension methods (F6)."""
     order = [m for m in (*BASELINES, *EXTENSION_METHODS) if m in set(control.method)]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(order) + 2), 3.6))
-    sns.stripplot(control, x="method", y="gain_vs_control", hue="label", order=order, dodge=False, ax=ax, size=4,
-                  alpha=0.8)
+    # settings side by side (dodge), not jittered: seaborn's jitter draws from numpy's global RNG (see above)
+    sns.stripplot(control, x="method", y="gain_vs_control", hue="label", order=order, dodge=True, jitter=False, ax=ax,
+                  size=4, alpha=0.8)
     means = control.groupby("method").gain_vs_control.mean().reindex(order)
     ax.scatter(range(len(order)), means, marker="_", s=600, color="black", zorder=3, label="mean")
     ax.axhline(0, color="grey", lw=0.8)

@@ -122,7 +122,8 @@ def test_run_all_renders_the_claims_after_every_notebook_whose_tables_they_read(
         for name in re.findall(r'RESULTS / "([^"]+\.csv)"', source):
             writers.setdefault(name, p.stem)
     read_from_notebooks = reads & writers.keys()
-    assert {"04_runs.csv", "11_table2b_share.csv", "12_adequate_signal.csv", "13_scale_trend.csv"} <= read_from_notebooks
+    assert {"04_runs.csv", "05_restricted_extensions_control.csv", "11_table2b_share.csv", "12_adequate_signal.csv",
+            "13_scale_trend.csv"} <= read_from_notebooks
     assert all(order.index(writers[f]) < order.index(pipeline.SUMMARY_NOTEBOOK) for f in read_from_notebooks)
     assert order[-1] == pipeline.SUMMARY_NOTEBOOK and order[:-1] == sorted(order[:-1])
     assert [p.stem[:2] for p in pipeline.run_order(pipeline.notebooks(["13", "07", "10"]))] == ["10", "13", "07"]
