@@ -93,6 +93,16 @@ def preset_parameters(preset: str, vocab_size: int) -> int:
     return vocab_size * d * (1 if p.tie_embeddings else 2) + p.layers * (12 * d * d + 13 * d) + 2 * d
 
 
+def preset_flops_per_token(preset: str, vocab_size: int, context_length: int) -> float:
+    """``flops_per_token`` of the model ``build_model(preset, vocab_size, context_length, ...)`` would build, without
+    building it: from ``preset_parameters``, the input embedding left out where it is untied (as there)."""
+    n = preset_parameters(preset, vocab_size)  # raises for an unknown preset
+    p = PRESETS[preset]
+    if not p.tie_embeddings:
+        n -= vocab_size * p.hidden_size
+    return 6.0 * n + 12.0 * p.layers * p.hidden_size * context_length
+
+
 def flops_per_token(model, context_length: int) -> float:
     """Training FLOPs per token: 6N for the weights (forward + backward) plus the attention score/value matmuls,
     12 * layers * hidden * context (the PaLM appendix estimate). N excludes the input embedding lookup, which is a

@@ -27,7 +27,7 @@ from .methods import (
     settle_mixture,
     sweep,
 )
-from .model import build_model, flops_per_token
+from .model import preset_flops_per_token
 from .policies.skillit import skillit_weights, skills_graph
 from .profiles import get_profile, profile_config
 from .regmix import regmix_mixture
@@ -185,13 +185,13 @@ def regmix_restricted_proxies(n_proxies: int, budget_steps: int, proxy_steps: in
 
 
 @functools.cache
-def _flops_per_token(preset: str, tokenizer: str, context_length: int) -> float:
-    return flops_per_token(build_model(preset, len(load_tokenizer(tokenizer)), context_length, 0), context_length)
+def _vocab_size(tokenizer: str) -> int:
+    return len(load_tokenizer(tokenizer))
 
 
 def _run_flops(cfg) -> float:
-    """Training FLOPs per token of a run's model, as the run records them (``model.flops_per_token``)."""
-    return _flops_per_token(cfg.model.preset, cfg.data.tokenizer, cfg.data.context_length)
+    """Training FLOPs per token of a run's model, as the run records them (``model.preset_flops_per_token``)."""
+    return preset_flops_per_token(cfg.model.preset, _vocab_size(cfg.data.tokenizer), cfg.data.context_length)
 
 
 def restricted_summary(df: pd.DataFrame) -> dict:

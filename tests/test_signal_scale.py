@@ -104,6 +104,14 @@ def test_the_parameter_count_matches_an_independently_built_gpt_neox(preset):
     assert preset_parameters(preset, V) == sum(t.numel() for t in model.parameters())
 
 
+@pytest.mark.parametrize("preset", ["tiny", "300k", "1m", "pythia-160m"])
+def test_the_flops_per_token_of_a_preset_match_those_of_the_built_model(preset):
+    from aioli_repro.model import build_model, flops_per_token, preset_flops_per_token
+
+    V, context = 4096, 64
+    assert preset_flops_per_token(preset, V, context) == flops_per_token(build_model(preset, V, context, 0), context)
+
+
 def test_the_parameter_count_of_an_untied_preset_counts_the_output_embedding():
     d, L, V = 768, 12, 50304  # pythia-160m (untied): the published 162,322,944 parameters
     assert preset_parameters("pythia-160m", V) == 2 * V * d + L * (12 * d * d + 13 * d) + 2 * d == 162_322_944
