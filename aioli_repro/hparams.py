@@ -185,6 +185,12 @@ REGMIX_PROXY_PRESET = {"tiny": "tiny", "300k": "tiny", "1m": "300k", "4m": "1m",
 our presets span less, so one step down is what keeps a proxy's cost a fraction of a final run's)."""
 
 
+def regmix_min_data_in_leaf(n_proxies: int) -> int:
+    """LightGBM's min_data_in_leaf for a fit to ``n_proxies`` proxies: the paper's share of them per leaf (20 of 512
+    is 4%: N/16), at least 2."""
+    return max(2, n_proxies // 16)
+
+
 def regmix_config(m: int, steps: int, preset: str, warmup_steps: int, eval_cap: int = 0, n_proxies: int | None = None):
     """RegMix's plan for a setting of ``m`` groups and runs of ``steps`` with the model ``preset``.
 
@@ -203,4 +209,4 @@ def regmix_config(m: int, steps: int, preset: str, warmup_steps: int, eval_cap: 
         proxy_warmup_steps=max(1, round(warmup_steps * proxy_steps / steps)),
         proxy_eval_sequences=min(256, eval_cap) if eval_cap else 256,
         lgbm={"learning_rate": REGMIX_PAPER["learning_rate"], "num_iterations": REGMIX_PAPER["num_iterations"],
-              "min_data_in_leaf": max(2, n // 16)})
+              "min_data_in_leaf": regmix_min_data_in_leaf(n)})

@@ -181,13 +181,8 @@ def _run_method(method: str, setting, profile: str, seed: int, runner: Runner | 
 
     if method == "regmix":
         plan, proxy_cfgs = regmix_proxies(st, profile, seed)
-        results = runner.run(proxy_cfgs)
-        P = np.array([c.method_config["proportions"] for c in proxy_cfgs])
-        y = np.array([np.mean([r["val_loss"][g] for g in groups]) for r in results])  # by validation loss, never test
-        p_raw, details = regmix_mixture(P, y, seed, plan)
-        p = settle_mixture(p_raw, lambda q: cfg("regmix", mc={"proportions": q}), runner)
+        p, results, details = regmix_fit(plan, proxy_cfgs, seed, runner, lambda q: cfg("regmix", mc={"proportions": q}))
         res = runner.run_one(cfg("regmix", mc={"proportions": p}))
-        details.update(proxy_proportions=P.tolist(), proxy_val_loss=y.tolist())
         return MethodOutcome(method, setting, seed, res, p, len(results), len(results) * plan.proxy_steps, details,
                              extra_flops=float(sum(r["flops_per_token"] * r["train_tokens"] for r in results)))
 
@@ -224,6 +219,20 @@ def regmix_proxies(setting: str | hparams.Setting, profile: str, seed: int) -> t
         c.validate()
         cfgs.append(c)
     return plan, cfgs
+
+
+def regmix_fit(plan: RegMixPlan, proxy_cfgs: list[RunConfig], seed: int, runner: Runner,
+               make_cfg: Callable[[list[float]], RunConfig]) -> tuple[list[float], list[dict], dict]:
+    """RegMix's mixture from its proxy runs: train (or read) them, regress their mean validation loss on their
+    mixtures, and settle the fitted mixture's rounding against the cache (``make_cfg(q)``: the final run's config).
+    Returns the mixture, the proxies' results and the fit's details."""
+    results = runner.run(proxy_cfgs)
+    groups = proxy_cfgs[0].data.groups
+    P = np.array([c.method_config["proportions"] for c in proxy_cfgs])
+    y = np.array([np.mean([r["val_loss"][g] for g in groups]) for r in results])  # by validation loss, never test
+    p_raw, details = regmix_mixture(P, y, seed, plan)
+    details.update(proxy_proportions=P.tolist(), proxy_val_loss=y.tolist())
+    return settle_mixture(p_raw, make_cfg, runner), results, details
 
 
 def finished_finals(method: str, setting: str | hparams.Setting, profile: str, seeds=None,

@@ -22,15 +22,14 @@ from .methods import (
     _val_curve,
     dml_mixture,
     doremi_proxy,
+    regmix_fit,
     regmix_proxies,
     setting_groups,
-    settle_mixture,
     sweep,
 )
 from .model import preset_flops_per_token
 from .policies.skillit import skillit_weights, skills_graph
 from .profiles import get_profile, profile_config
-from .regmix import regmix_mixture
 from .tokenizer import load_tokenizer
 
 METHODS = ("grid", "dml", "skillit", "doremi", "doge", "regmix", "odm")
@@ -103,7 +102,7 @@ def restricted_start(method: str, setting: str, profile: str, seed: int, runner:
     st = hparams.get_setting(setting)
     groups = setting_groups(st, profile)
     m, S = len(groups), prof.train.steps
-    budget = int(plan.budget_fraction * S)
+    budget = extra_steps = int(plan.budget_fraction * S)
 
     def cfg(name, pol="static", mc=None, **kw):
         return profile_config(profile, groups, pol, seed, mc, name=name, **kw)
@@ -146,12 +145,10 @@ def restricted_start(method: str, setting: str, profile: str, seed: int, runner:
         target = cfg("regmix-restricted", "stratified")
         n = regmix_restricted_proxies(full_plan.n_proxies, budget, full_plan.proxy_steps, _run_flops(target),
                                       _run_flops(proxy_cfgs[0]))
-        rplan = replace(full_plan, n_proxies=n, lgbm={**full_plan.lgbm, "min_data_in_leaf": max(2, n // 16)})
-        results = runner.run(proxy_cfgs[:n])
-        P = np.array([c.method_config["proportions"] for c in proxy_cfgs[:n]])
-        y = np.array([np.mean([r["val_loss"][g] for g in groups]) for r in results])  # validation, never test
-        p_raw, _ = regmix_mixture(P, y, seed, rplan)
-        p = np.array(settle_mixture(p_raw, lambda q: cfg("regmix-restricted", mc={"proportions": q}), runner))
+        plan_n = replace(full_plan, n_proxies=n,
+                         lgbm={**full_plan.lgbm, "min_data_in_leaf": hparams.regmix_min_data_in_leaf(n)})
+        p = np.array(regmix_fit(plan_n, proxy_cfgs[:n], seed, runner,
+                                lambda q: cfg("regmix-restricted", mc={"proportions": q}))[0])
         alone = runner.run_one(cfg("regmix-restricted", mc={"proportions": p.tolist()}))
         extra_steps = n * full_plan.proxy_steps  # steps of the smaller proxy model
     elif method == "odm":
@@ -166,8 +163,8 @@ def restricted_start(method: str, setting: str, profile: str, seed: int, runner:
     s_init = max(1, round(plan.prior_fraction * S))
     amc = hparams.aioli_config(m, S - s_init, profile == "paper", batch_size=prof.train.batch_size,
                                prior=[float(x) for x in p], prior_steps=s_init)
-    return {"label": st.label, "p_init": p, "alone": alone, "s_init": s_init,
-            "extra_steps": budget if method != "regmix" else extra_steps, "aioli_config": amc, "cfg": cfg}
+    return {"label": st.label, "p_init": p, "alone": alone, "s_init": s_init, "extra_steps": extra_steps,
+            "aioli_config": amc, "cfg": cfg}
 
 
 def regmix_restricted_proxies(n_proxies: int, budget_steps: int, proxy_steps: int, target_flops_per_token: float,
