@@ -30,6 +30,7 @@ from .verdicts import (
     NOT_TESTED,
     REPRODUCED,
     Claim,
+    control_direction,
     gain_over_control,
     log_ratios,
     provisional,
@@ -325,14 +326,11 @@ def claim_c7(pairs: pd.DataFrame, control: pd.DataFrame | None = None, stratifie
             + ("" if np.isnan(others["low"]) else f" [{others['low']:+.3f}, {others['high']:+.3f}]"))
         if others["low"] <= 0 <= others["high"]:
             driven = f" (driven by {', '.join(label[k] for k in apart)}: the other settings pooled are within noise)"
-    if np.isnan(pooled["low"]):
-        verdict, why = INCONCLUSIVE, "a pair with one seed: no interval"
-    elif pooled["low"] > 0 and p_sign < ALPHA and pos > n / 2:
-        verdict, why = REPRODUCED, "Aioli beats the control on average and on most pairs" + driven
-    elif pooled["high"] < 0 or (p_sign < ALPHA and pos < n / 2):
-        verdict, why = NOT_REPRODUCED, "Aioli does worse than simply switching to stratified after S_init" + driven
-    else:
-        verdict, why = INCONCLUSIVE, "Aioli's gain over the control is within noise"
+    verdict, why = {None: (INCONCLUSIVE, "a pair with one seed: no interval"),
+                    1: (REPRODUCED, "Aioli beats the control on average and on most pairs" + driven),
+                    -1: (NOT_REPRODUCED, "Aioli does worse than simply switching to stratified after S_init" + driven),
+                    0: (INCONCLUSIVE, "Aioli's gain over the control is within noise")}[
+        control_direction(pooled, pos, n, p_sign)]
     return Claim("C7", *_CLAIMS["C7"], ours, verdict, why, RULE_C7, NULL_C7)
 
 

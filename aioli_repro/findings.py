@@ -17,6 +17,7 @@ from .verdicts import (
     INCONCLUSIVE,
     NOT_RUN,
     Claim,
+    control_direction,
     gain_over_control,
     log_ratios,
     provisional,
@@ -257,14 +258,11 @@ def finding_f6(pairs: pd.DataFrame | None, control: pd.DataFrame | None,
     ours = (f"{alone}. Against the control: mean gain {pooled['mean']:+.3f}"
             + ("" if np.isnan(pooled["low"]) else f", 95% CI [{pooled['low']:+.3f}, {pooled['high']:+.3f}]")
             + f" ({by_method}), {pos}/{n} pairs positive (sign test p {p_sign:.3f}), {c.seed.nunique()} seed(s)")
-    if np.isnan(pooled["low"]):
-        verdict, why = CANNOT_DECIDE, "a pair with one seed: no interval"
-    elif pooled["low"] > 0 and p_sign < ALPHA and pos > n / 2:
-        verdict, why = ADDS, "Aioli beats the control on average and on most pairs"
-    elif pooled["high"] < 0 or (p_sign < ALPHA and pos < n / 2):
-        verdict, why = TAKES_AWAY, "switching to stratified after S_init does better than Aioli's updates"
-    else:
-        verdict, why = INCONCLUSIVE, "Aioli's gain over the control is within noise"
+    verdict, why = {None: (CANNOT_DECIDE, "a pair with one seed: no interval"),
+                    1: (ADDS, "Aioli beats the control on average and on most pairs"),
+                    -1: (TAKES_AWAY, "switching to stratified after S_init does better than Aioli's updates"),
+                    0: (INCONCLUSIVE, "Aioli's gain over the control is within noise")}[
+        control_direction(pooled, pos, n, p_sign)]
     # Only the extension methods' unfinished studies make F6 provisional (the paper's methods' are C7's concern)
     return provisional(Claim("F6", what, NOT_A_CLAIM, ours, verdict, why, RULE_F6, NULL_F6),
                        unfinished_parts(unfinished or {}, extension=True), ("05_restricted_budget",), (ADDS, TAKES_AWAY))

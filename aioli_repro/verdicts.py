@@ -77,6 +77,19 @@ def gain_over_control(control: pd.DataFrame) -> tuple[pd.DataFrame, dict, pd.Ser
     return (c, stratified_ci(c.gain_vs_control, c.pair), per_pair, *sign_test(per_pair))
 
 
+def control_direction(pooled: dict, positives: int, pairs: int, p_sign: float) -> int | None:
+    """The restricted budget's rule (C7, F6) on ``gain_over_control``'s numbers: None without an interval (a pair
+    with one seed); +1 when the pooled interval lies above 0 and the sign test is significant with most pairs
+    positive; -1 when the interval lies below 0, or the sign test is significant with most pairs negative; else 0."""
+    if np.isnan(pooled["low"]):
+        return None
+    if pooled["low"] > 0 and p_sign < ALPHA and positives > pairs / 2:
+        return 1
+    if pooled["high"] < 0 or (p_sign < ALPHA and positives < pairs / 2):
+        return -1
+    return 0
+
+
 def extension_part(item: str) -> bool:
     """Whether an unfinished part (a ``not_finished.json`` entry) belongs to an extension method (RegMix, ODM): such
     parts make this repository's findings provisional, never the paper's claims."""
