@@ -16,6 +16,7 @@ from .hparams import SETTINGS
 from .paths import REPO_ROOT
 from .pipeline import not_finished_summary, notebooks
 from .profiles import get_profile, profile_settings
+from .restricted import extension_table
 from .tables import TABLE2_METHODS
 
 PAGE = "README.md"
@@ -122,8 +123,6 @@ def results_markdown(profile: str, root: Path = REPO_ROOT) -> str:
                 "total-variation distance between two seeds' mixtures, 0 = same, 1 = disjoint):\n", md_table(wide)]
     ext, ext_control = res / "05_restricted_extensions.csv", res / "05_restricted_extensions_control.csv"
     if ext.exists() and ext_control.exists():
-        from .restricted import extension_table  # lazy: it imports the training stack, a page needs none of it
-
         t = extension_table(pd.read_csv(ext), pd.read_csv(ext_control)).round(3).reset_index()
         out += ["\nRegMix and ODM under the same budget (finding F6; `05_restricted_extensions*.csv`; perplexity, "
                 "means over seeds; `gain_vs_control` > 0: Aioli beats p_init-then-stratified):\n", md_table(t)]

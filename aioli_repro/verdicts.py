@@ -93,7 +93,7 @@ def control_direction(pooled: dict, positives: int, pairs: int, p_sign: float) -
 def extension_part(item: str) -> bool:
     """Whether an unfinished part (a ``not_finished.json`` entry) belongs to an extension method (RegMix, ODM): such
     parts make this repository's findings provisional, never the paper's claims."""
-    return "extension" in item or "ODM" in item or any(f"{m}/" in item for m in tables.EXTENSION_METHODS)
+    return "extension" in item or any(f"{m}/" in item for m in tables.EXTENSION_METHODS)
 
 
 def unfinished_parts(unfinished: dict[str, list[str]], extension: bool) -> dict[str, list[str]]:

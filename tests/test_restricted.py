@@ -171,6 +171,6 @@ def test_unfinished_extension_studies_wait_for_f6_never_for_c7(tmp_path, monkeyp
     assert c7(["control grid/A/SE/seed 1", "regmix/A/SE/seed 0"]) == claims.INCONCLUSIVE  # provisional
     from aioli_repro.verdicts import unfinished_parts
 
-    split = {"03_method_fidelity": ["fidelity every ODM part", "fidelity doge/A/SE/seed 0", "ordering GH/C4/seed 1"]}
-    assert unfinished_parts(split, extension=True) == {"03_method_fidelity": ["fidelity every ODM part"]}
+    split = {"03_method_fidelity": ["fidelity every extension study (odm)", "fidelity doge/A/SE/seed 0", "ordering GH/C4/seed 1"]}
+    assert unfinished_parts(split, extension=True) == {"03_method_fidelity": ["fidelity every extension study (odm)"]}
     assert unfinished_parts(split, extension=False)["03_method_fidelity"] == split["03_method_fidelity"][1:]
