@@ -48,12 +48,20 @@ main() {
 
   commit_cache() {  # $1: what to say in the message
     [[ "$period" -gt 0 ]] || return 0
-    git add -A -- "$cache"
+    # A commit that fails (another git command holds the index lock) is retried at the next period; it must not
+    # stop the study, which set -e would do.
+    if ! git add -A -- "$cache"; then
+      echo "[continue_study] $(date +%H:%M) could not stage the run cache ($1); trying again later" >&2
+      return 0
+    fi
     if ! git diff --cached --quiet -- "$cache"; then
       local n
       n=$(git diff --cached --name-only -- "$cache" | wc -l)
-      git commit -q -m "Run cache: $n entries from run_all ${args[*]} ($1)" -- "$cache"
-      echo "[continue_study] $(date +%H:%M) committed $n run cache entries ($1)"
+      if git commit -q -m "Run cache: $n entries from run_all ${args[*]} ($1)" -- "$cache"; then
+        echo "[continue_study] $(date +%H:%M) committed $n run cache entries ($1)"
+      else
+        echo "[continue_study] $(date +%H:%M) could not commit the run cache ($1); trying again later" >&2
+      fi
     fi
   }
 

@@ -160,3 +160,23 @@ def test_stages_after_then_run_in_the_order_given_each_committed_and_a_failure_s
     (repo / "stages.txt").unlink()
     proc = _run(repo, "--only", "99", "--then", "--only", "04", run_all=STAGE_RUN_ALL)
     assert proc.returncode == 1 and (repo / "stages.txt").read_text().splitlines() == ["--only 99"]
+
+
+def test_a_commit_that_fails_does_not_stop_the_study_and_the_next_one_catches_up(repo):
+    # Another git command holds the index lock through the first commit period (a merge, say): that commit fails;
+    # the main job must go on, and the final commit takes both finished runs.
+    run_all = """#!/usr/bin/env bash
+echo 1 > results/run_cache/{a}.json.gz
+touch .git/index.lock
+sleep 5
+rm .git/index.lock
+echo 2 > results/run_cache/{b}.json.gz
+"""
+    a, b = "a" * 20, "b" * 20
+    proc = _run(repo, "--commit-every", "0.05", run_all=run_all.format(a=a, b=b))
+    assert proc.returncode == 0, proc.stderr
+    assert "could not stage the run cache (in progress); trying again later" in proc.stderr
+    assert _git(repo, "log", "-1", "--format=%s") == (
+        "Run cache: 2 entries from run_all --profile full --jobs 2 (run_all exited with 0)\n")
+    assert sorted(_git(repo, "show", "--name-only", "--format=", "HEAD").split()) == [
+        f"results/run_cache/{a}.json.gz", f"results/run_cache/{b}.json.gz"]
