@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 
 from . import allocator, hparams
 from .config import TrainConfig
-from .executors import ExecutorConfig, Runner, available_cores, default_threads
+from .executor_config import ExecutorConfig
+from .executors import Runner
+from .local_executors import available_cores, default_threads
 from .model import build_model, count_parameters, flops_per_token, sequence_losses, use_fused_loss
 from .policies.doge import full_graph_group_gradients, group_gradients
 from .profiles import get_profile, profile_config

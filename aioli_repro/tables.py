@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from . import hparams
 from .errors import ConfigError
-from .executors import NotCachedError, Runner, make_executor, resolve
+from .executor_config import resolve
+from .executors import NotCachedError, Runner, make_executor
 from .methods import regmix_proxies, run_method
 from .profiles import check_study_parameters, get_profile
 from .restricted import restricted_control, restricted_pair, study_sweep

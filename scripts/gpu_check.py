@@ -260,7 +260,9 @@ def phase_smoke(device, preset: dict, args, runs_dir: Path) -> dict:
 
 
 def phase_share(device, preset: dict, args, runs_root: Path) -> list[dict]:
-    from aioli_repro.executors import ExecutorConfig, Runner, default_threads
+    from aioli_repro.executor_config import ExecutorConfig
+    from aioli_repro.executors import Runner
+    from aioli_repro.local_executors import default_threads
     from aioli_repro.profiles import profile_config
 
     jobs_list = [int(j) for j in args.share_jobs.split(",") if j.strip()]

@@ -89,7 +89,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 # No accounting (slurmdbd needs a database): sacct does not work here; submitit's status then comes from squeue
-# (aioli_repro/executors.py chooses).
+# (aioli_repro/slurm.py chooses).
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none

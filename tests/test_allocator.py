@@ -10,7 +10,7 @@ import pytest
 
 from aioli_repro import allocator
 from aioli_repro.errors import ConfigError
-from aioli_repro.executors import LocalPoolExecutor
+from aioli_repro.local_executors import LocalPoolExecutor
 
 from .cli_cases import AIOLI
 

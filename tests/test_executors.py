@@ -15,17 +15,9 @@ import torch
 from aioli_repro import hparams
 from aioli_repro.config import DataConfig, ModelConfig, TrainConfig
 from aioli_repro.errors import ConfigError
-from aioli_repro.executors import (
-    ENV,
-    ExecutorConfig,
-    InProcessExecutor,
-    LocalPoolExecutor,
-    NotCachedError,
-    Runner,
-    SlurmConfig,
-    resolve,
-    run_units,
-)
+from aioli_repro.executor_config import ENV, ExecutorConfig, SlurmConfig, resolve
+from aioli_repro.executors import NotCachedError, Runner, run_units
+from aioli_repro.local_executors import InProcessExecutor, LocalPoolExecutor
 from aioli_repro.profiles import PROFILES, Profile
 from aioli_repro.run_cache import cache_entries, read_cache_entry
 from aioli_repro.threads import init_worker
@@ -209,7 +201,7 @@ def _strat_cfg(profile):
 
 def test_slurm_backend_submits_a_run_two_callers_need_at_once_one_time(tmp_path):
     pytest.importorskip("submitit")
-    from aioli_repro.executors import SlurmExecutor
+    from aioli_repro.slurm import SlurmExecutor
 
     ex = SlurmExecutor(SlurmConfig(cluster="local", gpus=0, cpus=1, time_min=5), tmp_path / "jobs")
     a, b, c = ex.submit(os.getpid, (), key="run-a"), ex.submit(os.getpid, (), key="run-a"), ex.submit(os.getpid, ())
@@ -219,7 +211,7 @@ def test_slurm_backend_submits_a_run_two_callers_need_at_once_one_time(tmp_path)
 
 def test_slurm_config_becomes_the_sbatch_header(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from aioli_repro.executors import SlurmExecutor
+    from aioli_repro.slurm import SlurmExecutor
 
     fake = tmp_path / "bin"  # submitit only checks that srun exists; nothing is submitted
     fake.mkdir()
@@ -249,12 +241,12 @@ def test_without_accounting_job_states_come_from_squeue_and_are_exact(tmp_path, 
     and held is not over, one squeue no longer lists (ended, then purged) is, and nothing is logged as a warning.
     (submitit's own sacct reader warns at every poll there, and never sees a cancelled job end.)"""
     pytest.importorskip("submitit")
-    from aioli_repro import executors
+    from aioli_repro import slurm
 
     _fake_commands(tmp_path, monkeypatch, srun="exit 0", sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1",
                    squeue="printf '11|RUNNING|vm\\n12|CONFIGURING|vm\\n13|REQUEUE_HOLD|\\n14|CANCELLED|vm\\n'")
-    monkeypatch.setattr(executors, "_STATUS_READER", [])
-    ex = executors.SlurmExecutor(SlurmConfig(gpus=0, cpus=1), tmp_path / "jobs")
+    monkeypatch.setattr(slurm, "_STATUS_READER", [])
+    ex = slurm.SlurmExecutor(SlurmConfig(gpus=0, cpus=1), tmp_path / "jobs")
     assert ex.status_reader == "squeue"
     watcher = type(ex._ex._executor.job_class.watcher)(delay_s=60)  # a fresh one: the class-level one is shared
     for job_id in ("11", "12", "13", "14", "15"):
@@ -263,24 +255,24 @@ def test_without_accounting_job_states_come_from_squeue_and_are_exact(tmp_path, 
     assert {j: (watcher.get_state(j, mode="cache"), watcher.is_done(j, mode="cache"))
             for j in ("11", "12", "13", "14", "15")} == {
         "11": ("RUNNING", False), "12": ("CONFIGURING", False), "13": ("REQUEUE_HOLD", False),
-        "14": ("CANCELLED", True), "15": (executors.GONE, True)}
+        "14": ("CANCELLED", True), "15": (slurm.GONE, True)}
     # squeue answers "Invalid job id" when it knows none of the ids asked for: all of them have ended.
     _fake_commands(tmp_path, monkeypatch, squeue="echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
     watcher.update()
-    assert watcher.get_state("11", mode="cache") == executors.GONE
+    assert watcher.get_state("11", mode="cache") == slurm.GONE
 
 
 def test_a_restarted_submitter_waits_for_the_job_an_earlier_one_left_running(tmp_path, monkeypatch):
     """A run's job is named after the run (and the job folder); a new executor asked for that run finds the job
     still queued or running by that name and waits for it instead of submitting the run again."""
     pytest.importorskip("submitit")
-    from aioli_repro import executors
+    from aioli_repro import slurm
 
-    name = executors._job_name("run-a", tmp_path / "jobs")
+    name = slurm._job_name("run-a", tmp_path / "jobs")
     _fake_commands(tmp_path, monkeypatch, srun="exit 0", sacct="exit 0",
                    squeue=f'case "$*" in *--name={name}*) echo "42|RUNNING";; *) echo "43|COMPLETED";; esac')
-    monkeypatch.setattr(executors, "_STATUS_READER", [])
-    ex = executors.SlurmExecutor(SlurmConfig(gpus=0, cpus=1), tmp_path / "jobs")
+    monkeypatch.setattr(slurm, "_STATUS_READER", [])
+    ex = slurm.SlurmExecutor(SlurmConfig(gpus=0, cpus=1), tmp_path / "jobs")
     assert ex.status_reader == "sacct"  # accounting answers: submitit's own reader (with the complete state list)
     job = ex._live_job("run-a")
     assert job.job_id == "42" and job.paths.folder == tmp_path / "jobs" / "42"

@@ -31,8 +31,10 @@ import pytest
 
 from aioli_repro import allocator, hparams
 from aioli_repro.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from aioli_repro.executors import ExecutorConfig, Runner, SlurmConfig, SlurmExecutor, cached_result
+from aioli_repro.executor_config import ExecutorConfig, SlurmConfig
+from aioli_repro.executors import Runner, cached_result
 from aioli_repro.profiles import PROFILES, Profile
+from aioli_repro.slurm import SlurmExecutor
 from aioli_repro.train import train
 
 REPO = Path(__file__).resolve().parents[1]
