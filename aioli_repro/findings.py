@@ -132,7 +132,7 @@ def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | No
 
 ADEQUATE_FORM = "adequate signal"
 """The prefix of the form notebook 12's ``12_adequate_signal.csv`` gives the variant it chose
-(``diagnostics.adequate_signal_rows``)."""
+(``aioli_signal.adequate_signal_rows``)."""
 RULE_F4 = ("Notebook 12 picks, on short runs, the cheapest variant of LearnParams (more validation sequences per "
            "evaluation, more evaluation steps, more rounds, the cumulative form) whose estimates agree across seeds in "
            "the later rounds (mean cosine between seeds of colsum(A^t) minus its mean above 0, one-sample t-test "

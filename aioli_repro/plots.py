@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .diagnostics import signal_seen
+from .aioli_signal import signal_seen
 from .fidelity import PAPER, FidelityStudy, OrderingStudy, sim_improvement_relation
 from .law_studies import DynamicLawStudy, StaticLawStudy
 from .tables import BASELINES, EXTENSION_METHODS
@@ -359,9 +359,9 @@ def plot_custom_method(table: pd.DataFrame, trajectories: dict[str, list[dict]],
 def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, path: str | Path | None = None):
     """Notebook 12: does Aioli's estimate carry signal, and at what price? One panel per setting, one point per
     variant: the mean cosine between seeds of the later rounds' directions colsum(Ā^t) - mean (``across_seeds_cos``)
-    against the variant's compute relative to stratified's (``diagnostics.training_compute``: training plus
+    against the variant's compute relative to stratified's (``aioli_signal.training_compute``: training plus
     LearnParams' evaluations, deterministic, unlike wall time). A filled marker: agreement above 0 at p < ``alpha``
-    after Holm's adjustment over the panel's variants (``diagnostics.signal_seen``); each point is labelled with its
+    after Holm's adjustment over the panel's variants (``aioli_signal.signal_seen``); each point is labelled with its
     variant and unadjusted p-value."""
     labels = list(dict.fromkeys(table.label))
     fig, axes = _panels(len(labels), width=4.6, height=3.8)

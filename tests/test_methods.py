@@ -281,7 +281,7 @@ def test_the_learn_params_cost_diagnosis_pairs_a_frozen_aioli_with_aioli_and_str
 @pytest.mark.slow
 def test_the_signal_study_trains_each_variant_once_per_seed_and_shares_the_stratified_baselines(tiny_profile,
                                                                                               tmp_path, monkeypatch):
-    from aioli_repro import diagnostics
+    from aioli_repro import aioli_signal
 
     monkeypatch.setitem(hparams.SETTINGS, SETTING.key, SETTING)
     runner = Runner(jobs=1, runs_dir=tmp_path / "runs", progress=False)
@@ -290,7 +290,7 @@ def test_the_signal_study_trains_each_variant_once_per_seed_and_shares_the_strat
     monkeypatch.setattr(runner, "run", lambda cfgs: asked.extend(cfgs) or run(cfgs))
     variants = {"released": ({}, {}), "more eval": ({"lp_eval_sequences": 4}, {}),
                 "longer": ({"lp_steps": 2, "lp_rounds": 3}, {"eval_sequences": 6})}
-    table = diagnostics.signal_study(SETTING.key, tiny_profile, [0, 1], runner, variants, steps=24)
+    table = aioli_signal.signal_study(SETTING.key, tiny_profile, [0, 1], runner, variants, steps=24)
     # 3 variants x 2 seeds, and one stratified run per distinct training config and seed: 2 x 2
     assert len(asked) == 10 and sum(c.method == "stratified" for c in asked) == 4
     assert all(c.train.steps == 24 for c in asked)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from aioli_repro import claims, diagnostics, findings, headroom, hparams, plots, scale
+from aioli_repro import aioli_signal, claims, findings, headroom, hparams, plots, scale
 from aioli_repro.config import run_id
 from aioli_repro.headroom import as_setting
 from aioli_repro.methods import sweep
@@ -32,18 +32,18 @@ def _signal_table() -> pd.DataFrame:
 
 def test_the_picker_takes_the_cheapest_variant_whose_later_rounds_agree_significantly():
     table = _signal_table()
-    assert diagnostics.cheapest_with_signal(table).variant == "rounds x2"
-    assert diagnostics.cheapest_with_signal(table, alpha=0.01).variant == "eval x16"
-    assert diagnostics.signal_seen(table).tolist() == [False, False, True, True, False, False]
+    assert aioli_signal.cheapest_with_signal(table).variant == "rounds x2"
+    assert aioli_signal.cheapest_with_signal(table, alpha=0.01).variant == "eval x16"
+    assert aioli_signal.signal_seen(table).tolist() == [False, False, True, True, False, False]
     # Holm changes the choice: without rounds x2 and anti, eval x4's 0.03 becomes 0.03 x 2 = 0.06 (eval x16's
     # 0.001 x 3 = 0.003), so the dearer eval x16 is the cheapest that sees; unadjusted, eval x4 would be
     fewer = table[~table.variant.isin(["rounds x2", "anti"])]
-    assert diagnostics.cheapest_with_signal(fewer).variant == "eval x16"
-    assert diagnostics.cheapest_with_signal(table[table.variant.isin(["released", "anti", "one round"])]) is None
-    assert diagnostics.cheapest_with_signal(table.iloc[:0]) is None
+    assert aioli_signal.cheapest_with_signal(fewer).variant == "eval x16"
+    assert aioli_signal.cheapest_with_signal(table[table.variant.isin(["released", "anti", "one round"])]) is None
+    assert aioli_signal.cheapest_with_signal(table.iloc[:0]) is None
     two = pd.concat([table, table.assign(setting="c_d")])
     with pytest.raises(ValueError, match="one setting"):
-        diagnostics.cheapest_with_signal(two)
+        aioli_signal.cheapest_with_signal(two)
 
 
 def test_a_blind_aioli_is_seen_somewhere_at_most_5_percent_of_the_time_with_holm_and_often_without():
@@ -52,30 +52,30 @@ def test_a_blind_aioli_is_seen_somewhere_at_most_5_percent_of_the_time_with_holm
     for _ in range(2000):  # seven variants without signal: p uniform, the cosine's sign a coin
         t = pd.DataFrame({"setting": "a_b", "across_seeds_p": rng.uniform(size=7),
                           "across_seeds_cos": rng.choice([-0.1, 0.1], size=7)})
-        seen.append(diagnostics.signal_seen(t).any())
+        seen.append(aioli_signal.signal_seen(t).any())
         unadjusted.append(((t.across_seeds_p < 0.05) & (t.across_seeds_cos > 0)).any())
     assert np.mean(seen) <= 0.05 and np.mean(unadjusted) > 0.12  # hand: 1 - 0.975^7 = 0.16
 
 
 def test_the_signal_grid_scales_the_released_config_and_enlarges_the_validation_sample_to_fit():
-    full = diagnostics.signal_variants("full", 2, 250)
+    full = aioli_signal.signal_variants("full", 2, 250)
     base = hparams.aioli_config(2, 250)
     assert full["released"] == ({}, {}) and full["cumulative"] == ({"ema": None}, {})
     assert full["eval x16"] == ({"lp_eval_sequences": 16 * base["lp_eval_sequences"]},
                                 {"eval_sequences": 16 * base["lp_eval_sequences"]})
     assert full["S_lp x2"][0] == {"lp_steps": 2 * base["lp_steps"]}
     assert full["rounds x2"][0] == {"update_steps": -(-base["update_steps"] // 2)}
-    assert diagnostics.signal_steps("full") == 250 and diagnostics.signal_seeds("full") == (0, 1, 2)
-    smoke = diagnostics.signal_variants("smoke", 2)
-    assert list(smoke) == ["released", "rounds x4"] and diagnostics.signal_seeds("smoke") == (0, 1)
+    assert aioli_signal.signal_steps("full") == 250 and aioli_signal.signal_seeds("full") == (0, 1, 2)
+    smoke = aioli_signal.signal_variants("smoke", 2)
+    assert list(smoke) == ["released", "rounds x4"] and aioli_signal.signal_seeds("smoke") == (0, 1)
     # 4 x 2 x 1 LearnParams steps per round must fit in the shortened round
     assert smoke["rounds x4"][0]["update_steps"] > 2 * base["lp_rounds"] * 1
 
 
 def test_the_signal_plan_shares_stratified_baselines_between_variants_of_one_training_config():
     st = hparams.get_setting("arxiv_stackexchange")
-    variants = diagnostics.signal_variants("full", 2, 250)
-    cost = planned_cost(diagnostics.signal_plan_configs(st, "full", [0, 1, 2], variants, 250))
+    variants = aioli_signal.signal_variants("full", 2, 250)
+    cost = planned_cost(aioli_signal.signal_plan_configs(st, "full", [0, 1, 2], variants, 250))
     # 7 variants x 3 seeds Aioli runs; stratified per distinct training override ({}, eval x4, eval x16) x 3 seeds
     assert cost["runs"] == 7 * 3 + 3 * 3 and cost["steps"] == 30 * 250 and cost["tokens"] == 30 * 250 * 8 * 256
 
@@ -227,12 +227,12 @@ def test_the_row_variant_is_the_cheapest_that_sees_on_every_setting_else_anywher
                           row("a", "rounds x2", 0.6, 0.001, 1.1), row("b", "rounds x2", -0.1, 0.5, 1.1)])
     # Holm within each setting, by hand: a: 0.001 x 3, 0.01 x 2 = 0.02, 0.4; b: 0.01 x 3 = 0.03, 0.5, 0.9. So eval x4
     # sees on both settings; rounds x2 is cheaper but sees on one only
-    assert diagnostics.choose_signal_variant(table) == "eval x4"
-    assert diagnostics.choose_signal_variant(table.assign(across_seeds_p=table.across_seeds_p.replace(0.01, 0.02))) \
+    assert aioli_signal.choose_signal_variant(table) == "eval x4"
+    assert aioli_signal.choose_signal_variant(table.assign(across_seeds_p=table.across_seeds_p.replace(0.01, 0.02))) \
         == "rounds x2"  # b's eval x4 at 0.02 x 3 = 0.06 no longer sees, though 0.02 < 0.05
     only_a = table[~((table.variant == "eval x4") & (table.setting == "b"))]
-    assert diagnostics.choose_signal_variant(only_a) == "rounds x2"  # hand: 1.1 < 1.25 mean of eval x4
-    assert diagnostics.choose_signal_variant(table[table.variant == "released"]) is None
+    assert aioli_signal.choose_signal_variant(only_a) == "rounds x2"  # hand: 1.1 < 1.25 mean of eval x4
+    assert aioli_signal.choose_signal_variant(table[table.variant == "released"]) is None
 
 
 def test_the_adequate_signal_table_pairs_each_form_with_stratified_by_seed():
@@ -242,7 +242,7 @@ def test_the_adequate_signal_table_pairs_each_form_with_stratified_by_seed():
         for seed, vals in enumerate([{"stratified": (20.0, 100.0), "released": (19.0, 102.0), "cumulative": (21.0, 101.0)},
                                      {"stratified": (22.0, 110.0), "released": (21.5, 110.0), "cumulative": (22.5, 121.0)}])
         for form, (ppl, wall) in vals.items()])
-    table = diagnostics.adequate_signal_table(rows).set_index("form")
+    table = aioli_signal.adequate_signal_table(rows).set_index("form")
     assert table.loc["released", "minus_stratified"] == pytest.approx(-0.75)  # hand: (-1.0 - 0.5) / 2
     assert table.loc["cumulative", "minus_stratified"] == pytest.approx(0.75)
     assert table.loc["cumulative", "wall_time_vs_stratified"] == pytest.approx((1.01 + 1.1) / 2)
@@ -262,14 +262,14 @@ def test_learnparams_evaluations_are_priced_by_hand():
     # 5 LearnParams calls, m = 3, k = 2: 5 x (3·2 + 1) = 35 evaluations of 3 groups x 4 sequences x 256 tokens,
     # forward only at 6e6 / 3 = 2e6 FLOPs per token
     res = _aioli_result(5, lp_rounds=2, lp_eval_sequences=4)
-    assert diagnostics.learnparams_eval_flops(res) == pytest.approx(35 * 3 * 4 * 256 * 2.0e6)
-    assert diagnostics.training_compute(res) == pytest.approx(1000 * 8 * 256 * 6.0e6 + 35 * 3 * 4 * 256 * 2.0e6)
+    assert aioli_signal.learnparams_eval_flops(res) == pytest.approx(35 * 3 * 4 * 256 * 2.0e6)
+    assert aioli_signal.training_compute(res) == pytest.approx(1000 * 8 * 256 * 6.0e6 + 35 * 3 * 4 * 256 * 2.0e6)
     # lp_eval_sequences None: the whole fixed validation sample (16); lp_rounds missing: the default k = 4
     whole = _aioli_result(1, lp_eval_sequences=None)
-    assert diagnostics.learnparams_eval_flops(whole) == pytest.approx((3 * 4 + 1) * 3 * 16 * 256 * 2.0e6)
+    assert aioli_signal.learnparams_eval_flops(whole) == pytest.approx((3 * 4 + 1) * 3 * 16 * 256 * 2.0e6)
     strat = {**res, "config": {**res["config"], "method": "stratified"}}
-    assert diagnostics.learnparams_eval_flops(strat) == 0.0
-    assert diagnostics.training_compute(strat) == pytest.approx(1000 * 8 * 256 * 6.0e6)
+    assert aioli_signal.learnparams_eval_flops(strat) == 0.0
+    assert aioli_signal.training_compute(strat) == pytest.approx(1000 * 8 * 256 * 6.0e6)
 
 
 def test_gpu_runs_are_their_own_runs_and_their_own_rows_lines_and_legend_entries(tmp_path):
