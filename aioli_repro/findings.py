@@ -118,12 +118,27 @@ def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | No
     per = {m: list(g.verdict) for m, g in decided.groupby("method", sort=False)}
     finds = [m for m, v in per.items() if all(x == table2b.FINDS for x in v)]
     misses = [m for m, v in per.items() if all(x == table2b.MISSES for x in v)]
-    rest = [m for m in per if m not in finds and m not in misses]
-    shares = ", ".join(f"{r.method} {r.share:.2f}" for r in decided.itertuples())
-    ours = f"{room}. Shares: {shares}"
+
+    def some(mark: str, never: str) -> str:  # the methods that get `mark` on some deciding settings, `never` on none
+        hits = [f"{m} ({v.count(mark)} of {len(v)})" for m, v in per.items()
+                if m not in finds + misses and mark in v and never not in v]
+        return ", ".join(hits) or "none"
+
+    both = [m for m, v in per.items() if table2b.FINDS in v and table2b.MISSES in v]
+    labels = list(settings.setting)
+    by_method = {m: dict(zip(g.setting, g.share)) for m, g in decided.groupby("method", sort=False)}
+    shares = ", ".join(m + " " + "/".join(f"{s[k]:.2f}" if k in s else "-" for k in labels)
+                       for m, s in by_method.items())
+    ours = f"{room}. Shares (settings in that order): {shares}"
     verdict = f"found by {len(finds)} of {len(per)}"
-    why = (f"finds most of it: {', '.join(finds) or 'none'}; misses most of it: {', '.join(misses) or 'none'}; "
-           f"mixed or inconclusive: {', '.join(rest) or 'none'}")
+    # The verdict counts a method only where it finds most of the headroom on every setting that decides; the
+    # reason says how near the others came, so a method inconclusive on one setting is not read as one that missed.
+    why = (f"finds most of it on every setting: {', '.join(finds) or 'none'}; misses most of it on every setting: "
+           f"{', '.join(misses) or 'none'}; finds most of it on some settings, inconclusive on the others: "
+           f"{some(table2b.FINDS, table2b.MISSES)}; misses most of it on some, inconclusive on the others: "
+           f"{some(table2b.MISSES, table2b.FINDS)}; finds on some and misses on others: {', '.join(both) or 'none'}; "
+           "inconclusive on every setting: "
+           f"{', '.join(m for m, v in per.items() if table2b.FINDS not in v and table2b.MISSES not in v) or 'none'}")
     left = (unfinished or {}).get("11_table2b", [])
     if left:
         verdict, why = INCONCLUSIVE, f"provisional, {len(left)} Table 2b runs not finished yet; the finished part: {why}"

@@ -229,7 +229,26 @@ def test_f3_counts_the_methods_that_find_most_of_the_headroom_on_every_deciding_
     ])
     c = findings.finding_f3(share)
     assert c.verdict == "found by 1 of 3"
-    assert "finds most of it: grid;" in c.why and "misses most of it: doge;" in c.why and "aioli" in c.why
+    assert c.why == ("finds most of it on every setting: grid; misses most of it on every setting: doge; finds most "
+                     "of it on some settings, inconclusive on the others: none; misses most of it on some, "
+                     "inconclusive on the others: none; finds on some and misses on others: aioli; inconclusive on "
+                     "every setting: none")
+    assert c.ours.endswith("Shares (settings in that order): grid 0.90/0.80, aioli 0.10/0.60, doge 0.00/0.10")
+    # Full's pattern: finds on two settings and inconclusive on the third is not counted as found, and is told apart
+    # from a method that misses on two and is inconclusive on the third; a setting a method lacks shows "-".
+    third = pd.DataFrame([
+        {**base, "setting": "c", "method": "grid", "share": 0.7, "verdict": table2b.INCONCLUSIVE},
+        {**base, "setting": "c", "method": "aioli", "share": 0.2, "verdict": table2b.INCONCLUSIVE},
+    ])
+    mixed = pd.concat([share[share.method != "aioli"].assign(
+        verdict=lambda d: d.verdict.where(d.method != "doge", table2b.MISSES)), third,
+        share[share.method == "aioli"].assign(verdict=table2b.MISSES)], ignore_index=True)
+    c = findings.finding_f3(mixed)
+    assert c.verdict == "found by 0 of 3"
+    assert "inconclusive on the others: grid (2 of 3); misses most of it on some, inconclusive on the others: " \
+           "aioli (2 of 3); finds on some and misses on others: none" in c.why
+    assert "misses most of it on every setting: doge;" in c.why
+    assert c.ours.endswith("grid 0.90/0.80/0.70, doge 0.00/0.10/-, aioli 0.10/0.60/0.20")
     assert findings.finding_f3(None).verdict == claims.NOT_RUN
     none = share.assign(verdict=table2b.CANNOT_DECIDE)
     assert findings.finding_f3(none).verdict == claims.CANNOT_DECIDE
