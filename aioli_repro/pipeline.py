@@ -134,6 +134,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return ap
 
 
+def used_log_path(profile: str) -> Path:
+    """The scratch file this invocation's notebooks log the runs they use into. One per process: a re-render of
+    some notebooks while a long study runs under the same profile must neither delete the study's log (each
+    notebook starts by emptying its log) nor read the study's runs as its own."""
+    return REPO_ROOT / "runs" / "logs" / f"used_runs_{profile}_{os.getpid()}.txt"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="run_all.sh", description="Regenerate every table and figure.")
     return run_all(add_arguments(ap).parse_args(argv))
@@ -164,7 +171,7 @@ def run_all(args: argparse.Namespace) -> int:
     out_dir = NOTEBOOKS / "executed" / args.profile
     print(f"[run_all] profile {args.profile} ({args.jobs} run(s) at once): {PROFILES[args.profile].description}")
     timings, used = {}, {}
-    used_log = REPO_ROOT / "runs" / "logs" / f"used_runs_{args.profile}.txt"
+    used_log = used_log_path(args.profile)
     used_log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i, nb in enumerate(todo, 1):
@@ -175,6 +182,7 @@ def run_all(args: argparse.Namespace) -> int:
             used[nb.name] = read_used(used_log) if used_log.exists() else []
             print(f"[run_all] ({i}/{len(todo)}) {nb.name} done in {seconds:.0f} s", flush=True)
     os.environ.pop("AIOLI_USED_RUNS", None)
+    used_log.unlink(missing_ok=True)
     total = time.perf_counter() - t0
     write_logs(args.profile, args.jobs, args.cached_only, timings, used, total)
     left = not_finished_summary(args.profile, [p.stem for p in todo])

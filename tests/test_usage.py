@@ -2,6 +2,9 @@
 
 import gzip
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +244,16 @@ def test_a_figure_of_several_seeds_redraws_byte_for_byte(figure, tmp_path):
         plt.close("all")
         drawn.append(path.read_bytes())
     assert drawn[0] == drawn[1]
+
+
+def test_each_run_all_invocation_logs_its_used_runs_to_its_own_file(tmp_path, monkeypatch):
+    # Two invocations of one profile at once (a cached re-render beside a long study) must not share the scratch log:
+    # each notebook empties the log when it starts, which would erase the other's record of the runs it used.
+    monkeypatch.setattr(pipeline, "REPO_ROOT", tmp_path)
+    here = pipeline.used_log_path("full")
+    code = ("import sys; from pathlib import Path; from aioli_repro import pipeline; "
+            "pipeline.REPO_ROOT = Path(sys.argv[1]); print(pipeline.used_log_path('full'))")
+    other = Path(subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True,
+                                text=True).stdout.strip())
+    assert here.parent == other.parent == tmp_path / "runs" / "logs"
+    assert here != other and here.name.startswith("used_runs_full") and other.name.startswith("used_runs_full")
