@@ -100,7 +100,7 @@ def preset_flops_per_token(preset: str, vocab_size: int, context_length: int) ->
     p = PRESETS[preset]
     if not p.tie_embeddings:
         n -= vocab_size * p.hidden_size
-    return 6.0 * n + 12.0 * p.layers * p.hidden_size * context_length
+    return _training_flops(n, p.layers, p.hidden_size, context_length)
 
 
 def flops_per_token(model, context_length: int) -> float:
@@ -111,7 +111,12 @@ def flops_per_token(model, context_length: int) -> float:
     n = count_parameters(model)
     if not cfg.tie_word_embeddings:
         n -= model.get_input_embeddings().weight.numel()
-    return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * context_length
+    return _training_flops(n, cfg.num_hidden_layers, cfg.hidden_size, context_length)
+
+
+def _training_flops(matmul_parameters: int, layers: int, hidden: int, context_length: int) -> float:
+    """The estimate both counts above use: 6N + 12 * layers * hidden * context per token."""
+    return 6.0 * matmul_parameters + 12.0 * layers * hidden * context_length
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
