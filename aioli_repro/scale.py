@@ -35,7 +35,7 @@ import pandas as pd
 from . import hparams
 from .decidability import headroom
 from .executors import run_units
-from .headroom import as_setting, default_headroom_groups, uniform_index
+from .headroom import as_setting, default_headroom_groups, stage_seeds, uniform_index
 from .methods import setting_groups, sweep
 from .model import PRESETS, preset_parameters
 from .profiles import get_profile, profile_config, study_seeds
@@ -65,12 +65,23 @@ GPU_PRESETS: tuple[str, ...] = ("4m", "20m", "pythia-160m")
 afford. ``pythia-160m`` is the paper's architecture with the profile's own tokenizer and recipe."""
 
 
-def default_seeds(profile: str) -> tuple[list[int], list[int]]:
-    """(sweep seeds, comparison seeds) of notebook 13 and ``scripts/gpu_scale.py``: the profile's first seed (one
-    sweep per preset and setting), and the profile's seeds, or [0, 1] for a one-seed profile (a paired CI needs
-    two)."""
-    seeds = list(study_seeds(profile))
-    return seeds[:1], (seeds if len(seeds) >= 2 else [0, 1])
+def default_seeds(profile: str, setting: hparams.Setting) -> tuple[list[int], list[int]]:
+    """(sweep seeds, comparison seeds) of ``setting`` in notebook 13 and ``scripts/gpu_scale.py``. A paper setting:
+    the profile's first seed (one sweep per preset) and the profile's seeds, or [0, 1] for a one-seed profile (a
+    paired CI needs two), as Table 2. A headroom setting: Table 2b's fresh test seeds (``headroom.stage_seeds``),
+    the first for the sweep. The seeds that screened and selected a headroom setting would flatter its headroom at
+    the selecting size only, and so bias the trend with size; the test seeds also make its comparison at the
+    profile's own size Table 2b's runs and notebook 12's, not a second set."""
+    if setting.key in hparams.SETTINGS:
+        seeds = list(study_seeds(profile))
+        return seeds[:1], (seeds if len(seeds) >= 2 else [0, 1])
+    test = stage_seeds(profile)["test"]
+    return test[:1], test
+
+
+def _seeds_of(setting: hparams.Setting, profile: str, seeds, which: int) -> list[int]:
+    """``seeds`` if given (one list for every setting), else ``default_seeds``' sweep (0) or comparison (1) seeds."""
+    return list(seeds) if seeds is not None else default_seeds(profile, setting)[which]
 
 
 def default_gpu_presets(profile: str) -> tuple[str, ...]:
@@ -125,21 +136,22 @@ def _check_presets(presets: Sequence[str]) -> None:
         raise ValueError(f"presets must be a list of model presets from {list(PRESETS)}, got {presets!r}")
 
 
-def sweep_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds,
+def sweep_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds=None,
                   n_points: int | None = None, device: str | None = None) -> dict[tuple, list]:
-    """(preset, setting key, seed) -> the sweep's run configs (on ``device``; None: the profile's)."""
+    """(preset, setting key, seed) -> the sweep's run configs (on ``device``; None: the profile's). ``seeds``: one
+    list for every setting, or None for each setting's own (``default_seeds``)."""
     _check_presets(presets)
     n = n_points or sweep_points(profile)
     return {(pr, st.key, seed): [_on_device(c, device) for c in sweep(profile, setting_groups(st, profile), seed,
                                                                       steps=scale_steps(profile), n=n, preset=pr)]
-            for pr in presets for st in settings for seed in seeds}
+            for pr in presets for st in settings for seed in _seeds_of(st, profile, seeds, 0)}
 
 
-def gap_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds,
+def gap_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds=None,
                 device: str | None = None) -> dict[tuple, dict]:
     """(preset, setting key, seed) -> {"stratified": cfg, "aioli": cfg, "aioli_cumulative": cfg}, each under the
     profile's recipe and Aioli's scaled config (``hparams.aioli_config``, as Table 2), on ``device`` (None: the
-    profile's)."""
+    profile's). ``seeds``: one list for every setting, or None for each setting's own (``default_seeds``)."""
     _check_presets(presets)
     steps = scale_steps(profile)
     S = steps or get_profile(profile).train.steps
@@ -148,7 +160,7 @@ def gap_configs(settings: Sequence[hparams.Setting], presets: Sequence[str], pro
     for pr in presets:
         for st in settings:
             groups = setting_groups(st, profile)
-            for seed in seeds:
+            for seed in _seeds_of(st, profile, seeds, 1):
                 cfgs = {"stratified": profile_config(profile, groups, "stratified", seed, name="stratified", preset=pr,
                                                      **length)}
                 for form, over in AIOLI_FORMS.items():
@@ -169,7 +181,7 @@ def sweep_headroom(settings: Sequence[hparams.Setting], presets: Sequence[str], 
                    n_points: int | None = None, device: str | None = None) -> pd.DataFrame:
     """One row per (preset, setting, seed): the sweep's observed and law headroom over uniform, in % of uniform's
     average test perplexity (see the module docstring), with the model's parameter count and the device the runs
-    trained on."""
+    trained on. ``seeds`` None: each setting's own (``default_seeds``)."""
     plan = sweep_configs(settings, presets, profile, seeds, n_points, device)
     found, left = run_units(runner, plan)
     missing = [_label(settings, device)(key) for key in left]
@@ -202,7 +214,8 @@ def sweep_headroom(settings: Sequence[hparams.Setting], presets: Sequence[str], 
 def aioli_gap(settings: Sequence[hparams.Setting], presets: Sequence[str], profile: str, seeds,
               runner, device: str | None = None) -> pd.DataFrame:
     """One row per (preset, setting, seed): average test perplexity of stratified and of each Aioli form, and each
-    form's difference to stratified, in perplexity and in % of stratified's; with the device the runs trained on."""
+    form's difference to stratified, in perplexity and in % of stratified's; with the device the runs trained on.
+    ``seeds`` None: each setting's own (``default_seeds``)."""
     plan = gap_configs(settings, presets, profile, seeds, device)
     names = list(next(iter(plan.values()))) if plan else []
     found, left = run_units(runner, {k: list(v.values()) for k, v in plan.items()})
@@ -267,10 +280,10 @@ def size_trend(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def planned_configs(settings, sweep_presets, gap_presets, profile: str, sweep_seeds, gap_seeds,
+def planned_configs(settings, sweep_presets, gap_presets, profile: str, sweep_seeds=None, gap_seeds=None,
                     device: str | None = None) -> list:
     """Every run config the scale study would train (for ``usage.planned_cost``, or ``scripts/gpu_scale.py`` with
-    ``device="cuda"``); nothing trains."""
+    ``device="cuda"``); nothing trains. Seeds None: each setting's own (``default_seeds``)."""
     return ([c for cfgs in sweep_configs(settings, sweep_presets, profile, sweep_seeds, device=device).values()
              for c in cfgs]
             + [c for cfgs in gap_configs(settings, gap_presets, profile, gap_seeds, device).values()

@@ -6,10 +6,11 @@
     python scripts/gpu_scale.py OUT --profile smoke --presets tiny --device cpu --jobs 1   # what the CPU test runs
 
 For each preset in ``--presets`` (default ``scale.GPU_PRESETS``: 4m, the bridge to the CPU points, then 20m and
-pythia-160m, cheapest first), every run of notebook 13's two halves on ``--device``: the static sweep (the profile's
-first seed) and stratified against Aioli in both forms (the profile's seeds), on notebook 13's settings (A/SE and
-notebook 10's first selected headroom setting). All of a preset's runs go to the pool at once (``--jobs`` processes
-sharing the GPU: 16 one-thread workers saturated an H200 on the ``full`` recipe, docs/scaling.md).
+pythia-160m, cheapest first), every run of notebook 13's two halves on ``--device``: the static sweep and stratified
+against Aioli in both forms, on notebook 13's settings (A/SE and notebook 10's first selected headroom setting), each
+at its own seeds (``scale.default_seeds``: the profile's for A/SE, Table 2b's fresh test seeds for the other). All of a
+preset's runs go to the pool at once (``--jobs`` processes sharing the GPU: 16 one-thread workers saturated an H200 on
+the ``full`` recipe, docs/scaling.md).
 
 After each preset it rewrites, in OUT (at most three files, so they all come back from a device machine):
 - ``gpu_scale_runs.tar.gz``: the run-cache entries of every finished run (JSON, no weights);
@@ -125,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     presets = list(args.presets or scale.GPU_PRESETS)
     settings = ([hparams.get_setting(k) for k in args.settings] if args.settings
                 else scale.default_settings(args.profile, args.headroom_groups))
-    sweep_seeds, seeds = scale.default_seeds(args.profile)
     report = {"profile": args.profile, "environment": environment(args.device), "jobs": args.jobs,
-              "settings": [st.key for st in settings], "sweep_seeds": sweep_seeds, "seeds": seeds, "presets": {}}
+              "settings": [st.key for st in settings], "presets": {},
+              "seeds": {st.key: dict(zip(("sweep", "comparison"), scale.default_seeds(args.profile, st)))
+                        for st in settings}}
     runner = Runner(jobs=args.jobs, runs_dir=work / "runs", progress=True)
     reader = Runner(runs_dir=work / "runs", progress=False, cached_only=True)  # the tables read finished runs
     headrooms, gaps = [], []
@@ -135,13 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         if time.perf_counter() - t0 > args.deadline_s:
             report["presets"][preset] = {"skipped": f"the {args.deadline_s:.0f} s deadline had passed"}
             continue
-        cfgs = scale.planned_configs(settings, [preset], [preset], args.profile, sweep_seeds, seeds, device=args.device)
+        cfgs = scale.planned_configs(settings, [preset], [preset], args.profile, device=args.device)
         t1 = time.perf_counter()
         runner.run(cfgs)  # every run of the preset at once, so they share the GPU
         wall = time.perf_counter() - t1
-        headrooms.append(scale.sweep_headroom(settings, [preset], args.profile, sweep_seeds, reader,
-                                              device=args.device))
-        gaps.append(scale.aioli_gap(settings, [preset], args.profile, seeds, reader, device=args.device))
+        headrooms.append(scale.sweep_headroom(settings, [preset], args.profile, None, reader, device=args.device))
+        gaps.append(scale.aioli_gap(settings, [preset], args.profile, None, reader, device=args.device))
         tokens = planned_cost(cfgs)["tokens"]
         report["presets"][preset] = {"runs": len(cfgs), "wall_s": round(wall, 1),
                                      "training_tokens_per_s": round(tokens / wall)}

@@ -364,3 +364,20 @@ def test_f4_compares_the_chosen_variant_with_stratified_per_setting():
     assert findings.finding_f4(None).verdict == claims.NOT_RUN
     one = _adequate([-3.0, -0.5], [np.nan, -2.0], [np.nan, 1.0])
     assert findings.finding_f4(one).verdict == claims.CANNOT_DECIDE
+
+
+def test_the_scale_study_reports_a_headroom_setting_on_table_2bs_fresh_seeds_and_a_paper_setting_on_table_2s():
+    # full has seeds 0-2; notebook 10 screened on seed 0 and selected on 1-3, so Table 2b's test seeds are 4-6
+    paper, capped = hparams.get_setting("arxiv_stackexchange"), as_setting(("latex@102400", "code"))
+    assert scale.default_seeds("full", paper) == ([0], [0, 1, 2])
+    assert scale.default_seeds("full", capped) == ([4], [4, 5, 6])
+    assert scale.default_seeds("quick", paper) == ([0], [0, 1])  # one seed: two for a paired interval
+    plan = scale.gap_configs([paper, capped], ["1m"], "full")
+    assert sorted(plan) == [("1m", "arxiv_stackexchange", s) for s in (0, 1, 2)] + [("1m", capped.key, s) for s in (4, 5, 6)]
+    # so the comparison at the profile's own size is Table 2b's stratified run, not a second one
+    from aioli_repro.methods import stratified_config
+    assert run_id(plan[("1m", capped.key, 5)]["stratified"]) == run_id(stratified_config(capped, "full", 5))
+    sweeps = scale.sweep_configs([paper, capped], ["4m"], "full")
+    assert sorted({k[1:] for k in sweeps}) == [("arxiv_stackexchange", 0), (capped.key, 4)]
+    # an explicit list is every setting's
+    assert {k[2] for k in scale.gap_configs([paper, capped], ["1m"], "full", [7])} == {7}
