@@ -366,6 +366,48 @@ def test_estimate_agreement_separates_a_shared_direction_from_noise():
     assert alone["lag1_n"] == 3 and alone["lag1_cos"] == pytest.approx(1.0)
 
 
+def _signs(pattern: list[list[int]]) -> list[dict]:
+    """m = 2 runs whose round k points up (+1, colsum (0.7, 0.3)) or down (-1): ``pattern[run][round]``."""
+    return [_agreement_result([[0.7, 0.3] if s > 0 else [0.3, 0.7] for s in row]) for row in pattern]
+
+
+def test_estimate_agreement_p_values_are_the_exact_chance_of_such_agreement_for_two_groups():
+    from aioli_repro.policies.aioli import estimate_agreement
+
+    # m = 2: each direction is a sign, a fair coin under the null. With 3 seeds, all three agree at a round with
+    # probability 2/8 = 1/4 (mean cosine 1), else one disagrees (mean (1 - 1 - 1)/3 = -1/3). Round 0 is the first
+    # round, reported apart; rounds 1-3 are tested.
+    agree = estimate_agreement(_signs([[1, 1, -1, 1], [1, 1, -1, 1], [1, 1, -1, 1]]))
+    assert agree["across_seeds_cos"] == pytest.approx(1.0) and agree["across_seeds_n"] == 3
+    assert agree["across_seeds_p"] == pytest.approx(1 / 64, abs=0.004)  # (1/4)^3, by hand
+    # two of three rounds agree: mean 5/9; P(at least two agree) = 3 (1/4)^2 (3/4) + (1/4)^3 = 10/64
+    two = estimate_agreement(_signs([[1, 1, 1, 1], [1, 1, 1, -1], [1, 1, 1, 1]]))
+    assert two["across_seeds_cos"] == pytest.approx(5 / 9)
+    assert two["across_seeds_p"] == pytest.approx(10 / 64, abs=0.012)
+    # every round has one seed against the others: -1/3 each time, no variance. A t-test reads that as p = 0;
+    # every draw of the null is at least -1/3, so p = 1.
+    split = estimate_agreement(_signs([[1, 1, 1, 1], [1, -1, 1, -1], [-1, 1, -1, 1]]))
+    assert split["across_seeds_cos"] == pytest.approx(-1 / 3) and split["across_seeds_p"] == 1.0
+    # consecutive rounds of one run: rounds 1-3 give two lag cosines s1·s2 and s2·s3, independent fair signs under
+    # the null, so both +1 with probability 1/4
+    alone = estimate_agreement(_signs([[1, -1, -1, -1]]))
+    assert alone["lag1_cos"] == pytest.approx(1.0) and alone["lag1_p"] == pytest.approx(0.25, abs=0.015)
+
+
+def test_estimate_agreement_p_values_are_uniform_when_directions_are_noise():
+    from aioli_repro.policies.aioli import estimate_agreement, random_directions
+
+    # Three seeds of three groups, five rounds of colsums drawn at random: a test at 5% rejects about 5% of the time
+    rng = np.random.default_rng(1)
+    ps = [estimate_agreement([_agreement_result((0.4 + 0.1 * random_directions(rng, (5,), 3)).tolist())
+                              for _ in range(3)], draws=1000)["across_seeds_p"] for _ in range(300)]
+    assert 0.02 <= np.mean(np.array(ps) <= 0.05) <= 0.09
+    # random_directions is centred, unit length, and for m = 2 a fair sign
+    d = random_directions(rng, (20_000,), 2)
+    assert np.allclose(d.sum(axis=-1), 0) and np.allclose(np.linalg.norm(d, axis=-1), 1)
+    assert np.mean(d[:, 0] > 0) == pytest.approx(0.5, abs=0.015)
+
+
 def test_estimate_agreement_needs_learnparams_rounds():
     from aioli_repro.policies.aioli import estimate_agreement
 
