@@ -26,7 +26,7 @@ from .policies.aioli import AioliPolicy, estimate_agreement
 from .profiles import get_profile, profile_config
 from .stats import holm, paired_ci
 
-__all__ = ["SIGNAL_ALPHA", "signal_seen", "signal_steps", "signal_seeds", "signal_variants", "signal_plan_configs",
+__all__ = ["SIGNAL_ALPHA", "signal_seen", "signal_detectable", "signal_steps", "signal_seeds", "signal_variants", "signal_plan_configs",
            "learnparams_eval_flops", "training_compute", "signal_study", "cheapest_with_signal",
            "choose_signal_variant", "adequate_signal_rows", "adequate_signal_table"]
 
@@ -46,6 +46,19 @@ def signal_seen(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.Series:
         p = p.astype(float).dropna()
         adjusted[p.index] = holm(p.to_numpy())
     return (adjusted < alpha) & (table["across_seeds_cos"] > 0)
+
+
+def signal_detectable(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.Series:
+    """Per row of a ``signal_study`` table: whether the test could have seen the variant agree at all, i.e. whether
+    perfect agreement in every later round (``across_seeds_p_floor``) would pass ``signal_seen``'s Holm adjustment
+    even as the first of its setting's variants to be tested (multiplied by their number). For m = 2 with 3 seeds
+    and 3 later rounds the floor is 1/64, 0.11 after a factor of 7: such a variant reads "no signal" whatever its
+    estimates do, and a study whose variants are all like it cannot decide."""
+    out = pd.Series(False, index=table.index)
+    for _, g in table.groupby("setting", sort=False):
+        k = int(g["across_seeds_p"].notna().sum())
+        out[g.index] = (g["across_seeds_p_floor"] * k < alpha).to_numpy()
+    return out
 
 
 def signal_steps(profile: str) -> int:
@@ -213,6 +226,10 @@ def choose_signal_variant(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> s
     return str(pool.sort_values(["compute"], kind="stable").index[0])
 
 
+AGREEMENT_COLUMNS = ("across_seeds_cos", "across_seeds_p", "across_seeds_n", "across_seeds_p_floor")
+"""``estimate_agreement``'s test of signal, as ``adequate_signal_rows`` adds it per (setting, Aioli form)."""
+
+
 def adequate_signal_rows(variant: str | None, settings, profile: str, seeds_of, runner) -> pd.DataFrame:
     """The "Aioli, adequate signal" row beside the released configuration, at full length: per setting and seed,
     stratified, released Aioli, the paper's Algorithm-1 cumulative form (``ema=None``) and, if ``variant`` is not None,
@@ -221,7 +238,7 @@ def adequate_signal_rows(variant: str | None, settings, profile: str, seeds_of, 
     fresh ones for a headroom setting, so their stratified and released runs are shared). One row per (setting, seed,
     form) with average test perplexity and wall time; ``runner.cached_only`` lists what has not finished in
     ``attrs["missing"]``."""
-    rows, missing = [], []
+    rows, missing, runs_of = [], [], {}
     S = get_profile(profile).train.steps
     for st in settings:
         forms = {"released": {}, "cumulative": {"aioli": {"ema": None}}}
@@ -243,6 +260,13 @@ def adequate_signal_rows(variant: str | None, settings, profile: str, seeds_of, 
                              "avg_test_perplexity": res["avg_test_perplexity"], "wall_time_s": res["wall_time_s"],
                              "compute_flops": training_compute(res),
                              "run_id": res["run_id"]})
+                if name != "stratified":
+                    runs_of.setdefault((st.key, name), []).append(res)
+    # The same test of signal on the full-length runs: four times the rounds of the short runs, so far more power
+    agreement = {key: estimate_agreement(runs) for key, runs in runs_of.items() if len(runs) > 1}
+    for row in rows:
+        a = agreement.get((row["setting"], row["form"]), {})
+        row.update({c: a.get(c, float("nan")) for c in AGREEMENT_COLUMNS})
     table = pd.DataFrame(rows)
     table.attrs["missing"] = missing
     return table
@@ -251,7 +275,8 @@ def adequate_signal_rows(variant: str | None, settings, profile: str, seeds_of, 
 def adequate_signal_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (setting, form): the paired difference to stratified in average test perplexity with its 95% t-interval,
     and the price relative to stratified's (mean over seeds of the per-seed ratio): in compute (``training_compute``,
-    deterministic) and in wall time (as measured; runs of different sittings ran under different machine load)."""
+    deterministic) and in wall time (as measured; runs of different sittings ran under different machine load); and,
+    where ``rows`` has them (``AGREEMENT_COLUMNS``), the form's test of signal over its full-length runs."""
     out = []
     for key, g in rows.groupby("setting", sort=False):
         ppl = g.pivot_table(index="seed", columns="form", values="avg_test_perplexity")
@@ -263,5 +288,6 @@ def adequate_signal_table(rows: pd.DataFrame) -> pd.DataFrame:
             out.append({"setting": key, "label": g.label.iloc[0], "form": form, "seeds": len(both),
                         "minus_stratified": mean, "ci_low": low, "ci_high": high,
                         "compute_vs_stratified": float((compute[form] / compute["stratified"])[both].mean()),
-                        "wall_time_vs_stratified": float((wall[form] / wall["stratified"])[both].mean())})
+                        "wall_time_vs_stratified": float((wall[form] / wall["stratified"])[both].mean()),
+                        **{c: g.loc[g.form == form, c].iloc[0] for c in AGREEMENT_COLUMNS if c in g}})
     return pd.DataFrame(out)

@@ -451,7 +451,7 @@ def build_claims(profile: str, extra: list[Claim] | None = None) -> list[Claim]:
     ]
     out += [finding(key, runs, left) for key in FINDINGS]
     out.append(finding_f3(_read(res / "11_table2b_share.csv"), left, _read(res / table2b.SETTINGS_FILE)))
-    out.append(finding_f4(_read(res / "12_adequate_signal.csv"), left))
+    out.append(finding_f4(_read(res / "12_adequate_signal.csv"), left, _read(res / "12_aioli_signal.csv")))
     out.append(finding_f5(_read(res / "13_scale_trend.csv"), _read(res / "13_scale.csv"), left))
     out.append(finding_f6(_read(res / "05_restricted_extensions.csv"),
                           _read(res / "05_restricted_extensions_control.csv"), left))

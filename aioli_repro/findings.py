@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import table2b
+from .aioli_signal import signal_detectable
 from .stats import holm, stratified_ci
 from .verdicts import (
     ALPHA,
@@ -163,9 +164,12 @@ NULL_F4 = ("A variant identical to stratified: each setting's interval lies belo
            "choice does not bias the test.")
 
 
-def finding_f4(adequate: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None) -> Claim:
+def finding_f4(adequate: pd.DataFrame | None, unfinished: dict[str, list[str]] | None = None,
+               signal: pd.DataFrame | None = None) -> Claim:
     """F4 from notebook 12's ``12_adequate_signal.csv``: does an Aioli whose estimates carry signal beat stratified?
-    The table holds the released and cumulative forms always, and the chosen variant's rows only if one was chosen."""
+    The table holds the released and cumulative forms always, and the chosen variant's rows only if one was chosen.
+    ``signal`` (``12_aioli_signal.csv``) says, when none was chosen, whether the short runs could have shown any
+    variant agree (``aioli_signal.signal_detectable``)."""
     what = "An Aioli that can see (notebook 12): LearnParams given enough evaluation to agree across seeds"
     if adequate is None or adequate.empty:
         return Claim("F4", what, NOT_A_CLAIM, "-", NOT_RUN, "needs notebook 12 under this profile", RULE_F4, NULL_F4)
@@ -175,9 +179,22 @@ def finding_f4(adequate: pd.DataFrame | None, unfinished: dict[str, list[str]] |
         return Claim("F4", what, NOT_A_CLAIM, "-", NOT_RUN, f"{len(left)} part(s) of notebook 12 not finished yet",
                      RULE_F4, NULL_F4)
     if rows.empty:
-        return Claim("F4", what, NOT_A_CLAIM, "no variant's later rounds agree across seeds on any setting",
-                     CANNOT_DECIDE, "no configuration tried gives Aioli's estimates a direction it can see, so there "
-                     "is no such Aioli to compare", RULE_F4, NULL_F4)
+        ours, why = "no variant's later rounds agree across seeds on any setting", (
+            "no configuration tried gives Aioli's estimates a direction it can see, so there is no such Aioli to "
+            "compare")
+        if signal is not None and "across_seeds_p_floor" in signal:
+            could = signal_detectable(signal)
+            ours += (f"; perfect agreement would have passed the test for {int(could.sum())} of the {len(signal)} "
+                     "(setting, variant) pairs")
+            if not could.any():
+                why = ("no variant agreed, and with these seeds and rounds none could have: the short runs cannot tell "
+                       "an Aioli that sees from one that does not")
+        if "across_seeds_p" in adequate:
+            full = adequate[adequate.across_seeds_p.notna()]
+            ours += "; at full length: " + ", ".join(
+                f"{r.label} {r.form} {r.across_seeds_cos:+.2f} (p {r.across_seeds_p:.2g}, {int(r.across_seeds_n)} "
+                "rounds)" for r in full.itertuples())
+        return Claim("F4", what, NOT_A_CLAIM, ours, CANNOT_DECIDE, why, RULE_F4, NULL_F4)
     ours = f"{rows.form.iloc[0]}: " + "; ".join(
         f"{r.label} {r.minus_stratified:+.2f} ppl" + ("" if np.isnan(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
         + f", {r.seeds} seeds, {r.compute_vs_stratified:.2f}x stratified's compute, {r.wall_time_vs_stratified:.2f}x "

@@ -380,6 +380,7 @@ def test_estimate_agreement_p_values_are_the_exact_chance_of_such_agreement_for_
     agree = estimate_agreement(_signs([[1, 1, -1, 1], [1, 1, -1, 1], [1, 1, -1, 1]]))
     assert agree["across_seeds_cos"] == pytest.approx(1.0) and agree["across_seeds_n"] == 3
     assert agree["across_seeds_p"] == pytest.approx(1 / 64, abs=0.004)  # (1/4)^3, by hand
+    assert agree["across_seeds_p_floor"] == pytest.approx(1 / 64, abs=0.004)  # perfect agreement: this very case
     # two of three rounds agree: mean 5/9; P(at least two agree) = 3 (1/4)^2 (3/4) + (1/4)^3 = 10/64
     two = estimate_agreement(_signs([[1, 1, 1, 1], [1, 1, 1, -1], [1, 1, 1, 1]]))
     assert two["across_seeds_cos"] == pytest.approx(5 / 9)
@@ -388,6 +389,9 @@ def test_estimate_agreement_p_values_are_the_exact_chance_of_such_agreement_for_
     # every draw of the null is at least -1/3, so p = 1.
     split = estimate_agreement(_signs([[1, 1, 1, 1], [1, -1, 1, -1], [-1, 1, -1, 1]]))
     assert split["across_seeds_cos"] == pytest.approx(-1 / 3) and split["across_seeds_p"] == 1.0
+    assert split["across_seeds_p_floor"] == pytest.approx(1 / 64, abs=0.004)  # what these runs could have shown
+    # seven later rounds: a floor of (1/4)^7 = 6e-5, below the null's resolution of 1/10,001
+    assert estimate_agreement(_signs([[1] * 8] * 3))["across_seeds_p_floor"] < 5e-4
     # consecutive rounds of one run: rounds 1-3 give two lag cosines s1·s2 and s2·s3, independent fair signs under
     # the null, so both +1 with probability 1/4
     alone = estimate_agreement(_signs([[1, -1, -1, -1]]))

@@ -381,3 +381,32 @@ def test_the_scale_study_reports_a_headroom_setting_on_table_2bs_fresh_seeds_and
     assert sorted({k[1:] for k in sweeps}) == [("arxiv_stackexchange", 0), (capped.key, 4)]
     # an explicit list is every setting's
     assert {k[2] for k in scale.gap_configs([paper, capped], ["1m"], "full", [7])} == {7}
+
+
+def test_a_signal_study_that_could_not_have_seen_agreement_says_so():
+    # One setting, seven variants (m = 2, 3 seeds): six with 3 later rounds, floor (1/4)^3 = 1/64, and one with 7,
+    # floor (1/4)^7. Holm's first factor is 7: 7/64 = 0.11 fails 0.05, 7/4^7 passes. By hand.
+    floors = [1 / 64] * 6 + [4.0 ** -7]
+    table = pd.DataFrame({"setting": "a_b", "variant": [f"v{i}" for i in range(7)], "across_seeds_cos": 0.0,
+                          "across_seeds_p": 0.5, "across_seeds_p_floor": floors})
+    assert aioli_signal.signal_detectable(table).tolist() == [False] * 6 + [True]
+    assert aioli_signal.signal_detectable(table, alpha=0.2).all()  # 7/64 < 0.2
+    blind = table.iloc[:6]  # a factor of 6: 6/64 = 0.094, still not below 0.05
+    assert not aioli_signal.signal_detectable(blind).any()
+    adequate = _adequate([], [], [], variant=False).assign(across_seeds_cos=0.1, across_seeds_p=0.3,
+                                                           across_seeds_n=15)
+    none = findings.finding_f4(adequate, signal=blind)
+    assert none.verdict == claims.CANNOT_DECIDE and "none could have" in none.why
+    assert "for 0 of the 6" in none.ours and "A_B released +0.10 (p 0.3, 15 rounds)" in none.ours
+    some = findings.finding_f4(adequate, signal=table)
+    assert some.verdict == claims.CANNOT_DECIDE and "for 1 of the 7" in some.ours and "none could have" not in some.why
+
+
+def test_the_adequate_signal_table_carries_each_forms_full_length_agreement():
+    rows = pd.DataFrame([
+        {"setting": "s", "label": "S", "seed": seed, "form": form, "avg_test_perplexity": 20.0 + seed,
+         "wall_time_s": 100.0, "compute_flops": 1.0, "across_seeds_cos": cos, "across_seeds_p": p,
+         "across_seeds_n": n, "across_seeds_p_floor": 1e-4}
+        for seed in (0, 1) for form, cos, p, n in (("stratified", np.nan, np.nan, np.nan), ("released", 0.2, 0.04, 15))])
+    table = aioli_signal.adequate_signal_table(rows).set_index("form")
+    assert table.loc["released", ["across_seeds_cos", "across_seeds_p", "across_seeds_n"]].tolist() == [0.2, 0.04, 15]

@@ -156,7 +156,10 @@ def estimate_agreement(results: list[dict], draws: int = NULL_DRAWS) -> dict:
     p-values are one-sided (agreement above chance) against the random-direction null: every run's d_k drawn
     independently and uniformly from the directions available (``random_directions``), the same runs and rounds,
     ``draws`` seeded draws. Rounds are independent under it: each round's Ā^t is estimated afresh (the EMA acts on
-    the update, not on the recorded Ā^t). A t-test would not do: for m = 2 a pair's cosine is ±1, so with 3 seeds a
+    the update, not on the recorded Ā^t). ``across_seeds_p_floor`` is the p-value perfect agreement (a cosine of 1
+    at every later round) would get from the same runs and rounds: the smallest p they allow. For m = 2 it is
+    2^((1 - n)·r) for n seeds and r later rounds (1/64 for 3 seeds and 3 rounds), so too few of either cannot show
+    agreement whatever the estimates do. A t-test would not do: for m = 2 a pair's cosine is ±1, so with 3 seeds a
     round's mean is 1 (probability 1/4 by chance) or -1/3, and three rounds all at -1/3 (probability 27/64) have no
     variance, which a t-test reads as p = 0.
     """
@@ -177,8 +180,9 @@ def estimate_agreement(results: list[dict], draws: int = NULL_DRAWS) -> dict:
         a_mean = float(_across_statistic(finite))
         null = _across_statistic(random_directions(rng, (draws, *finite.shape[:2]), m))
         a_p = _upper_p(a_mean, null) if len(finite) >= 2 else float("nan")
+        a_floor = _upper_p(1.0, null) if len(finite) >= 2 else float("nan")
     else:
-        a_mean, a_p = float("nan"), float("nan")
+        a_mean, a_p, a_floor = float("nan"), float("nan"), float("nan")
 
     lag1 = np.array([_cosine(d[k], d[k + 1]) for d in dirs for k in range(1, len(d) - 1)], dtype=float)
     lag1 = lag1[np.isfinite(lag1)]
@@ -191,6 +195,7 @@ def estimate_agreement(results: list[dict], draws: int = NULL_DRAWS) -> dict:
     return {"m": len(results[0]["groups"]), "runs": len(dirs), "rounds": n_rounds,
             "first_round_cos": first,
             "across_seeds_cos": a_mean, "across_seeds_p": a_p, "across_seeds_n": len(finite) if len(dirs) > 1 else 0,
+            "across_seeds_p_floor": a_floor,
             "lag1_cos": float(lag1.mean()) if len(lag1) else float("nan"), "lag1_p": l_p, "lag1_n": len(lag1)}
 
 
