@@ -3,10 +3,13 @@ a file read in chunks, and writes that never leave a half-written file under the
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,3 +46,18 @@ def json_bytes(obj) -> bytes:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(Path(path), json_bytes(obj))
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block: for a read-modify-write of a file
+    that several processes update, such as two ``run_all`` invocations of one profile, each of which would otherwise
+    write back a copy read before the other's change."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .corpus import FolderCorpus
 from .hparams import get_setting
-from .paths import REPO_ROOT, atomic_write_json
+from .paths import REPO_ROOT, atomic_write_json, exclusive
 from .profiles import check_study_parameters, default_settings, get_profile, profile_settings, study_seeds
 from .runs import RunDir, default_runs_dir
 
@@ -163,12 +163,13 @@ def not_finished(folder: Path, notebook: str, missing: list[str]) -> None:
     if missing:
         print(f"not finished yet, left out ({len(missing)}):", ", ".join(missing))
     path = Path(folder) / "not_finished.json"
-    record = read_not_finished(folder)
-    record.pop(notebook, None)
-    if missing:
-        record[notebook] = list(missing)
-    if record or path.exists():
-        atomic_write_json(path, dict(sorted(record.items())))
+    with exclusive(path.with_name(".not_finished.lock")):  # another run_all of the profile may update it too
+        record = read_not_finished(folder)
+        record.pop(notebook, None)
+        if missing:
+            record[notebook] = list(missing)
+        if record or path.exists():
+            atomic_write_json(path, dict(sorted(record.items())))
 
 
 def paper_line(what: str, ours: float, paper: float, higher_is_better: bool = True, tol: float = 0.02) -> str:

@@ -146,6 +146,32 @@ def test_unfinished_parts_are_recorded_per_notebook_and_summed_up(tmp_path, monk
     assert pipeline.not_finished_summary("quick", stems) == ""
 
 
+def test_two_processes_recording_unfinished_parts_at_once_keep_both_entries(tmp_path):
+    # Another run_all of the profile reads the record, and writes it back with its own entry a moment later. A second
+    # process recording in between must wait for it, or the first write drops the second's entry.
+    import subprocess
+    import sys
+    import time
+
+    from aioli_repro import report
+    from aioli_repro.paths import REPO_ROOT, atomic_write_json, exclusive
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    ready = tmp_path / "ready"
+    child = (f"import pathlib; from aioli_repro import report; pathlib.Path({str(ready)!r}).touch(); "
+             f"report.not_finished(pathlib.Path({str(folder)!r}), '13_scale', ['sweep 4m'])")
+    with exclusive(folder / ".not_finished.lock"):
+        record = report.read_not_finished(folder)
+        proc = subprocess.Popen([sys.executable, "-c", child], cwd=REPO_ROOT)
+        while not ready.exists() and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)  # without the lock the child has written its entry by now
+        atomic_write_json(folder / "not_finished.json", {**record, "11_table2b_headroom": ["x"]})
+    assert proc.wait(timeout=60) == 0
+    assert sorted(report.read_not_finished(folder)) == ["11_table2b_headroom", "13_scale"]
+
+
 def test_a_partial_notebook_run_writes_beside_the_profiles_tables_not_over_them(tmp_path, monkeypatch, capsys):
     from aioli_repro import report
 
