@@ -140,7 +140,7 @@ def finding_f3(share: pd.DataFrame | None, unfinished: dict[str, list[str]] | No
            f"{some(table2b.MISSES, table2b.FINDS)}; finds on some and misses on others: {', '.join(both) or 'none'}; "
            "inconclusive on every setting: "
            f"{', '.join(m for m, v in per.items() if table2b.FINDS not in v and table2b.MISSES not in v) or 'none'}")
-    left = (unfinished or {}).get("11_table2b", [])
+    left = (unfinished or {}).get("11_table2b_headroom", [])
     if left:
         verdict, why = INCONCLUSIVE, f"provisional, {len(left)} Table 2b runs not finished yet; the finished part: {why}"
     return Claim("F3", what, NOT_A_CLAIM, ours, verdict, why, RULE_F3, NULL_F3)

@@ -127,3 +127,13 @@ def test_run_all_renders_the_claims_after_every_notebook_whose_tables_they_read(
     assert all(order.index(writers[f]) < order.index(pipeline.SUMMARY_NOTEBOOK) for f in read_from_notebooks)
     assert order[-1] == pipeline.SUMMARY_NOTEBOOK and order[:-1] == sorted(order[:-1])
     assert [p.stem[:2] for p in pipeline.run_order(pipeline.notebooks(["13", "07", "10"]))] == ["10", "13", "07"]
+
+
+def test_each_notebook_records_its_unfinished_parts_under_its_own_name():
+    """run_all records a notebook with nothing cached under its file's stem, and sums the record up by stem; a notebook
+    recording under another name would leave that entry behind once it renders (full's '11_table2b_headroom' did)."""
+    import re
+
+    for p in NOTEBOOKS:
+        source = "\n".join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code")
+        assert set(re.findall(r'not_finished\(RESULTS, "([^"]+)"', source)) <= {p.stem}, p.name

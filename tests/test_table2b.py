@@ -252,7 +252,7 @@ def test_f3_counts_the_methods_that_find_most_of_the_headroom_on_every_deciding_
     assert findings.finding_f3(None).verdict == claims.NOT_RUN
     none = share.assign(verdict=table2b.CANNOT_DECIDE)
     assert findings.finding_f3(none).verdict == claims.CANNOT_DECIDE
-    assert findings.finding_f3(share, {"11_table2b": ["grid/a/seed 4"]}).verdict == claims.INCONCLUSIVE
+    assert findings.finding_f3(share, {"11_table2b_headroom": ["grid/a/seed 4"]}).verdict == claims.INCONCLUSIVE
 
 
 def test_f3_cannot_be_decided_when_notebook_10_confirmed_no_setting():
