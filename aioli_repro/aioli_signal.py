@@ -26,7 +26,7 @@ from .policies.aioli import AioliPolicy, estimate_agreement
 from .profiles import get_profile, profile_config
 from .stats import holm, paired_ci
 
-__all__ = ["SIGNAL_ALPHA", "signal_seen", "signal_detectable", "signal_steps", "signal_seeds", "signal_variants", "signal_plan_configs",
+__all__ = ["SIGNAL_ALPHA", "SIGNAL_MIN_SEEDS", "signal_seen", "signal_detectable", "signal_steps", "signal_seeds", "signal_variants", "signal_plan_configs",
            "learnparams_eval_flops", "training_compute", "signal_study", "cheapest_with_signal",
            "choose_signal_variant", "adequate_signal_rows", "adequate_signal_table"]
 
@@ -69,11 +69,22 @@ def signal_steps(profile: str) -> int:
     return prof.train.steps if prof.small_studies else max(1, prof.train.steps // 4)
 
 
+SIGNAL_MIN_SEEDS = 5
+"""Seeds of the signal study under a profile without ``small_studies``. For m = 2 a seed's direction is a sign, so a
+round of n seeds agrees fully by chance 2^(1-n) of the time, and r later rounds allow p >= 2^((1-n)·r) however well
+the estimates agree. The short runs hold 3 later rounds: 3 seeds allow 1/64, 0.11 after Holm's factor of 7, so no
+variant could pass (``signal_detectable``); 5 seeds allow 1/4096."""
+
+
 def signal_seeds(profile: str) -> tuple[int, ...]:
-    """Seeds of the signal study: agreement *across seeds* needs two at least, so a one-seed profile (smoke, quick)
-    gets (0, 1); otherwise the profile's."""
-    seeds = tuple(get_profile(profile).seeds)
-    return seeds if len(seeds) >= 2 else (0, 1)
+    """Seeds of the signal study: the profile's, continued to ``SIGNAL_MIN_SEEDS`` (full: 0-4); a profile with
+    ``small_studies`` (smoke, quick: a pipeline check) keeps its own, or (0, 1) for one seed, since agreement
+    *across seeds* needs two."""
+    prof = get_profile(profile)
+    seeds = tuple(prof.seeds)
+    if prof.small_studies:
+        return seeds if len(seeds) >= 2 else (0, 1)
+    return seeds + tuple(range(max(seeds) + 1, max(seeds) + 1 + SIGNAL_MIN_SEEDS - len(seeds)))
 
 
 def signal_variants(profile: str, m: int, steps: int | None = None) -> dict[str, tuple[dict, dict]]:

@@ -65,7 +65,7 @@ def test_the_signal_grid_scales_the_released_config_and_enlarges_the_validation_
                                 {"eval_sequences": 16 * base["lp_eval_sequences"]})
     assert full["S_lp x2"][0] == {"lp_steps": 2 * base["lp_steps"]}
     assert full["rounds x2"][0] == {"update_steps": -(-base["update_steps"] // 2)}
-    assert aioli_signal.signal_steps("full") == 250 and aioli_signal.signal_seeds("full") == (0, 1, 2)
+    assert aioli_signal.signal_steps("full") == 250 and aioli_signal.signal_seeds("full") == (0, 1, 2, 3, 4)
     smoke = aioli_signal.signal_variants("smoke", 2)
     assert list(smoke) == ["released", "rounds x4"] and aioli_signal.signal_seeds("smoke") == (0, 1)
     # 4 x 2 x 1 LearnParams steps per round must fit in the shortened round
@@ -410,3 +410,19 @@ def test_the_adequate_signal_table_carries_each_forms_full_length_agreement():
         for seed in (0, 1) for form, cos, p, n in (("stratified", np.nan, np.nan, np.nan), ("released", 0.2, 0.04, 15))])
     table = aioli_signal.adequate_signal_table(rows).set_index("form")
     assert table.loc["released", ["across_seeds_cos", "across_seeds_p", "across_seeds_n"]].tolist() == [0.2, 0.04, 15]
+
+
+def test_the_full_signal_study_has_enough_seeds_to_see_two_groups_agree_in_three_later_rounds():
+    from aioli_repro.policies.aioli import estimate_agreement
+
+    def run(rounds: int) -> dict:  # m = 2, every round pointing the same way: perfect agreement across runs
+        A = [[0.7, 0.3], [0.0, 0.0]]
+        return {"policy": {"history": [{"A_normalized": A}] * rounds}, "groups": ["a", "b"]}
+
+    def detectable(n_seeds: int) -> bool:
+        floor = estimate_agreement([run(4)] * n_seeds)["across_seeds_p_floor"]  # 3 later rounds, as at 250 steps
+        table = pd.DataFrame({"setting": "a_b", "across_seeds_p": [0.5] * 7, "across_seeds_p_floor": [floor] * 7})
+        return bool(aioli_signal.signal_detectable(table).all())
+
+    # by hand: 3 seeds, (1/4)^3 x 7 = 0.11 > 0.05; 5 seeds, (1/16)^3 x 7 = 0.0017 < 0.05
+    assert not detectable(3) and detectable(len(aioli_signal.signal_seeds("full")))
