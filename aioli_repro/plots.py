@@ -361,8 +361,8 @@ def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, pa
     variant: the mean cosine between seeds of the later rounds' directions colsum(Ā^t) - mean (``across_seeds_cos``)
     against the variant's compute relative to stratified's (``aioli_signal.training_compute``: training plus
     LearnParams' evaluations, deterministic, unlike wall time). A filled marker: agreement above 0 at p < ``alpha``
-    after Holm's adjustment over the panel's variants (``aioli_signal.signal_seen``); each point is labelled with its
-    variant and unadjusted p-value."""
+    after Holm's adjustment over the panel's variants (``aioli_signal.signal_seen``); the legend gives each variant's
+    unadjusted p-value (a legend, not labels at the points: variants often share a point, m = 2 allowing few cosines)."""
     labels = list(dict.fromkeys(table.label))
     fig, axes = _panels(len(labels), width=4.6, height=3.8)
     for ax, label in zip(axes, labels):
@@ -370,11 +370,10 @@ def plot_signal_study(table: pd.DataFrame, profile: str, alpha: float = 0.05, pa
         seen = signal_seen(d, alpha)
         for i, (k, r) in enumerate(d.iterrows()):
             significant = bool(seen[k])
-            ax.plot(r.compute_vs_stratified, r.across_seeds_cos, "o", color=f"C{i}", ms=7,
-                    markerfacecolor=f"C{i}" if significant else "white")
             p = "p n/a" if not np.isfinite(r.across_seeds_p) else f"p={r.across_seeds_p:.2g}"
-            ax.annotate(f"{r.variant} ({p})", (r.compute_vs_stratified, r.across_seeds_cos), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+            ax.plot(r.compute_vs_stratified, r.across_seeds_cos, "o", color=f"C{i}", ms=7,
+                    markerfacecolor=f"C{i}" if significant else "white", label=f"{r.variant} ({p})")
+        ax.legend(fontsize=6, loc="lower right")
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(1, color="grey", lw=0.5, ls=":")
         ax.set(xlabel="compute (FLOPs) / stratified's", ylabel="later rounds: cosine across seeds",
