@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 
 from . import hparams
+from .aioli_estimates import estimate_agreement
 from .config import RunConfig
 from .executors import NotCachedError, run_units
 from .methods import run_method, setting_groups
-from .policies.aioli import AioliPolicy, estimate_agreement
+from .policies.aioli import AioliPolicy
 from .profiles import get_profile, profile_config
 from .stats import holm, paired_ci
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import hparams
+from .aioli_estimates import estimate_agreement, reach_summary
 from .config import RunConfig
 from .executors import cached_result
 from .methods import finished_finals, run_method, setting_groups
-from .policies.aioli import estimate_agreement, reach_summary
 from .profiles import get_profile, profile_config, profile_settings
 from .report import run_metrics
 from .run_cache import cache_entries, read_cache_entry, result_cache_dir

@@ -413,7 +413,7 @@ def test_the_adequate_signal_table_carries_each_forms_full_length_agreement():
 
 
 def test_the_full_signal_study_has_enough_seeds_to_see_two_groups_agree_in_three_later_rounds():
-    from aioli_repro.policies.aioli import estimate_agreement
+    from aioli_repro.aioli_estimates import estimate_agreement
 
     def run(rounds: int) -> dict:  # m = 2, every round pointing the same way: perfect agreement across runs
         A = [[0.7, 0.3], [0.0, 0.0]]
