@@ -27,7 +27,6 @@ ahead of training (all three splits).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -43,7 +42,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, CorpusError
-from .paths import atomic_write_json, sha256_file
+from .paths import atomic_write_json, exclusive, sha256_file
 from .token_store import TokenStore
 from .tokenizer import load_tokenizer
 
@@ -264,9 +263,8 @@ def build_train_tokens(source: SlimPajamaSource, store, groups, workers: int | N
     shards = [(i, a, min(a + shard_rows, n)) for i, a in enumerate(range(0, n, shard_rows))]
     parts = store.root / "_parts" / f"{split}-rows{shard_rows}"
     parts.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(store.root / f".{split}.build.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # another process building the same store: wait, then reuse its files
-    try:
+    # another process building the same store: wait, then reuse its files
+    with exclusive(store.root / f".{split}.build.lock"):
         groups = [g for g in groups if not (store.path(g, split).is_file() and store._valid(store.path(g, split)))]
         for attempt in range(2):
             if not groups:
@@ -288,9 +286,6 @@ def build_train_tokens(source: SlimPajamaSource, store, groups, workers: int | N
             except OSError:
                 pass  # parts of another split or shard size remain
         return counts
-    finally:
-        fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        os.close(lock_fd)
 
 
 def _run_shards(source, split, todo, total, store, parts, workers, batch_rows) -> None:
