@@ -148,8 +148,9 @@ _HEADROOM_TABLES = (  # file, section title, the columns shown (None: all but th
     ("11_table2b.csv", "Table 2b: each method's gain over stratified and share of the headroom (test seeds; F3)", None,
      None),
     ("12_aioli_signal.csv", "Aioli's signal: agreement of its later-round estimates across seeds, per LearnParams "
-     "variant (short runs)", ["label", "variant", "rounds", "across_seeds_cos", "across_seeds_p", "across_seeds_n",
-                              "compute_vs_stratified", "wall_time_vs_stratified"], 3),
+     "variant (short runs; p_floor: the p of perfect agreement, what these seeds and rounds allow)",
+     ["label", "variant", "rounds", "across_seeds_cos", "across_seeds_p", "across_seeds_p_floor", "across_seeds_n",
+      "compute_vs_stratified", "wall_time_vs_stratified"], 3),
     ("12_adequate_signal.csv", "An Aioli that can see: each form against stratified, with its price (F4)", None, 3),
     ("13_scale_trend.csv", "Scale: the change of Aioli's gap to stratified from the smallest to the largest preset, "
      "in points of % (F5)", None, 3),
