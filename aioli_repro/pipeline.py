@@ -49,6 +49,15 @@ def accepts_cached_only(path: Path) -> bool:
     return "cached_only" in pm.inspect_notebook(str(path))
 
 
+def own_package_first(pythonpath: str | None) -> str:
+    """``PYTHONPATH`` for the kernels: this checkout's root first, then what it held. A kernel starts in
+    ``notebooks/``, so without it ``import aioli_repro`` finds whatever the environment installed. With one virtual
+    environment shared by two checkouts, its editable install points at one of them, and the other's notebooks would
+    run the first's code and write into the first's ``results/``."""
+    rest = [p for p in (pythonpath or "").split(os.pathsep) if p and Path(p) != REPO_ROOT]
+    return os.pathsep.join([str(REPO_ROOT), *rest])
+
+
 def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only: bool = False,
                  used_log: Path | None = None) -> float | None:
     """Execute one notebook; its wall time, or None when ``cached_only`` finds none of its runs finished (the
@@ -59,6 +68,7 @@ def run_notebook(path: Path, profile: str, jobs: int, out_dir: Path, cached_only
     if used_log is not None:
         used_log.unlink(missing_ok=True)
         os.environ["AIOLI_USED_RUNS"] = str(used_log)  # the kernel and its training workers inherit it
+    os.environ["PYTHONPATH"] = own_package_first(os.environ.get("PYTHONPATH"))  # and this one too
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / path.name
     t = time.perf_counter()

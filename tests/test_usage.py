@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -283,3 +284,22 @@ def test_each_run_all_invocation_logs_its_used_runs_to_its_own_file(tmp_path, mo
                                 text=True).stdout.strip())
     assert here.parent == other.parent == tmp_path / "runs" / "logs"
     assert here != other and here.name.startswith("used_runs_full") and other.name.startswith("used_runs_full")
+
+
+def test_kernels_import_this_checkouts_package_before_any_installed_one(tmp_path, monkeypatch):
+    # A second checkout sharing the first's virtual environment: the editable install (here a decoy package on
+    # PYTHONPATH) points elsewhere, and a kernel starts in notebooks/, where no package is. The kernel must still
+    # import this checkout's code, or it writes into the other checkout's results.
+    import papermill
+
+    decoy = tmp_path / "other_checkout"
+    (decoy / "aioli_repro").mkdir(parents=True)
+    (decoy / "aioli_repro" / "__init__.py").write_text("")
+    seen = {}
+    monkeypatch.setenv("PYTHONPATH", str(decoy))
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: seen.setdefault("path", os.environ["PYTHONPATH"]))
+    pipeline.run_notebook(pipeline.NOTEBOOKS / "07_claims.ipynb", "smoke", 1, tmp_path / "out")
+    found = subprocess.run([sys.executable, "-c", "import aioli_repro; print(aioli_repro.__file__)"], cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": seen["path"]}, check=True, capture_output=True, text=True)
+    assert Path(found.stdout.strip()).parent == pipeline.REPO_ROOT / "aioli_repro"
+    assert seen["path"].split(os.pathsep) == [str(pipeline.REPO_ROOT), str(decoy)]
