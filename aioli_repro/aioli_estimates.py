@@ -51,9 +51,9 @@ def random_directions(rng: np.random.Generator, shape: tuple[int, ...], m: int) 
 
 
 def _unit(d: np.ndarray) -> np.ndarray:
+    """``d`` scaled to unit length along its last axis; NaN where it is zero (a direction with no cosine)."""
     norm = np.linalg.norm(d, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, d / np.where(norm > 0, norm, 1.0), np.nan)
+    return np.where(norm > 0, d / np.where(norm > 0, norm, 1.0), np.nan)
 
 
 def _across_statistic(units: np.ndarray) -> np.ndarray:
