@@ -38,7 +38,8 @@ from .stats import paired_ci
 
 __all__ = ["EMBEDDED_GROUPS", "as_setting", "cap_for_epochs", "choose_settings", "confirmation_candidates",
            "control_candidate", "default_candidates", "default_headroom_groups", "default_screen_steps",
-           "pair_candidates", "screen", "screen_summary", "screen_vs_full_length", "stage_seeds", "uniform_index",
+           "comparison_seeds", "pair_candidates", "screen", "screen_summary", "screen_vs_full_length", "stage_seeds",
+           "uniform_index",
            "SETTINGS_FILE"]
 
 SETTINGS_FILE = "10_headroom_settings.csv"
@@ -174,6 +175,17 @@ def stage_seeds(profile: str) -> dict[str, list[int]]:
     first, n = int(seeds[0]), max(2, len(seeds))
     return {"screen": [first], "confirm": list(range(first + 1, first + 1 + n)),
             "test": list(range(first + 1 + n, first + 1 + 2 * n))}
+
+
+def comparison_seeds(profile: str, setting: hparams.Setting) -> list[int]:
+    """The seeds a method comparison on ``setting`` is reported on, in notebooks 12 and 13 alike. A paper setting:
+    the profile's seeds, or [0, 1] under a one-seed profile (a paired interval needs two). A headroom setting:
+    Table 2b's fresh test seeds (``stage_seeds``), never those that screened and selected it, which would flatter
+    it; with them its stratified and released Aioli runs are Table 2b's, not a second set."""
+    if setting.key in hparams.SETTINGS:
+        seeds = [int(s) for s in get_profile(profile).seeds]
+        return seeds if len(seeds) >= 2 else [0, 1]
+    return stage_seeds(profile)["test"]
 
 
 def full_length(groups: Sequence[str], factor: float) -> tuple[str, ...]:

@@ -35,10 +35,10 @@ import pandas as pd
 from . import hparams
 from .decidability import headroom
 from .executors import run_units
-from .headroom import as_setting, default_headroom_groups, stage_seeds, uniform_index
+from .headroom import as_setting, comparison_seeds, default_headroom_groups, uniform_index
 from .methods import setting_groups, sweep
 from .model import PRESETS, preset_parameters
-from .profiles import get_profile, profile_config, study_seeds
+from .profiles import get_profile, profile_config
 from .stats import paired_ci, t_pvalue
 from .tokenizer import load_tokenizer
 
@@ -66,17 +66,13 @@ afford. ``pythia-160m`` is the paper's architecture with the profile's own token
 
 
 def default_seeds(profile: str, setting: hparams.Setting) -> tuple[list[int], list[int]]:
-    """(sweep seeds, comparison seeds) of ``setting`` in notebook 13 and ``scripts/gpu_scale.py``. A paper setting:
-    the profile's first seed (one sweep per preset) and the profile's seeds, or [0, 1] for a one-seed profile (a
-    paired CI needs two), as Table 2. A headroom setting: Table 2b's fresh test seeds (``headroom.stage_seeds``),
-    the first for the sweep. The seeds that screened and selected a headroom setting would flatter its headroom at
-    the selecting size only, and so bias the trend with size; the test seeds also make its comparison at the
-    profile's own size Table 2b's runs and notebook 12's, not a second set."""
-    if setting.key in hparams.SETTINGS:
-        seeds = list(study_seeds(profile))
-        return seeds[:1], (seeds if len(seeds) >= 2 else [0, 1])
-    test = stage_seeds(profile)["test"]
-    return test[:1], test
+    """(sweep seeds, comparison seeds) of ``setting`` in notebook 13 and ``scripts/gpu_scale.py``: the comparison
+    seeds are ``headroom.comparison_seeds`` (the profile's on a paper setting, as Table 2; Table 2b's fresh test
+    seeds on a headroom setting), and the one sweep per preset takes the first of them. The seeds that screened and
+    selected a headroom setting would flatter its headroom at the selecting size only, and so bias the trend with
+    size."""
+    seeds = comparison_seeds(profile, setting)
+    return seeds[:1], seeds
 
 
 def _seeds_of(setting: hparams.Setting, profile: str, seeds, which: int) -> list[int]:

@@ -383,6 +383,22 @@ def test_the_scale_study_reports_a_headroom_setting_on_table_2bs_fresh_seeds_and
     assert {k[2] for k in scale.gap_configs([paper, capped], ["1m"], "full", [7])} == {7}
 
 
+def test_notebooks_12_and_13_compare_methods_on_the_same_seeds(runs_dir):
+    # One rule for both: a paper setting on the profile's seeds ([0, 1] under quick's single seed, for a paired
+    # interval), a headroom setting on Table 2b's test seeds (quick: screen [0], confirm [1, 2], test [3, 4]).
+    from aioli_repro.executors import Runner
+    paper, capped = hparams.get_setting("arxiv_stackexchange"), as_setting(("latex@102400", "code"))
+    assert headroom.comparison_seeds("quick", paper) == [0, 1]
+    assert headroom.comparison_seeds("quick", capped) == [3, 4]
+    assert headroom.comparison_seeds("full", paper) == [0, 1, 2]
+    # notebook 12's full-length rows ask for exactly those seeds (nothing is cached here, so all are listed missing)
+    rows = aioli_signal.adequate_signal_rows(None, [paper, capped], "quick", Runner(runs_dir=runs_dir, progress=False,
+                                                                                    cached_only=True))
+    assert rows.empty and rows.attrs["missing"] == [f"{paper.label}/seed 0", f"{paper.label}/seed 1",
+                                                    f"{capped.label}/seed 3", f"{capped.label}/seed 4"]
+    assert [scale.default_seeds("quick", st)[1] for st in (paper, capped)] == [[0, 1], [3, 4]]
+
+
 def test_a_signal_study_that_could_not_have_seen_agreement_says_so():
     # One setting, seven variants (m = 2, 3 seeds): six with 3 later rounds, floor (1/4)^3 = 1/64, and one with 7,
     # floor (1/4)^7. Holm's first factor is 7: 7/64 = 0.11 fails 0.05, 7/4^7 passes. By hand.
