@@ -42,7 +42,7 @@ from .profiles import get_profile, profile_config
 from .stats import paired_ci, t_pvalue
 from .tokenizer import load_tokenizer
 
-__all__ = ["AIOLI_FORMS", "GPU_PRESETS", "default_presets", "default_seeds", "default_gpu_presets", "default_settings", "sweep_points",
+__all__ = ["AIOLI_FORMS", "GPU_PRESETS", "NEEDS_GPU", "default_presets", "default_seeds", "default_gpu_presets", "default_settings", "sweep_points",
            "scale_steps", "vocab_size", "parameters", "sweep_configs", "gap_configs", "sweep_headroom", "aioli_gap", "gap_summary", "size_trend", "planned_configs", "scale_table"]
 
 AIOLI_FORMS: dict[str, dict] = {"aioli": {}, "aioli_cumulative": {"ema": None}}
@@ -63,6 +63,11 @@ def default_presets(profile: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 GPU_PRESETS: tuple[str, ...] = ("4m", "20m", "pythia-160m")
 """Presets of the GPU half of the study: 4m again (the bridge to the CPU points), then the sizes two CPU cores cannot
 afford. ``pythia-160m`` is the paper's architecture with the profile's own tokenizer and recipe."""
+
+
+NEEDS_GPU = "needs a GPU: scripts/gpu_scale.py"
+"""How notebook 13 marks a missing unit of the GPU half in ``not_finished.json``. It never trains those (a lent GPU
+does, a preset at a time), so F5 does not count them as unfinished: their absence leaves the CPU trend complete."""
 
 
 def default_seeds(profile: str, setting: hparams.Setting) -> tuple[list[int], list[int]]:

@@ -326,6 +326,11 @@ def test_f5_says_changes_with_size_only_when_a_holm_adjusted_test_says_so():
     assert findings.finding_f5(scale.size_trend(one_seed)).verdict == claims.CANNOT_DECIDE
     assert findings.finding_f5(None).verdict == claims.NOT_RUN
     assert findings.finding_f5(scale.size_trend(strong), None, {"13_scale": ["x"]}).verdict == claims.INCONCLUSIVE
+    # the GPU half, which this machine never trains, does not hold back the CPU trend's verdict; a CPU unit does
+    gpu_left = {"13_scale": ["sweep 20m on cuda/a_b/seed 0 (needs a GPU: scripts/gpu_scale.py)"]}
+    assert findings.finding_f5(scale.size_trend(strong), None, gpu_left).verdict == findings.CHANGES
+    gpu_left["13_scale"].append("stratified vs Aioli 4m/a_b/seed 2")
+    assert findings.finding_f5(scale.size_trend(strong), None, gpu_left).verdict == claims.INCONCLUSIVE
 
 
 def test_f5_under_no_change_prints_changes_with_size_at_most_about_5_percent():
