@@ -14,7 +14,6 @@ form and the cumulative form.
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -244,15 +243,14 @@ AGREEMENT_COLUMNS = ("across_seeds_cos", "across_seeds_p", "across_seeds_n", "ac
 """``estimate_agreement``'s test of signal, as ``adequate_signal_rows`` adds it per (setting, Aioli form)."""
 
 
-def adequate_signal_rows(variant: str | None, settings, profile: str, runner, seeds_of=None) -> pd.DataFrame:
+def adequate_signal_rows(variant: str | None, settings, profile: str, runner) -> pd.DataFrame:
     """The "Aioli, adequate signal" row beside the released configuration, at full length: per setting and seed,
     stratified, released Aioli, the paper's Algorithm-1 cumulative form (``ema=None``) and, if ``variant`` is not None,
     the variant notebook 12 chose (``signal_variants`` at the profile's full run length: the same multiples of the
-    released config). ``seeds_of(setting)`` gives each setting's seeds; None: ``headroom.comparison_seeds`` (Table
-    2's for a paper setting, Table 2b's fresh ones for a headroom setting, so their stratified and released runs are
-    shared, and the seeds of notebook 13's comparisons). One row per (setting, seed,
-    form) with average test perplexity and wall time; ``runner.cached_only`` lists what has not finished in
-    ``attrs["missing"]``."""
+    released config), on each setting's ``headroom.comparison_seeds`` (Table 2's for a paper setting, Table 2b's
+    fresh ones for a headroom setting, so their stratified and released runs are shared; notebook 13's as well). One
+    row per (setting, seed, form) with average test perplexity and wall time; ``runner.cached_only`` lists what has
+    not finished in ``attrs["missing"]``."""
     rows, missing, runs_of = [], [], {}
     S = get_profile(profile).train.steps
     for st in settings:
@@ -260,7 +258,7 @@ def adequate_signal_rows(variant: str | None, settings, profile: str, runner, se
         if variant is not None:
             aioli, train = signal_variants(profile, len(setting_groups(st, profile)), S)[variant]
             forms[f"adequate signal ({variant})"] = {"aioli": aioli, "train": train}
-        for seed in (seeds_of or partial(comparison_seeds, profile))(st):
+        for seed in comparison_seeds(profile, st):
             try:
                 strat = run_method("stratified", st, profile, seed, runner).final
                 found = {name: run_method("aioli", st, profile, seed, runner, **over).final

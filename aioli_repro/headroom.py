@@ -36,11 +36,10 @@ from .profiles import get_profile
 from .report import results_dir
 from .stats import paired_ci
 
-__all__ = ["EMBEDDED_GROUPS", "as_setting", "cap_for_epochs", "choose_settings", "confirmation_candidates",
-           "control_candidate", "default_candidates", "default_headroom_groups", "default_screen_steps",
-           "comparison_seeds", "pair_candidates", "screen", "screen_summary", "screen_vs_full_length", "stage_seeds",
-           "uniform_index",
-           "SETTINGS_FILE"]
+__all__ = ["EMBEDDED_GROUPS", "as_setting", "cap_for_epochs", "choose_settings", "comparison_seeds",
+           "confirmation_candidates", "control_candidate", "default_candidates", "default_headroom_groups",
+           "default_screen_steps", "pair_candidates", "screen", "screen_summary", "screen_vs_full_length", "stage_seeds",
+           "uniform_index", "SETTINGS_FILE"]
 
 SETTINGS_FILE = "10_headroom_settings.csv"
 """Notebook 10's chosen settings (``choose_settings``) in ``results/<profile>/``: Table 2b and notebooks 12-13 read it."""
