@@ -18,7 +18,8 @@ differs in two ways, both selectable here: its ``SmoothedMeanWeightUpdater`` smo
 weight (``reward="exp_loss"``), and the mixed-minibatch loop that calls it normalises the smoothed rewards linearly
 instead of through the softmax (not offered: it is not the algorithm the paper describes). Like the released
 ``UpdateScheduler``, nothing is learnt during ``warmup_steps`` (stratified sampling there), and t keeps counting the
-warm-up's steps, so ε has already decayed when the bandit starts.
+warm-up's steps, so the floor ε_t has already decayed when the bandit starts; its first update's exponent is still
+ε_0 = 1/K (ε is only recomputed by an update), exactly as the released updater's ``prev_eps``.
 
 Sampling. The released loop draws the group of each micro-batch independently from π (several micro-batches per
 step, one group each) and takes one reward per group present: the mean loss of its micro-batches. Our loop draws the
