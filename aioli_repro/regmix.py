@@ -7,7 +7,9 @@ holds the parts that need no training, so that they can be tested on planted law
 
 * :func:`sample_mixtures`: N mixtures from a Dirichlet around the prior, with a concentration drawn per sample from
   15 log-spaced strengths in [0.1, 5] (small strengths give near-vertex mixtures, large ones near-prior mixtures),
-  entries below ``minimum`` set to 0 and the rest rounded to multiples of it, as the released mixture synthesiser does.
+  entries below ``minimum`` set to 0 and the rest rounded to multiples of it, as the released mixture synthesiser does
+  (without its rejection of mixtures above 4 times a group's prior share, a repetition cap that with a uniform prior
+  binds only from five groups on; the released regression simulates from one Dirichlet(prior), we reuse this scheme).
   The prior is uniform here (the paper uses the corpus's token distribution, softened by a temperature of 0.5; our
   groups are mixed from their own streams, and uniform is the bench's baseline);
 * :func:`fit_regression`: LightGBM gradient-boosted trees, seeded and single-threaded with ``deterministic`` on, so
