@@ -210,15 +210,20 @@ def regmix_proxies(setting: str | hparams.Setting, profile: str, seed: int) -> t
     t = prof.train
     plan = hparams.regmix_config(len(groups), t.steps, prof.model.preset, t.warmup_steps, t.test_max_sequences,
                                  prof.notes.get("regmix_proxies"))
-    cfgs = []
-    for p in sample_mixtures(len(groups), plan.n_proxies, seed, plan.minimum):
-        c = profile_config(profile, groups, "static", seed, {"proportions": config_mixture(p)}, name="regmix-proxy",
-                           steps=plan.proxy_steps, warmup_steps=plan.proxy_warmup_steps, eval_every=0,
-                           checkpoint_every=0, final_eval="val", test_max_sequences=plan.proxy_eval_sequences)
-        c.model.preset = plan.proxy_preset
-        c.validate()
-        cfgs.append(c)
+    cfgs = [regmix_proxy_config(plan, profile, groups, seed, p)
+            for p in sample_mixtures(len(groups), plan.n_proxies, seed, plan.minimum)]
     return plan, cfgs
+
+
+def regmix_proxy_config(plan: RegMixPlan, profile: str, groups: list[str], seed: int, proportions) -> RunConfig:
+    """One RegMix proxy run: a static run of the plan's smaller preset on ``proportions`` for ``plan.proxy_steps``,
+    scored on the validation split only."""
+    c = profile_config(profile, groups, "static", seed, {"proportions": config_mixture(proportions)},
+                       name="regmix-proxy", steps=plan.proxy_steps, warmup_steps=plan.proxy_warmup_steps,
+                       eval_every=0, checkpoint_every=0, final_eval="val", test_max_sequences=plan.proxy_eval_sequences)
+    c.model.preset = plan.proxy_preset
+    c.validate()
+    return c
 
 
 def regmix_fit(plan: RegMixPlan, proxy_cfgs: list[RunConfig], seed: int, runner: Runner,

@@ -27,7 +27,7 @@ from .tables import BASELINES, EXTENSION_METHODS
 __all__ = ["plot_static_law", "plot_dynamic_law", "plot_fidelity", "plot_colsum_ordering", "plot_stratified_curves",
            "plot_perplexity_differences", "plot_restricted", "plot_control_gains", "plot_ablations",
            "plot_validation_gaps", "plot_headroom_screen", "plot_headroom_share", "plot_custom_method",
-           "plot_signal_study", "plot_scale"]
+           "plot_signal_study", "plot_scale", "plot_regmix_transfer"]
 
 
 def _panels(n: int, width: float = 4.2, height: float = 3.6):
@@ -427,3 +427,29 @@ def plot_scale(headrooms: pd.DataFrame, gaps: pd.DataFrame, profile: str, path: 
     fig.suptitle(f"Scale ({profile})", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_regmix_transfer(df: pd.DataFrame, profile: str, path: str | Path | None = None):
+    """Notebook 04: does RegMix's choice beat uniform where it was made, and where it is used? One row of dots per
+    (setting, seed) at y, the final runs' mean validation loss, RegMix's minus stratified's. x: the proxy recipe's,
+    chosen mixture minus uniform, at a fresh seed (filled dot) and at the fit's own seed (hollow dot, joined to it).
+    Below 0 on an axis = the choice helps at that scale; a hollow dot left of its filled one is a gain that was the
+    fit's seed's luck; filled dots in the upper-left quadrant (helps the proxies, hurts the final runs) are a transfer
+    gap. ``df``: ``regmix_transfer.transfer_study``'s rows."""
+    fig, (ax,) = _panels(1, width=5.8, height=4.4)
+    groups = list(df.groupby("label", sort=False))
+    for i, (label, g) in enumerate(groups):  # filled dots first: the fresh seed is the measurement
+        ax.plot(g.proxy_loss_diff, g.final_loss_diff, "o", color=f"C{i}", label=label)
+    for i, (_, g) in enumerate(groups):
+        ax.plot(g.proxy_loss_diff_fit_seed, g.final_loss_diff, "o", mfc="none", color=f"C{i}")
+        for _, r in g.iterrows():
+            ax.plot([r.proxy_loss_diff_fit_seed, r.proxy_loss_diff], [r.final_loss_diff] * 2, color=f"C{i}", lw=0.6,
+                    alpha=0.5)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set(xlabel="proxies: chosen - uniform (mean val loss; filled: fresh seed, hollow: the fit's)",
+           ylabel="final runs: RegMix - stratified (mean val loss)",
+           title=f"RegMix's choice at the proxies' and the final scale ({profile})")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the dots fill every corner
+    _save(fig, path)
+    return fig

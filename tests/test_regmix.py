@@ -1,12 +1,12 @@
-"""RegMix on planted log-linear laws (simulated losses, no training), its determinism, and its recipe in run_method with
-the runner stubbed."""
+"""RegMix on planted log-linear laws (simulated losses, no training), its determinism, its recipe in run_method with
+the runner stubbed, and its diagnostics (out-of-fold fit quality; the transfer from proxies to the final run)."""
 
 import numpy as np
 import pytest
 
-from aioli_repro import hparams, methods
+from aioli_repro import hparams, methods, plots, regmix_transfer
 from aioli_repro.laws import StaticLawFit, optimal_mixture
-from aioli_repro.regmix import RegMixPlan, regmix_mixture, sample_mixtures
+from aioli_repro.regmix import RegMixPlan, cross_validated_spearman, regmix_mixture, sample_mixtures
 
 LAWS = {
     2: dict(c=[2.0, 2.5], b=[3.0, 1.0], A=[[4.0, 0.5], [0.5, 2.0]]),  # optimum (0.689, 0.311)
@@ -119,3 +119,116 @@ def test_run_method_trains_the_proxies_then_a_static_run_at_the_regmix_mixture(m
     P = np.array(out.details["proxy_proportions"])
     expected, _ = regmix_mixture(P, np.array(out.details["proxy_val_loss"]), 0, plan)
     assert out.proportions == methods.config_mixture(expected)
+
+
+FAST = RegMixPlan(lgbm={"learning_rate": 0.05, "num_iterations": 200, "min_data_in_leaf": 4})
+
+
+def test_out_of_fold_spearman_sees_a_law_and_not_noise():
+    """64 proxies: losses from a planted law rank well out of fold; losses independent of the mixture do not, where
+    the in-sample fit of the same noise ranks near perfectly (what ``fit_spearman`` reports)."""
+    law = planted(3)
+    P = sample_mixtures(3, 64, seed=1)
+    y_law = average_loss(law, P) + np.random.default_rng(1).normal(0, 0.002, len(P))
+    assert cross_validated_spearman(P, y_law, seed=1, plan=FAST) > 0.8
+    y_noise = np.random.default_rng(2).normal(3.0, 0.05, len(P))
+    noise = [cross_validated_spearman(P, y_noise, seed=s, plan=FAST) for s in range(3)]
+    assert max(abs(r) for r in noise) < 0.35, noise
+    _, details = regmix_mixture(P, y_noise, seed=1, plan=FAST)
+    assert details["fit_spearman"] > 0.9  # in sample, noise looks fitted
+
+
+def test_out_of_fold_spearman_is_seeded_and_checks_its_folds():
+    law = planted(2)
+    P = sample_mixtures(2, 32, seed=0)
+    y = average_loss(law, P)
+    assert cross_validated_spearman(P, y, 0, FAST) == cross_validated_spearman(P, y, 0, FAST)
+    with pytest.raises(ValueError, match="folds"):
+        cross_validated_spearman(P, y, 0, FAST, folds=33)
+
+
+class TwoScaleRunner(StubRunner):
+    """Proxies (the 300k preset) follow ``proxy_law``; final runs follow ``final_law``; stratified is uniform."""
+
+    def __init__(self, proxy_law, final_law, groups):
+        super().__init__(proxy_law, groups)
+        self.final_law = final_law
+
+    def _losses(self, cfg):
+        p = cfg.method_config.get("proportions", [1 / len(self.groups)] * len(self.groups))
+        law = self.law if cfg.model.preset == "300k" else self.final_law
+        return law.predict([p])[0]
+
+    def run(self, cfgs, keep_model=False):
+        self.proxies += cfgs
+        return [self._result(c, self._losses(c)) for c in cfgs]
+
+    def run_one(self, cfg, keep_model=False):
+        self.finals.append(cfg)
+        return self._result(cfg, self._losses(cfg))
+
+
+@pytest.mark.parametrize("gap", [False, True])
+def test_transfer_study_compares_each_scale_at_the_chosen_and_the_uniform_mixture(monkeypatch, tmp_path, gap):
+    """Planted: the proxies follow law L; the final model follows L (no gap) or L with its groups swapped, whose
+    optimum mirrors L's (a transfer gap). Expected values are the laws evaluated by hand at RegMix's mixture and at
+    uniform."""
+    monkeypatch.setattr(methods, "cached_result", lambda *a, **k: None)
+    monkeypatch.setattr(methods.hparams, "regmix_config",
+                        lambda *a, **k: RegMixPlan(n_proxies=48, proxy_steps=125, lgbm=FAST.lgbm))
+    law = planted(2)
+    swapped = type(law)(law.c[::-1], law.b[::-1], law.A[::-1, ::-1], r2=law.r2, mse=law.mse)
+    groups = methods.setting_groups("arxiv_stackexchange", "full")
+    runner = TwoScaleRunner(law, swapped if gap else law, groups)
+    df = regmix_transfer.transfer_study(["arxiv_stackexchange"], "full", seeds=[0, 1], runner=runner)
+    assert list(df.seed) == [0, 1] and df.attrs["missing"] == []
+    pair_seeds = [c.train.seed for c in runner.proxies if c.method_config["proportions"] in ([0.5, 0.5],)]
+    assert set(pair_seeds) == {0, 1, 1000, 1001}  # the uniform proxies: at the fit's seed and at a fresh one
+    for _, row in df.iterrows():
+        p = np.array(methods.run_method("regmix", "arxiv_stackexchange", "full", int(row.seed), runner).proportions)
+        u = np.full(2, 0.5)
+        final = swapped if gap else law
+        assert row.proxy_loss_diff == pytest.approx(average_loss(law, p)[0] - average_loss(law, u)[0], abs=1e-5)
+        assert row.final_loss_diff == pytest.approx(average_loss(final, p)[0] - average_loss(final, u)[0], abs=1e-5)
+        assert row.proxy_loss_diff_fit_seed == pytest.approx(row.proxy_loss_diff)  # no seed in this law
+        assert row.proxy_loss_diff < 0  # the proxies' choice wins where it was made
+        assert (row.final_loss_diff > 0) == gap
+        assert row.cv_spearman > 0.8
+    summary = regmix_transfer.summarise(df)
+    pooled = summary[summary.setting == "pooled"].iloc[0]
+    assert pooled.proxy_loss_diff == pytest.approx(df.proxy_loss_diff.mean())
+    assert pooled["proxy_loss_diff low"] < pooled.proxy_loss_diff < pooled["proxy_loss_diff high"]
+    fig = plots.plot_regmix_transfer(df, "full", path=tmp_path / "t.png")
+    (dots,) = fig.axes[0].lines[:1]
+    assert list(dots.get_xdata()) == list(df.proxy_loss_diff) and list(dots.get_ydata()) == list(df.final_loss_diff)
+
+
+class SeedLuckRunner(TwoScaleRunner):
+    """No mixture matters: every loss is 3.0, except that at the proxies' scale each seed favours a direction, seeds
+    below 1000 (the fits') the first group, fresh seeds the second: L = 3.0 + luck * (p_1 - 1/2)."""
+
+    def __init__(self, groups):
+        super().__init__(None, None, groups)
+
+    def _losses(self, cfg):
+        p = cfg.method_config.get("proportions", [0.5, 0.5])
+        if cfg.model.preset != "300k":
+            return np.full(2, 3.0)
+        luck = -0.1 if cfg.train.seed < 1000 else 0.1
+        return np.full(2, 3.0 + luck * (p[0] - 0.5))
+
+
+def test_a_gain_that_is_the_fits_seed_luck_shows_at_its_seed_and_not_at_a_fresh_one(monkeypatch):
+    """Planted winner's curse: RegMix's fit follows its seed's luck to the first group; re-scored at that seed the
+    choice gains, at a fresh seed it loses, and at the final scale nothing changes (hand: +-0.1 * (p_1 - 1/2), 0)."""
+    monkeypatch.setattr(methods, "cached_result", lambda *a, **k: None)
+    monkeypatch.setattr(methods.hparams, "regmix_config",
+                        lambda *a, **k: RegMixPlan(n_proxies=48, proxy_steps=125, lgbm=FAST.lgbm))
+    runner = SeedLuckRunner(methods.setting_groups("arxiv_stackexchange", "full"))
+    df = regmix_transfer.transfer_study(["arxiv_stackexchange"], "full", seeds=[0, 1], runner=runner)
+    for _, row in df.iterrows():
+        p1 = methods.run_method("regmix", "arxiv_stackexchange", "full", int(row.seed), runner).proportions[0]
+        assert p1 > 0.6  # the fit followed the luck
+        assert row.proxy_loss_diff_fit_seed == pytest.approx(-0.1 * (p1 - 0.5), abs=1e-6)
+        assert row.proxy_loss_diff == pytest.approx(0.1 * (p1 - 0.5), abs=1e-6)
+        assert row.final_loss_diff == pytest.approx(0.0, abs=1e-12)

@@ -171,3 +171,14 @@ def test_the_restricted_budget_extensions_get_a_table_of_means_over_seeds(tmp_pa
     assert "| S | odm | 102 | 99 | 99 | 3 | 0 | 500 | 2 |" in page and "finding F6" in page
     (res / "05_restricted_extensions_control.csv").unlink()  # half a study: no table
     assert "finding F6" not in results_markdown("full", tmp_path)
+
+
+def test_the_regmix_transfer_summary_gets_its_section(tmp_path):
+    res = tmp_path / "results" / "full"
+    res.mkdir(parents=True)
+    (res / "04_regmix_transfer_summary.csv").write_text(
+        "setting,label,seeds,cv_spearman,proxy_loss_diff\ns,S,3,0.51234,-0.02\npooled,pooled,3,0.51234,-0.02\n")
+    page = results_markdown("full", tmp_path)
+    assert "proxies' choice at the final scale" in page and "| S | 3 | 0.5123 | -0.02 |" in page
+    (res / "04_regmix_transfer_summary.csv").unlink()
+    assert "proxies' choice" not in results_markdown("full", tmp_path)
