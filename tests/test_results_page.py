@@ -177,8 +177,10 @@ def test_the_regmix_transfer_summary_gets_its_section(tmp_path):
     res = tmp_path / "results" / "full"
     res.mkdir(parents=True)
     (res / "04_regmix_transfer_summary.csv").write_text(
-        "setting,label,seeds,cv_spearman,proxy_loss_diff\ns,S,3,0.51234,-0.02\npooled,pooled,3,0.51234,-0.02\n")
+        "setting,label,seeds,cv_spearman,proxy_loss_diff,final_ppl_log_ratio\ns,S,3,0.51234,-0.02,0.1\n"
+        "pooled,pooled,3,0.51234,-0.02,0.1\n")
     page = results_markdown("full", tmp_path)
-    assert "proxies' choice at the final scale" in page and "| S | 3 | 0.5123 | -0.02 |" in page
+    assert "its pick at the proxies' scale" in page and "| S | 3 | 0.5123 | -0.02 |" in page
+    assert "final_ppl" not in page  # Table 2 has it
     (res / "04_regmix_transfer_summary.csv").unlink()
-    assert "proxies' choice" not in results_markdown("full", tmp_path)
+    assert "its pick at the proxies' scale" not in results_markdown("full", tmp_path)
