@@ -39,6 +39,9 @@ __all__ = ["transfer_study", "summarise", "FRESH_SEED_OFFSET"]
 
 FRESH_SEED_OFFSET = 1000
 """The transfer check's proxy pair trains at ``seed + 1000``, a seed no study of the profile uses."""
+_PART = "RegMix transfer check (extension)"
+"""How ``df.attrs["missing"]`` names an unfinished row: an extension method's part (``verdicts.extension_part``)
+that is not one of F1's Table 2 studies (those start with "regmix/")."""
 
 
 def _mean_val_loss(result: dict, groups: list[str]) -> float:
@@ -61,7 +64,7 @@ def transfer_study(settings, profile: str, seeds=None, runner: Runner | None = N
                 regmix = run_method("regmix", st, profile, seed, runner)
                 strat = run_method("stratified", st, profile, seed, runner).final
             except NotCachedError:
-                skip_unfinished(runner, missing, f"regmix/{st.label}/seed {seed}")
+                skip_unfinished(runner, missing, f"{_PART}/{st.label}/seed {seed}")
                 continue
             plan = regmix_proxies(st, profile, seed)[0]
             # chosen and uniform at a fresh seed, then at the fit's own seed
@@ -76,7 +79,7 @@ def transfer_study(settings, profile: str, seeds=None, runner: Runner | None = N
         try:
             chosen, uniform, chosen_fit_seed, uniform_fit_seed = runner.run(pair)
         except NotCachedError:
-            skip_unfinished(runner, missing, f"regmix transfer/{st.label}/seed {seed}")
+            skip_unfinished(runner, missing, f"{_PART}/{st.label}/seed {seed}")
             continue
         d = regmix.details
         rows.append({

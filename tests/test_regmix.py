@@ -232,3 +232,28 @@ def test_a_gain_that_is_the_fits_seed_luck_shows_at_its_seed_and_not_at_a_fresh_
         assert row.proxy_loss_diff_fit_seed == pytest.approx(-0.1 * (p1 - 0.5), abs=1e-6)
         assert row.proxy_loss_diff == pytest.approx(0.1 * (p1 - 0.5), abs=1e-6)
         assert row.final_loss_diff == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_unfinished_transfer_row_is_an_extension_part_outside_f1s_studies(monkeypatch):
+    """Rendered from the cache before its proxy pairs have trained: the row is left out and named so that it makes no
+    paper claim provisional (an extension part) and is not one of F1's Table 2 studies (those start with regmix/)."""
+    from aioli_repro.executors import NotCachedError
+    from aioli_repro.verdicts import extension_part
+
+    class CacheOnly(TwoScaleRunner):
+        cached_only = True
+
+        def run(self, cfgs, keep_model=False):
+            if any(c.train.steps == 125 and c.train.seed >= 1000 for c in cfgs):
+                raise NotCachedError("not in the run cache: regmix-proxy")
+            return super().run(cfgs)
+
+    monkeypatch.setattr(methods, "cached_result", lambda *a, **k: None)
+    monkeypatch.setattr(methods.hparams, "regmix_config",
+                        lambda *a, **k: RegMixPlan(n_proxies=48, proxy_steps=125, lgbm=FAST.lgbm))
+    law = planted(2)
+    runner = CacheOnly(law, law, methods.setting_groups("arxiv_stackexchange", "full"))
+    df = regmix_transfer.transfer_study(["arxiv_stackexchange"], "full", seeds=[0], runner=runner)
+    assert df.empty
+    (part,) = df.attrs["missing"]
+    assert extension_part(part) and not part.startswith("regmix/") and part.endswith("A/SE/seed 0")
