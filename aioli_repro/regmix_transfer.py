@@ -51,8 +51,8 @@ def _mean_val_loss(result: dict, groups: list[str]) -> float:
 def transfer_study(settings, profile: str, seeds=None, runner: Runner | None = None) -> pd.DataFrame:
     """One row per (setting, seed) whose RegMix and stratified runs have finished: the regression's in-sample and
     out-of-fold Spearman, the proxy-scale (fresh and fit seed) and final-scale loss differences, and Table 2's
-    relative perplexity difference. Trains the four proxy runs per row (cached); a cache-only runner leaves unfinished rows out and lists
-    them in ``df.attrs["missing"]``."""
+    relative perplexity difference. Trains the four proxy runs per row (cached); a cache-only runner leaves
+    unfinished rows out and lists them in ``df.attrs["missing"]``."""
     runner = study_runner(runner)
     seeds = list(get_profile(profile).seeds if seeds is None else seeds)
     studies, missing = [], []
@@ -83,11 +83,13 @@ def transfer_study(settings, profile: str, seeds=None, runner: Runner | None = N
             continue
         d = regmix.details
         rows.append({
-            "setting": st.key, "label": st.label, "seed": seed, "proxy_seed": seed + FRESH_SEED_OFFSET, "m": len(groups),
+            "setting": st.key, "label": st.label, "seed": seed, "proxy_seed": seed + FRESH_SEED_OFFSET,
+            "m": len(groups),
             "fit_spearman": d["fit_spearman"],
             "cv_spearman": cross_validated_spearman(d["proxy_proportions"], d["proxy_val_loss"], seed, plan),
             "proxy_loss_regmix": _mean_val_loss(chosen, groups), "proxy_loss_uniform": _mean_val_loss(uniform, groups),
-            "proxy_loss_diff_fit_seed": _mean_val_loss(chosen_fit_seed, groups) - _mean_val_loss(uniform_fit_seed, groups),
+            "proxy_loss_diff_fit_seed": (_mean_val_loss(chosen_fit_seed, groups)
+                                         - _mean_val_loss(uniform_fit_seed, groups)),
             "final_loss_regmix": _mean_val_loss(regmix.final, groups),
             "final_loss_stratified": _mean_val_loss(strat, groups),
             "final_ppl_log_ratio": float(np.log(regmix.final["avg_test_perplexity"] / strat["avg_test_perplexity"])),
@@ -102,7 +104,8 @@ def transfer_study(settings, profile: str, seeds=None, runner: Runner | None = N
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Per setting and pooled over settings: mean out-of-fold Spearman, and the proxy-scale (at the fit's seed and at
-    a fresh one) and final-scale loss differences with 95% intervals (paired over seeds per setting; stratified by setting when pooled)."""
+    a fresh one) and final-scale loss differences with 95% intervals (paired over seeds per setting; stratified by
+    setting when pooled)."""
     cols = ("proxy_loss_diff_fit_seed", "proxy_loss_diff", "final_loss_diff", "final_ppl_log_ratio")
     rows = []
     for (key, label), g in df.groupby(["setting", "label"], sort=False):

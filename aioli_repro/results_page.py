@@ -104,8 +104,8 @@ def results_markdown(profile: str, root: Path = REPO_ROOT) -> str:
     transfer = res / "04_regmix_transfer_summary.csv"
     if transfer.exists():
         out += ["\n## RegMix: its regression, and its pick at the proxies' scale and the final one "
-                "(`04_regmix_transfer*.csv`; mean validation loss over groups: chosen - uniform for the proxy recipe at "
-                "the fit's own seed and at a fresh one, RegMix - stratified for the final runs; 95% intervals over "
+                "(`04_regmix_transfer*.csv`; mean validation loss over groups: chosen - uniform for the proxy recipe "
+                "at the fit's own seed and at a fresh one, RegMix - stratified for the final runs; 95% intervals over "
                 "seeds; `cv_spearman`: the fit's out-of-fold rank correlation)",
                 md_table(pd.read_csv(transfer).drop(columns=["setting"]).filter(regex="^(?!final_ppl)").round(4))]
     t3 = res / "05_summary.json"
