@@ -451,5 +451,4 @@ def plot_regmix_transfer(df: pd.DataFrame, profile: str, path: str | Path | None
            ylabel="final runs: RegMix - stratified (mean val loss)",
            title=f"RegMix's choice at the proxies' and the final scale ({profile})")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the dots fill every corner
-    _save(fig, path)
-    return fig
+    return _save(fig, path)

@@ -91,13 +91,16 @@ class StubRunner:
                 "avg_val_perplexity": float(np.mean(np.exp(losses))), "flops_per_token": 1e6,
                 "train_tokens": cfg.train.steps * cfg.train.batch_size * cfg.data.context_length}
 
+    def _losses(self, cfg):
+        return self.law.predict([cfg.method_config["proportions"]])[0]
+
     def run(self, cfgs, keep_model=False):
         self.proxies += cfgs
-        return [self._result(c, self.law.predict([c.method_config["proportions"]])[0]) for c in cfgs]
+        return [self._result(c, self._losses(c)) for c in cfgs]
 
     def run_one(self, cfg, keep_model=False):
         self.finals.append(cfg)
-        return self._result(cfg, self.law.predict([cfg.method_config["proportions"]])[0])
+        return self._result(cfg, self._losses(cfg))
 
 
 def test_run_method_trains_the_proxies_then_a_static_run_at_the_regmix_mixture(monkeypatch):
@@ -158,14 +161,6 @@ class TwoScaleRunner(StubRunner):
         p = cfg.method_config.get("proportions", [1 / len(self.groups)] * len(self.groups))
         law = self.law if cfg.model.preset == "300k" else self.final_law
         return law.predict([p])[0]
-
-    def run(self, cfgs, keep_model=False):
-        self.proxies += cfgs
-        return [self._result(c, self._losses(c)) for c in cfgs]
-
-    def run_one(self, cfg, keep_model=False):
-        self.finals.append(cfg)
-        return self._result(cfg, self._losses(cfg))
 
 
 @pytest.mark.parametrize("gap", [False, True])
